@@ -1,0 +1,261 @@
+"""The ``tailorlm`` command line (Typer + Rich).
+
+Heavy libraries (torch, transformers, sentence-transformers) are imported inside
+the commands that need them, so ``tailorlm --help`` and data commands start fast.
+Global flags override the config file and ``TAILORLM_*`` variables (see settings.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tailorlm.demo import side_by_side
+from tailorlm.settings import Settings, load_settings
+
+app = typer.Typer(help="Personalize LLMs for their users.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Load, fetch, inspect, export and delete user data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _store(ctx: typer.Context):
+    from tailorlm.data import Store
+
+    return Store.from_settings(_settings(ctx))
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    store_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store (sqlite:///... or postgresql://...)")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="models, datasets and the default store")] = None,
+    backend: Annotated[str | None, typer.Option(help="generator backend: local | openai")] = None,
+    model: Annotated[str | None, typer.Option(help="'smollm2', a local HF folder, or a remote model name")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")] = None,
+) -> None:
+    try:
+        settings = load_settings(
+            store_url=store_url,
+            cache_dir=cache_dir,
+            generator={"backend": backend, "model": model, "base_url": base_url},
+        )
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+    ctx.obj = {"settings": settings}
+
+
+@app.command()
+def info(ctx: typer.Context) -> None:
+    """Store URL, schema version, configured models and row counts."""
+    s = _settings(ctx)
+    store = _store(ctx)
+    table = Table(title="tailorlm", show_header=False)
+    table.add_row("store", store.url)
+    table.add_row("schema version", str(store.schema_version))
+    table.add_row("cache dir", str(s.cache_dir))
+    g = s.generator
+    table.add_row("generator", f"{g.backend}: {g.model}" + (f" @ {g.base_url}" if g.base_url else ""))
+    table.add_row("embedder", f"{s.embedder.backend}: {s.embedder.model}")
+    for name, n in store.counts().items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+@data_app.command("load")
+def data_load(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="file or folder (MovieLens) to load")],
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="amazon | movielens | lamp | personachat | popquorn | jsonl | csv")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed lines and report them instead of aborting")] = False,
+    namespace: Annotated[str | None, typer.Option(help="prefix for user/item ids (default: the dataset name; '' for none)")] = None,
+    outputs: Annotated[Path | None, typer.Option(help="LaMP outputs file (gold answers)")] = None,
+) -> None:
+    """Load a dataset into the store in one transaction (all or nothing)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from tailorlm.data.loaders import LoadError, detect_format, load_dataset
+
+    if not path.exists():
+        err.print(f"[red]no such file or folder:[/red] {path}")
+        raise typer.Exit(2)
+    fmt = fmt or detect_format(path)
+    if fmt is None:
+        err.print(f"[red]cannot tell the format of {path}; pass --format[/red]")
+        raise typer.Exit(2)
+    options: dict[str, Any] = {}
+    if namespace is not None:
+        options["namespace"] = namespace
+    if outputs is not None:
+        options["outputs"] = outputs
+    store = _store(ctx)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(f"loading {path.name} ({fmt})", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        try:
+            report = load_dataset(store, fmt, path, skip_bad=skip_bad, progress=progress, **options)
+        except LoadError as exc:
+            err.print(f"[red]load failed, nothing was stored:[/red] {exc}")
+            raise typer.Exit(1) from None
+    table = Table(title=f"loaded {path.name} as {fmt} in {report.seconds:.1f} s")
+    table.add_column("table")
+    table.add_column("rows added", justify="right")
+    for name, n in report.added.items():
+        if n:
+            table.add_row(name, f"{n:,}")
+    console.print(table)
+    console.print(f"{report.records:,} records read, {report.skipped:,} skipped")
+    for msg in report.errors:
+        err.print(f"  [yellow]skipped:[/yellow] {msg}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="dataset to fetch: movielens-100k")],
+    load: Annotated[bool, typer.Option(help="also load it into the store")] = False,
+) -> None:
+    """Download a public dataset into the user cache."""
+    from tailorlm.data.fetch import fetch_movielens_100k
+
+    if name != "movielens-100k":
+        err.print(f"[red]unknown dataset {name!r}[/red]; available: movielens-100k")
+        raise typer.Exit(2)
+    folder = fetch_movielens_100k(_settings(ctx).cache_dir)
+    console.print(f"movielens-100k is in {folder}")
+    if load:
+        data_load(ctx, folder, fmt="movielens", skip_bad=False, namespace=None, outputs=None)
+
+
+@data_app.command("stats")
+def data_stats(ctx: typer.Context) -> None:
+    """Row counts, task examples and load history."""
+    store = _store(ctx)
+    table = Table(title=f"store {store.url}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in store.counts().items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    tasks = store.list_tasks()
+    if tasks:
+        t2 = Table(title="task examples")
+        t2.add_column("task")
+        t2.add_column("examples", justify="right")
+        for task, n in sorted(tasks.items()):
+            t2.add_row(task, f"{n:,}")
+        console.print(t2)
+    loads = store.list_loads()
+    if loads:
+        t3 = Table(title="loads")
+        for col in ("source", "path", "records", "skipped"):
+            t3.add_column(col)
+        for ld in loads[-10:]:
+            t3.add_row(ld["source"], ld["path"], f"{ld['records']:,}", str(ld["skipped"]))
+        console.print(t3)
+
+
+@data_app.command("export")
+def data_export(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="user id")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write JSON here instead of stdout")] = None,
+) -> None:
+    """Everything stored about one user, as JSON."""
+    try:
+        export = _store(ctx).export_user(user_id=user)
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(1) from None
+    text = json.dumps(export, indent=2, ensure_ascii=False)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@data_app.command("delete-user")
+def data_delete_user(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="user id")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete every row, vector, artifact and file of one user (and nothing else)."""
+    store = _store(ctx)
+    if not store.has_user(user_id=user):
+        err.print(f"[red]unknown user {user!r}[/red]")
+        raise typer.Exit(1)
+    if not yes and not typer.confirm(f"Delete all data of user {user!r}?"):
+        raise typer.Exit(1)
+    report = store.delete_user(user_id=user)
+    rows = ", ".join(f"{k}: {v}" for k, v in report.rows.items() if v)
+    console.print(f"deleted {user}: {rows}; {len(report.files)} artifact file(s)")
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    request: Annotated[str, typer.Argument(help="what to ask the model")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="personalize for this user")] = None,
+    k: Annotated[int, typer.Option(help="documents of the user's history to retrieve")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="generation budget")] = 96,
+    compare: Annotated[bool, typer.Option(help="also show the non-personalized answer")] = False,
+) -> None:
+    """Generate an answer, personalized with the user's retrieved history when --user is given."""
+    from tailorlm.history_prompt import baseline_messages, history_messages, user_history_lines
+    from tailorlm.models import GenerationConfig, build_generator
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    lines: list[str] = []
+    if user is not None:
+        store = _store(ctx)
+        if not store.has_user(user_id=user):
+            err.print(f"[red]unknown user {user!r}[/red] (see `tailorlm data stats`)")
+            raise typer.Exit(1)
+        lines = user_history_lines(store, user_id=user, request=request, k=k)
+    with err.status("loading the model"):
+        generator = build_generator(_settings(ctx))
+    batch = [history_messages(request, lines)]
+    if compare:
+        batch.append(baseline_messages(request))
+    with err.status("generating"):
+        answers = generator.generate(batch, config=config)
+    if user is not None:
+        err.print(f"[dim]{len(lines)} items of {user}'s history in the prompt[/dim]")
+    if compare:
+        side_by_side(console, answers[1], answers[0])
+    else:
+        console.print(answers[0])
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="how many users to show")] = 2,
+) -> None:
+    """Fetch and load real data, then answer for real users with and without personalization."""
+    from tailorlm.demo import run_demo
+
+    run_demo(_settings(ctx), console=console, n_users=users)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

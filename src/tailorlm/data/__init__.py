@@ -1,0 +1,34 @@
+"""User data: the record types, the store, and dataset loaders."""
+
+from tailorlm.data.derived import Artifact, Fact, Scope
+from tailorlm.data.records import (
+    Document,
+    Interaction,
+    Item,
+    Preference,
+    Record,
+    TaskExample,
+    User,
+    content_id,
+    to_timestamp,
+)
+from tailorlm.data.store import DeletionReport, Store, WriteReport, Writer
+
+__all__ = [
+    "Artifact",
+    "DeletionReport",
+    "Document",
+    "Fact",
+    "Interaction",
+    "Item",
+    "Preference",
+    "Record",
+    "Scope",
+    "Store",
+    "TaskExample",
+    "User",
+    "WriteReport",
+    "Writer",
+    "content_id",
+    "to_timestamp",
+]

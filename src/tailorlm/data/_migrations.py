@@ -1,0 +1,88 @@
+"""Schema versioning for stores that live on users' disks for years.
+
+A fresh database gets the current tables and is stamped with ``SCHEMA_VERSION``
+(alembic's recommended "create_all, then stamp head"). An older database runs
+each pending step in order, inside one transaction, using alembic's ``Operations``
+(which knows SQLite's batch-alter dance). We use alembic's operations but not
+its script directory: stores are opened by library code at run time, not by a
+developer running ``alembic upgrade``.
+
+To change the schema: edit ``_tables.py``, append ``Migration(N + 1, ...)`` to
+``MIGRATIONS`` that brings an N database to the new shape, bump nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, inspect, select
+
+from tailorlm.data import _tables as t
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SchemaVersionError", "migrate"]
+
+
+class SchemaVersionError(RuntimeError):
+    """The store was written by a newer tailorlm than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    upgrade: Callable[[object, Connection], None]  # (alembic Operations, connection)
+
+
+# Version 1 is the initial schema; nothing to upgrade yet.
+MIGRATIONS: tuple[Migration, ...] = ()
+SCHEMA_VERSION = 1
+
+
+def _read_version(conn: Connection) -> int | None:
+    if not inspect(conn).has_table(t.meta.name):
+        return None
+    row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
+    return int(row[0]) if row else None
+
+
+def _write_version(conn: Connection, version: int) -> None:
+    conn.execute(t.meta.delete().where(t.meta.c.key == "schema_version"))
+    conn.execute(t.meta.insert().values(key="schema_version", value=str(version)))
+
+
+def migrate(
+    engine: Engine,
+    *,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    target: int | None = None,
+) -> int:
+    """Bring the database to ``target`` (default: the latest version); return it.
+
+    Raises:
+        SchemaVersionError: the database is newer than this code understands.
+    """
+    head = max([SCHEMA_VERSION, *(m.version for m in migrations)])
+    target = head if target is None else target
+    with engine.begin() as conn:
+        current = _read_version(conn)
+        if current is None:
+            t.metadata.create_all(conn)
+            _write_version(conn, target)
+            return target
+        if current > head:
+            raise SchemaVersionError(
+                f"store {engine.url.render_as_string(hide_password=True)} has schema version "
+                f"{current}, newer than this tailorlm understands ({head}); upgrade tailorlm"
+            )
+        pending = sorted((m for m in migrations if current < m.version <= target), key=lambda m: m.version)
+        if pending:
+            from alembic.migration import MigrationContext
+            from alembic.operations import Operations
+
+            ops = Operations(MigrationContext.configure(conn))
+            for m in pending:
+                m.upgrade(ops, conn)
+                _write_version(conn, m.version)
+            return pending[-1].version
+        return current

@@ -1,0 +1,190 @@
+"""SQLAlchemy Core tables: one metadata object for SQLite and PostgreSQL alike.
+
+Every user-owned table carries ``user_id`` as the first primary-key column, so
+request-path queries are ``WHERE user_id = ?`` index scans and the schema can be
+sharded by user without cross-user joins. Timestamps are Unix seconds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+_ID = String(256)
+
+
+def _user_fk() -> ForeignKey:
+    return ForeignKey("users.user_id", ondelete="CASCADE")
+
+
+meta = Table(
+    "tailorlm_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", _ID, primary_key=True),
+    Column("name", Text),
+    Column("age", Integer),
+    Column("age_band", String(64)),
+    Column("gender", String(64)),
+    Column("occupation", Text),
+    Column("location", Text),
+    Column("attributes", JSON, nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("item_id", _ID, primary_key=True),
+    Column("title", Text),
+    Column("text", Text),
+    Column("attributes", JSON, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("doc_id", _ID, primary_key=True),
+    Column("doc_kind", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("title", Text),
+    Column("rating", Float),
+    Column("item_id", _ID),
+    Column("timestamp", BigInteger),
+    Column("metadata", JSON, nullable=False),
+    Column("source", String(128)),
+    Index("ix_documents_user_ts", "user_id", "timestamp"),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("interaction_id", _ID, primary_key=True),
+    Column("item_id", _ID, nullable=False),
+    Column("interaction", String(32), nullable=False),
+    Column("value", Float),
+    Column("timestamp", BigInteger),
+    Column("metadata", JSON, nullable=False),
+    Column("source", String(128)),
+    Index("ix_interactions_user_ts", "user_id", "timestamp"),
+    Index("ix_interactions_item", "item_id"),
+)
+
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("pref_id", _ID, primary_key=True),
+    Column("prompt", Text, nullable=False),
+    Column("chosen", Text, nullable=False),
+    Column("rejected", Text, nullable=False),
+    Column("dimension", String(128)),
+    Column("pref_source", String(128)),
+    Column("timestamp", BigInteger),
+    Column("source", String(128)),
+)
+
+examples = Table(
+    "examples",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("task", String(128), primary_key=True),
+    Column("example_id", _ID, primary_key=True),
+    Column("input", Text, nullable=False),
+    Column("target", Text),
+    Column("doc_id", _ID),
+    Column("timestamp", BigInteger),
+    Column("metadata", JSON, nullable=False),
+    Column("source", String(128)),
+    Index("ix_examples_task", "task"),
+)
+
+embedding_models = Table(
+    "embedding_models",
+    metadata,
+    Column("model", String(256), primary_key=True),
+    Column("dim", Integer, nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("model", String(256), ForeignKey("embedding_models.model"), primary_key=True),
+    Column("doc_id", _ID, primary_key=True),
+    Column("dim", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("text_hash", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Derived artifacts at any granularity: scope 'user' (owner = user_id), 'persona'
+# (owner = persona id) or 'global' (owner = ''). Files (adapters) sit at ``path``.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("owner", _ID, primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("payload", JSON, nullable=False),
+    Column("path", Text),
+    Column("model", String(256)),
+    Column("model_version", String(128)),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+facts = Table(
+    "facts",
+    metadata,
+    Column("user_id", _ID, _user_fk(), primary_key=True),
+    Column("fact_id", _ID, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("valid_from", BigInteger, nullable=False),
+    Column("valid_to", BigInteger),
+    Column("fact_source", String(128)),
+    Column("model", String(256)),
+    Column("model_version", String(128)),
+    Column("metadata", JSON, nullable=False),
+)
+
+loads = Table(
+    "loads",
+    metadata,
+    Column("load_id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(128), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("counts", JSON, nullable=False),
+)
+
+# Tables whose rows belong to one user (deleted and exported per user).
+USER_TABLES = (documents, interactions, preferences, examples, embeddings, facts)

@@ -1,0 +1,118 @@
+"""One settings object for the whole toolkit.
+
+Values come, lowest priority first, from the defaults below, a TOML config file
+(``$TAILORLM_CONFIG`` or ``<config dir>/config.toml``), ``TAILORLM_*`` environment
+variables (nested fields with ``__``, e.g. ``TAILORLM_GENERATOR__BACKEND=openai``)
+and finally CLI flags, which the CLI passes as keyword overrides to :func:`load_settings`.
+
+Paths are resolved when settings are loaded, never at import time, so tests can
+point everything at ``tmp_path`` with ``monkeypatch.setenv``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["EmbedderSettings", "GeneratorSettings", "Settings", "default_cache_dir", "load_settings"]
+
+
+def default_cache_dir() -> Path:
+    """Where converted models, fetched datasets and the default store live."""
+    env = os.environ.get("TAILORLM_CACHE_DIR")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("tailorlm"))
+
+
+class GeneratorSettings(BaseModel):
+    """Which LLM backend answers chat messages."""
+
+    backend: Literal["local", "openai"] = Field("local", description="local transformers or an OpenAI-compatible HTTP server")
+    model: str = Field("smollm2", description="'smollm2' (packaged default), a local HF model folder, or the remote model name")
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = Field(None, description="API key for the HTTP backend")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="local weights dtype (bf16 helps only at batch >= 8 on CPU)")
+    timeout_s: float = Field(120.0, description="HTTP request timeout")
+
+
+class EmbedderSettings(BaseModel):
+    """Which sentence embedder turns texts into vectors."""
+
+    backend: Literal["sentence-transformers"] = "sentence-transformers"
+    model: str = Field("all-minilm-l6-v2", description="'all-minilm-l6-v2' (packaged default) or a local folder")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+
+
+class Settings(BaseSettings):
+    """Everything a tailorlm process needs to know; see the module docstring for sources."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILORLM_", env_nested_delimiter="__", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="models, datasets, adapters")
+    store_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in cache_dir")
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.cache_dir / 'tailorlm.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI overrides (init) > environment > config file > defaults.
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+
+def config_file_path() -> Path:
+    env = os.environ.get("TAILORLM_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("tailorlm")) / "config.toml"
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML config file if it exists; a malformed file is an error naming it."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file_path()
+        if not path.is_file():
+            return {}
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path}: {exc}") from exc
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if not v:
+                continue
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``None`` overrides (unset CLI flags) are ignored.
+
+    Example:
+        >>> load_settings(store_url="sqlite:///:memory:").resolved_store_url
+        'sqlite:///:memory:'
+    """
+    return Settings(**_drop_none(overrides))

@@ -39,7 +39,7 @@ def test_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_malformed_config_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("store_url = \n")
-    with pytest.raises(ValueError, match="config.toml"):
+    with pytest.raises(ValueError, match=r"config\.toml"):
         load_settings()
 
 

@@ -26,9 +26,17 @@ from tailorlm.data._migrations import Migration, SchemaVersionError, migrate
 def _user_data(uid: str, n_docs: int = 3) -> list:
     recs: list = [User(user_id=uid, age=30, occupation="musician", attributes={"plan": "pro"})]
     for i in range(n_docs):
-        recs.append(Document(user_id=uid, doc_kind="review", text=f"{uid} review {i} about strings",
-                             title=f"title {i}", rating=float(1 + i % 5), item_id=f"item{i}",
-                             timestamp=1000 + i))  # fmt: skip
+        recs.append(
+            Document(
+                user_id=uid,
+                doc_kind="review",
+                text=f"{uid} review {i} about strings",
+                title=f"title {i}",
+                rating=float(1 + i % 5),
+                item_id=f"item{i}",
+                timestamp=1000 + i,
+            )
+        )
         recs.append(Interaction(user_id=uid, item_id=f"item{i}", value=float(1 + i % 5), timestamp=1000 + i))
     recs.append(Preference(user_id=uid, prompt="Title?", chosen=f"{uid} short", rejected="long title"))
     recs.append(TaskExample(task="t", example_id=f"{uid}-q", user_id=uid, input="review", target="5"))
@@ -39,24 +47,56 @@ def _populate(store: Store, uid: str, files_dir: Path) -> None:
     store.add(_user_data(uid))
     docs = store.get_documents(user_id=uid)
     vecs = np.random.default_rng(abs(hash(uid)) % 2**32).random((len(docs), 8), dtype=np.float32)
-    store.put_embeddings(user_id=uid, model="emb-a", version="1", doc_ids=[d.doc_id for d in docs],
-                         vectors=vecs, texts=[d.text for d in docs])  # fmt: skip
+    store.put_embeddings(
+        user_id=uid,
+        model="emb-a",
+        version="1",
+        doc_ids=[d.doc_id for d in docs],
+        vectors=vecs,
+        texts=[d.text for d in docs],
+    )
     adapter = files_dir / "adapters" / uid
     adapter.mkdir(parents=True)
     (adapter / "adapter_model.safetensors").write_bytes(b"weights of " + uid.encode())
-    store.put_artifact(Artifact(scope="user", owner=uid, kind="adapter", key="rating", path=str(adapter),
-                                model="smollm2", model_version="abc"))  # fmt: skip
-    store.put_artifact(Artifact(scope="user", owner=uid, kind="profile", payload={"summary": f"{uid} likes strings"},
-                                model="smollm2", model_version="abc"))  # fmt: skip
+    store.put_artifact(
+        Artifact(
+            scope="user",
+            owner=uid,
+            kind="adapter",
+            key="rating",
+            path=str(adapter),
+            model="smollm2",
+            model_version="abc",
+        )
+    )
+    store.put_artifact(
+        Artifact(
+            scope="user",
+            owner=uid,
+            kind="profile",
+            payload={"summary": f"{uid} likes strings"},
+            model="smollm2",
+            model_version="abc",
+        )
+    )
     store.add_fact(Fact(user_id=uid, fact_id="f1", text=f"{uid} plays guitar", source="chat"))
 
 
 def test_roundtrip_each_record_type(store: Store) -> None:
-    store.add([*_user_data("u1"), Item(item_id="item0", title="Strings", attributes={"brand": "D'Addario"})])
+    store.add(
+        [
+            *_user_data("u1"),
+            Item(item_id="item0", title="Strings", attributes={"brand": "D'Addario"}),
+        ]
+    )
     user = store.get_user(user_id="u1")
     assert user is not None and user.age == 30 and user.attributes == {"plan": "pro"}
     docs = store.get_documents(user_id="u1")
-    assert [d.text for d in docs] == ["u1 review 0 about strings", "u1 review 1 about strings", "u1 review 2 about strings"]
+    assert [d.text for d in docs] == [
+        "u1 review 0 about strings",
+        "u1 review 1 about strings",
+        "u1 review 2 about strings",
+    ]
     assert docs[1].rating == 2.0 and docs[1].title == "title 1" and docs[1].timestamp == 1001
     assert [i.value for i in store.get_interactions(user_id="u1")] == [1.0, 2.0, 3.0]
     (pref,) = store.get_preferences(user_id="u1")
@@ -132,7 +172,10 @@ def test_facts_are_closed_not_overwritten(store: Store) -> None:
     assert store.invalidate_fact(user_id="u1", fact_id="city", at=20)
     assert [f.text for f in store.get_facts(user_id="u1")] == ["lives in Lyon"]
     history = store.get_facts(user_id="u1", valid_only=False)
-    assert [(f.text, f.valid_to) for f in history] == [("lives in Paris", 20), ("lives in Lyon", None)]
+    assert [(f.text, f.valid_to) for f in history] == [
+        ("lives in Paris", 20),
+        ("lives in Lyon", None),
+    ]
     assert not store.invalidate_fact(user_id="other", fact_id="city2")  # another user's fact id
     assert store.delete_fact(user_id="u1", fact_id="city2")
     assert store.get_facts(user_id="u1") == []
@@ -166,8 +209,16 @@ def test_export_is_json_and_complete(store: Store, tmp_path: Path) -> None:
 
     _populate(store, "alice", tmp_path / "files")
     export = json.loads(json.dumps(store.export_user(user_id="alice")))
-    assert set(export) == {"user", "documents", "interactions", "preferences", "examples", "embeddings",
-                           "facts", "artifacts"}  # fmt: skip
+    assert set(export) == {
+        "user",
+        "documents",
+        "interactions",
+        "preferences",
+        "examples",
+        "embeddings",
+        "facts",
+        "artifacts",
+    }
     assert len(export["embeddings"][0]["vector"]) == 8
     assert export["embeddings"][0]["model"] == "emb-a"
     assert {a["kind"] for a in export["artifacts"]} == {"adapter", "profile"}
@@ -219,8 +270,16 @@ def test_unsupported_url_is_refused() -> None:
         (lambda: Document(user_id="u", text="x", unknown=1), "unknown"),
         (lambda: Artifact(scope="user", kind="profile"), "owner"),
     ],
-    ids=["empty-user", "bad-timestamp", "blank-kind", "negative-age", "unknown-interaction",
-         "chosen-equals-rejected", "extra-field", "user-artifact-without-owner"],  # fmt: skip
+    ids=[
+        "empty-user",
+        "bad-timestamp",
+        "blank-kind",
+        "negative-age",
+        "unknown-interaction",
+        "chosen-equals-rejected",
+        "extra-field",
+        "user-artifact-without-owner",
+    ],
 )
 def test_bad_records_name_the_field(factory, field: str) -> None:
     with pytest.raises(ValidationError, match=field):

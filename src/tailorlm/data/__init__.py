@@ -12,7 +12,7 @@ from tailorlm.data.records import (
     content_id,
     to_timestamp,
 )
-from tailorlm.data.store import DeletionReport, Store, WriteReport, Writer
+from tailorlm.data.store import DeletionReport, Store, Writer, WriteReport
 
 __all__ = [
     "Artifact",

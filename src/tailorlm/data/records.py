@@ -81,7 +81,13 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
 
     @field_validator(
-        "user_id", "item_id", "doc_id", "pref_id", "interaction_id", "example_id", check_fields=False
+        "user_id",
+        "item_id",
+        "doc_id",
+        "pref_id",
+        "interaction_id",
+        "example_id",
+        check_fields=False,
     )
     @classmethod
     def _check_id(cls, v: str | None) -> str | None:

@@ -77,28 +77,52 @@ class DeletionReport:
 def _row(rec: Record, source: str | None) -> tuple[Table, dict[str, Any]]:
     if isinstance(rec, Document):
         return t.documents, {
-            "user_id": rec.user_id, "doc_id": rec.doc_id, "doc_kind": rec.doc_kind,
-            "text": rec.text, "title": rec.title, "rating": rec.rating, "item_id": rec.item_id,
-            "timestamp": rec.timestamp, "metadata": rec.metadata, "source": source,
-        }  # fmt: skip
+            "user_id": rec.user_id,
+            "doc_id": rec.doc_id,
+            "doc_kind": rec.doc_kind,
+            "text": rec.text,
+            "title": rec.title,
+            "rating": rec.rating,
+            "item_id": rec.item_id,
+            "timestamp": rec.timestamp,
+            "metadata": rec.metadata,
+            "source": source,
+        }
     if isinstance(rec, Interaction):
         return t.interactions, {
-            "user_id": rec.user_id, "interaction_id": rec.interaction_id, "item_id": rec.item_id,
-            "interaction": rec.interaction, "value": rec.value, "timestamp": rec.timestamp,
-            "metadata": rec.metadata, "source": source,
-        }  # fmt: skip
+            "user_id": rec.user_id,
+            "interaction_id": rec.interaction_id,
+            "item_id": rec.item_id,
+            "interaction": rec.interaction,
+            "value": rec.value,
+            "timestamp": rec.timestamp,
+            "metadata": rec.metadata,
+            "source": source,
+        }
     if isinstance(rec, Preference):
         return t.preferences, {
-            "user_id": rec.user_id, "pref_id": rec.pref_id, "prompt": rec.prompt,
-            "chosen": rec.chosen, "rejected": rec.rejected, "dimension": rec.dimension,
-            "pref_source": rec.source, "timestamp": rec.timestamp, "source": source,
-        }  # fmt: skip
+            "user_id": rec.user_id,
+            "pref_id": rec.pref_id,
+            "prompt": rec.prompt,
+            "chosen": rec.chosen,
+            "rejected": rec.rejected,
+            "dimension": rec.dimension,
+            "pref_source": rec.source,
+            "timestamp": rec.timestamp,
+            "source": source,
+        }
     if isinstance(rec, TaskExample):
         return t.examples, {
-            "user_id": rec.user_id, "task": rec.task, "example_id": rec.example_id,
-            "input": rec.input, "target": rec.target, "doc_id": rec.doc_id,
-            "timestamp": rec.timestamp, "metadata": rec.metadata, "source": source,
-        }  # fmt: skip
+            "user_id": rec.user_id,
+            "task": rec.task,
+            "example_id": rec.example_id,
+            "input": rec.input,
+            "target": rec.target,
+            "doc_id": rec.doc_id,
+            "timestamp": rec.timestamp,
+            "metadata": rec.metadata,
+            "source": source,
+        }
     if isinstance(rec, User):
         return t.users, rec.model_dump(exclude={"kind"})
     if isinstance(rec, Item):
@@ -136,6 +160,8 @@ class Writer:
         self._source = source
         self._batch_size = batch_size
         self._buffer: list[Record] = []
+        self._known_users: set[str] = set()  # stubs already ensured in this transaction
+        self._known_items: set[str] = set()
         self.records = 0
 
     def add(self, record: Record) -> None:
@@ -163,10 +189,12 @@ class Writer:
                 stub_items.add(iid)
         self._buffer.clear()
         # Parents first: stubs never overwrite a known user or item; explicit records do.
-        stub_u = [{"user_id": u, "attributes": {}} for u in sorted(stub_users)]
+        stub_u = [{"user_id": u, "attributes": {}} for u in sorted(stub_users - self._known_users)]
         _insert(self._conn, t.users, stub_u, update=False)
-        stub_i = [{"item_id": i, "attributes": {}} for i in sorted(stub_items)]
+        stub_i = [{"item_id": i, "attributes": {}} for i in sorted(stub_items - self._known_items)]
         _insert(self._conn, t.items, stub_i, update=False)
+        self._known_users |= stub_users
+        self._known_items |= stub_items
         for table in (t.users, t.items, t.documents, t.interactions, t.preferences, t.examples):
             _insert(self._conn, table, by_table.get(table.name, []), update=True)
 
@@ -249,13 +277,30 @@ class Store:
         after = self.counts()
         return WriteReport(records=w.records, added={k: after[k] - before[k] for k in after})
 
-    def record_load(self, *, source: str, path: str, sha256: str | None, started_at: int,
-                    records: int, skipped: int, counts: dict[str, int]) -> None:  # fmt: skip
+    def record_load(
+        self,
+        *,
+        source: str,
+        path: str,
+        sha256: str | None,
+        started_at: int,
+        records: int,
+        skipped: int,
+        counts: dict[str, int],
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(t.loads.insert().values(
-                source=source, path=path, sha256=sha256, started_at=started_at,
-                finished_at=int(time.time()), records=records, skipped=skipped, counts=counts,
-            ))  # fmt: skip
+            conn.execute(
+                t.loads.insert().values(
+                    source=source,
+                    path=path,
+                    sha256=sha256,
+                    started_at=started_at,
+                    finished_at=int(time.time()),
+                    records=records,
+                    skipped=skipped,
+                    counts=counts,
+                )
+            )
 
     def list_loads(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -274,9 +319,7 @@ class Store:
     def user_counts(self, *, user_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {
-                tb.name: conn.execute(
-                    select(func.count()).select_from(tb).where(tb.c.user_id == user_id)
-                ).scalar_one()
+                tb.name: conn.execute(select(func.count()).select_from(tb).where(tb.c.user_id == user_id)).scalar_one()
                 for tb in t.USER_TABLES
             }
 
@@ -352,7 +395,10 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(c.timestamp, c.pref_id)).mappings().all()
         return [
-            Preference(source=r["pref_source"], **{k: v for k, v in r.items() if k not in ("source", "pref_source")})
+            Preference(
+                source=r["pref_source"],
+                **{k: v for k, v in r.items() if k not in ("source", "pref_source")},
+            )
             for r in rows
         ]
 
@@ -395,9 +441,9 @@ class Store:
         dim = int(vectors.shape[1])
         now = int(time.time())
         with self.engine.begin() as conn:
-            known = conn.execute(
-                select(t.embedding_models).where(t.embedding_models.c.model == model)
-            ).mappings().first()
+            known = (
+                conn.execute(select(t.embedding_models).where(t.embedding_models.c.model == model)).mappings().first()
+            )
             if known is None:
                 conn.execute(t.embedding_models.insert().values(model=model, dim=dim, version=version, created_at=now))
             elif known["dim"] != dim:
@@ -408,10 +454,15 @@ class Store:
             _insert(conn, t.users, [{"user_id": user_id, "attributes": {}}], update=False)
             rows = [
                 {
-                    "user_id": user_id, "model": model, "doc_id": d, "dim": dim,
-                    "vector": vec.tobytes(), "model_version": version,
-                    "text_hash": _hash(texts[i]) if texts is not None else "", "created_at": now,
-                }  # fmt: skip
+                    "user_id": user_id,
+                    "model": model,
+                    "doc_id": d,
+                    "dim": dim,
+                    "vector": vec.tobytes(),
+                    "model_version": version,
+                    "text_hash": _hash(texts[i]) if texts is not None else "",
+                    "created_at": now,
+                }
                 for i, (d, vec) in enumerate(zip(doc_ids, vectors, strict=True))
             ]
             _insert(conn, t.embeddings, rows, update=True)
@@ -427,9 +478,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(c.doc_id)).all()
             if not rows:
-                dim = conn.execute(
-                    select(t.embedding_models.c.dim).where(t.embedding_models.c.model == model)
-                ).scalar()
+                dim = conn.execute(select(t.embedding_models.c.dim).where(t.embedding_models.c.model == model)).scalar()
                 return [], np.zeros((0, dim or 0), dtype=np.float32), []
         mat = np.stack([np.frombuffer(r.vector, dtype=np.float32, count=r.dim) for r in rows])
         return [r.doc_id for r in rows], mat, [r.text_hash for r in rows]
@@ -469,9 +518,7 @@ class Store:
             return False
         c = t.artifacts.c
         with self.engine.begin() as conn:
-            conn.execute(t.artifacts.delete().where(
-                c.scope == scope, c.owner == owner, c.kind == kind, c.key == key
-            ))  # fmt: skip
+            conn.execute(t.artifacts.delete().where(c.scope == scope, c.owner == owner, c.kind == kind, c.key == key))
         self._remove_file(art.path)
         return True
 

@@ -30,6 +30,19 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm():
+    """The real packaged generator, loaded once per test session.
+
+    It uses the real user cache dir so the one-off GGUF conversion happens at most once
+    per machine, not once per test run.
+    """
+    from tailorlm.models import TransformersGenerator
+    from tailorlm.settings import default_cache_dir
+
+    return TransformersGenerator("smollm2", cache_dir=default_cache_dir())
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
     if not path.is_dir():

@@ -9,18 +9,31 @@ Importing ``tailorlm`` is cheap: torch, transformers and sentence-transformers
 load only when a model is built.
 """
 
-from tailorlm.data import (
-    Artifact,
-    Document,
-    Fact,
-    Interaction,
-    Item,
-    Preference,
-    Store,
-    TaskExample,
-    User,
-)
-from tailorlm.settings import Settings, load_settings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tailorlm.data import Artifact, Document, Fact, Interaction, Item, Preference, Store, TaskExample, User
+    from tailorlm.settings import Settings, load_settings
+
+# Public names resolve lazily, so `import tailorlm.models` (or the CLI) does not pay for
+# SQLAlchemy and pydantic models it may not need.
+_LAZY = {
+    **dict.fromkeys(
+        ("Artifact", "Document", "Fact", "Interaction", "Item", "Preference", "Store", "TaskExample", "User"),
+        "tailorlm.data",
+    ),
+    "Settings": "tailorlm.settings",
+    "load_settings": "tailorlm.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tailorlm' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

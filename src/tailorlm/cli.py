@@ -40,11 +40,16 @@ def _store(ctx: typer.Context):
 @app.callback()
 def main(
     ctx: typer.Context,
-    store_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store (sqlite:///... or postgresql://...)")] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the store (sqlite:///... or postgresql://...)"),
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="models, datasets and the default store")] = None,
     backend: Annotated[str | None, typer.Option(help="generator backend: local | openai")] = None,
     model: Annotated[str | None, typer.Option(help="'smollm2', a local HF folder, or a remote model name")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
 ) -> None:
     try:
         settings = load_settings(
@@ -79,9 +84,22 @@ def info(ctx: typer.Context) -> None:
 def data_load(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="file or folder (MovieLens) to load")],
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="amazon | movielens | lamp | personachat | popquorn | jsonl | csv")] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed lines and report them instead of aborting")] = False,
-    namespace: Annotated[str | None, typer.Option(help="prefix for user/item ids (default: the dataset name; '' for none)")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="amazon | movielens | lamp | personachat | popquorn | jsonl | csv",
+        ),
+    ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="skip malformed lines and report them instead of aborting"),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="prefix for user/item ids (default: the dataset name; '' for none)"),
+    ] = None,
     outputs: Annotated[Path | None, typer.Option(help="LaMP outputs file (gold answers)")] = None,
 ) -> None:
     """Load a dataset into the store in one transaction (all or nothing)."""
@@ -102,8 +120,14 @@ def data_load(
     if outputs is not None:
         options["outputs"] = outputs
     store = _store(ctx)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:  # fmt: skip
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"loading {path.name} ({fmt})", total=None)
 
         def progress(done: int, total: int) -> None:
@@ -244,6 +268,80 @@ def generate(
         side_by_side(console, answers[1], answers[0])
     else:
         console.print(answers[0])
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    method: Annotated[str, typer.Option(help="method spec, e.g. identity, rag-bm25, rag-dense+profile, persona")],
+    task: Annotated[str, typer.Option(help="task name, e.g. amazon-rating, amazon-title, popquorn-offensiveness")],
+    users: Annotated[int, typer.Option(help="evaluated users (sampled by seed)")] = 50,
+    predictor: Annotated[
+        str, typer.Option(help="auto | generate | choice | choice-calibrated | retrieval-vote | majority | user-mean")
+    ] = "auto",
+    split: Annotated[str, typer.Option(help="user (unseen users) | time (latest item of every user)")] = "user",
+    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+    k: Annotated[int | None, typer.Option(help="retrieved entries (RAG methods)")] = None,
+    budget: Annotated[int, typer.Option(help="prompt token budget")] = 1024,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the full result (rows included) as JSON")
+    ] = None,
+) -> None:
+    """Run one personalization method on one task for a sample of users and score it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from tailorlm.eval import run_method
+    from tailorlm.models import build_embedder, build_generator
+
+    if split not in ("user", "time"):
+        err.print(f"[red]--split must be 'user' or 'time', got {split!r}[/red]")
+        raise typer.Exit(2)
+    settings = _settings(ctx)
+    store = _store(ctx)
+    needs_llm = predictor in ("auto", "generate", "choice", "choice-calibrated") or "profile" in method
+    needs_emb = any(part in method for part in ("dense", "hybrid", "persona"))
+    generator = embedder = None
+    with err.status("loading models"):
+        if needs_llm:
+            generator = build_generator(settings)
+        if needs_emb:
+            embedder = build_embedder(settings)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        bar_task = bar.add_task(f"{method} on {task}", total=None)
+        try:
+            result = run_method(
+                store,
+                method=method,
+                task=task,
+                n_users=users,
+                split=split,
+                seed=seed,  # type: ignore[arg-type]
+                predictor=predictor,
+                generator=generator,
+                embedder=embedder,
+                budget_tokens=budget,
+                k=k,
+                progress=lambda done, total: bar.update(bar_task, completed=done, total=total),
+            )
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    table = Table(title=f"{method} / {task} / predictor {result.predictor} ({result.seconds:.1f} s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if output:
+        output.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        err.print(f"wrote {output}")
 
 
 @app.command()

@@ -94,8 +94,9 @@ def run_demo(settings: Settings, *, console: Console, n_users: int = 2) -> None:
     if (amazon_user := _pick_amazon_user(store)) is not None:
         latest = store.get_documents(user_id=amazon_user)[-1]
         request = f"Write a short title (a few words) for this product review:\n\n{latest.text[:600]}"
-        lines = user_history_lines(store, user_id=amazon_user, request=latest.text, k=4,
-                                   before=latest.timestamp, exclude_ids=[latest.doc_id])  # fmt: skip
+        lines = user_history_lines(
+            store, user_id=amazon_user, request=latest.text, k=4, before=latest.timestamp, exclude_ids=[latest.doc_id]
+        )
         cases.append((f"{amazon_user} (their own title: {latest.title!r})", request, lines))
     for uid in [u for u in store.list_users() if u.startswith("ml-100k:")][: max(0, n_users - len(cases))]:
         request = "Recommend one movie I would enjoy tonight, and say why in two sentences."
@@ -114,4 +115,4 @@ def run_demo(settings: Settings, *, console: Console, n_users: int = 2) -> None:
                 [history_messages(request, lines), baseline_messages(request)], config=config
             )
         side_by_side(console, baseline, personalized)
-    console.print("Next: `tailorlm generate --user USER --compare \"...\"`, `tailorlm data stats`.")
+    console.print('Next: `tailorlm generate --user USER --compare "..."`, `tailorlm data stats`.')

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tailorlm.data import Store
-from tailorlm.retrieval import BM25Retriever, Retrieved
+from tailorlm.retrieval import BM25Ranker, HistoryEntry, load_history
 
 __all__ = ["baseline_messages", "history_messages", "user_history_lines"]
 
@@ -24,14 +24,12 @@ def _snippet(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def document_lines(retrieved: Sequence[Retrieved], *, snippet_chars: int = 300) -> list[str]:
-    lines = []
-    for r in retrieved:
-        d = r.document
-        head = f"[{d.doc_kind}" + (f", rated {d.rating:g}/5" if d.rating is not None else "") + "]"
-        title = f' "{_snippet(d.title, 80)}"' if d.title else ""
-        lines.append(f"{head}{title} {_snippet(d.text, snippet_chars)}")
-    return lines
+def _describe(e: HistoryEntry, snippet_chars: int = 300) -> str:
+    rated = f", rated {e.rating:g}/5" if e.rating is not None else ""
+    if e.entry_id.startswith("int:"):
+        return f"[{e.kind}{rated}] {_snippet(e.text, snippet_chars)}"
+    title = f' "{_snippet(e.title, 80)}"' if e.title else ""
+    return f"[{e.kind}{rated}]{title} {_snippet(e.text, snippet_chars)}"
 
 
 def user_history_lines(
@@ -48,23 +46,13 @@ def user_history_lines(
     Everything read is filtered by ``user_id``; ``before``/``exclude_ids`` keep a
     query's own answer and its future out of the prompt.
     """
-    hits = BM25Retriever().search(store, user_id=user_id, query=request, k=k, before=before, exclude_ids=exclude_ids)
+    docs = load_history(store, user_id=user_id, before=before, exclude_ids=exclude_ids)
+    hits = BM25Ranker().rank(docs, query=request, k=k)
     if hits:
-        return document_lines(hits)
-    rated = [i for i in store.get_interactions(user_id=user_id, interaction="rating", before=before) if i.value]
-    rated.sort(key=lambda i: (-(i.value or 0), -(i.timestamp or 0)))
-    items = store.get_items([i.item_id for i in rated[:k]])
-    return [
-        f"[rated {i.value:g}/5] {items[i.item_id].title or i.item_id}" + _genres(items[i.item_id].attributes)
-        for i in rated[:k]
-    ]
-
-
-def _genres(attributes: dict) -> str:
-    genres = attributes.get("genres")
-    if isinstance(genres, list) and genres:
-        return f" ({', '.join(map(str, genres))})"
-    return ""
+        return [_describe(h.entry) for h in hits]
+    rated = [e for e in load_history(store, user_id=user_id, source="interactions", before=before) if e.rating]
+    rated.sort(key=lambda e: (-(e.rating or 0), -(e.timestamp or 0)))
+    return [_describe(e) for e in rated[:k]]
 
 
 def baseline_messages(request: str) -> list[dict[str, str]]:

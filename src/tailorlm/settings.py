@@ -20,7 +20,13 @@ import platformdirs
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["EmbedderSettings", "GeneratorSettings", "Settings", "default_cache_dir", "load_settings"]
+__all__ = [
+    "EmbedderSettings",
+    "GeneratorSettings",
+    "Settings",
+    "default_cache_dir",
+    "load_settings",
+]
 
 
 def default_cache_dir() -> Path:
@@ -32,11 +38,18 @@ def default_cache_dir() -> Path:
 class GeneratorSettings(BaseModel):
     """Which LLM backend answers chat messages."""
 
-    backend: Literal["local", "openai"] = Field("local", description="local transformers or an OpenAI-compatible HTTP server")
-    model: str = Field("smollm2", description="'smollm2' (packaged default), a local HF model folder, or the remote model name")
+    backend: Literal["local", "openai"] = Field(
+        "local", description="local transformers or an OpenAI-compatible HTTP server"
+    )
+    model: str = Field(
+        "smollm2",
+        description="'smollm2' (packaged default), a local HF model folder, or the remote model name",
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key: str | None = Field(None, description="API key for the HTTP backend")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="local weights dtype (bf16 helps only at batch >= 8 on CPU)")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="local weights dtype (bf16 helps only at batch >= 8 on CPU)"
+    )
     timeout_s: float = Field(120.0, description="HTTP request timeout")
 
 

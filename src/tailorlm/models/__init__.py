@@ -1,0 +1,73 @@
+"""Model backends behind two small protocols: :class:`Generator` and :class:`Embedder`.
+
+Backends:
+
+- :class:`TransformersGenerator`: in-process Hugging Face model (packaged SmolLM2 by default),
+  with per-row LoRA adapters.
+- :class:`OpenAICompatibleGenerator`: any OpenAI-compatible server (vLLM multi-LoRA).
+- :class:`SentenceTransformerEmbedder`: packaged all-MiniLM-L6-v2 or a local folder.
+
+Importing this package is cheap: torch, transformers, sentence-transformers and httpx are
+imported only when a backend is constructed. Use :func:`build_generator` and
+:func:`build_embedder` to get the backends the settings ask for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tailorlm.models.base import (
+    BackendError,
+    ChatMessage,
+    Embedder,
+    GenerationConfig,
+    Generator,
+    Messages,
+    chat,
+    normalize_messages,
+)
+from tailorlm.models.embedders import SentenceTransformerEmbedder
+from tailorlm.models.local import TransformersGenerator
+from tailorlm.models.openai_http import OpenAICompatibleGenerator
+
+if TYPE_CHECKING:
+    from tailorlm.settings import Settings
+
+__all__ = [
+    "BackendError",
+    "ChatMessage",
+    "Embedder",
+    "GenerationConfig",
+    "Generator",
+    "Messages",
+    "OpenAICompatibleGenerator",
+    "SentenceTransformerEmbedder",
+    "TransformersGenerator",
+    "build_embedder",
+    "build_generator",
+    "chat",
+    "normalize_messages",
+]
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The generator ``settings.generator`` describes (loads the model when local)."""
+    gen = settings.generator
+    if gen.backend == "local":
+        return TransformersGenerator(gen.model, cache_dir=settings.cache_dir, dtype=gen.dtype)
+    if gen.backend == "openai":
+        if not gen.base_url:
+            raise ValueError(
+                "generator.base_url is required for the 'openai' backend; set it in the config "
+                "file or with TAILORLM_GENERATOR__BASE_URL=http://host:port/v1"
+            )
+        return OpenAICompatibleGenerator(gen.base_url, model=gen.model, api_key=gen.api_key, timeout_s=gen.timeout_s)
+    raise ValueError(f"generator.backend {gen.backend!r} is not one of 'local', 'openai'")
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder ``settings.embedder`` describes (loads the model)."""
+    emb = settings.embedder
+    if emb.backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(emb.model, batch_size=emb.batch_size)
+    raise ValueError(f"embedder.backend {emb.backend!r} is not 'sentence-transformers'")

@@ -1,0 +1,231 @@
+"""The two contracts every model backend honours: :class:`Generator` and :class:`Embedder`.
+
+Everything above the model layer (RAG, prompting, per-user adapters, evaluation) talks to
+these protocols only, so the same pipeline runs against the packaged local model in tests
+and a vLLM server in production. They are :func:`~typing.runtime_checkable` structural
+protocols rather than base classes so that thin wrappers and test doubles need not import
+(or inherit from) anything here.
+
+This module must stay import-light: no torch, transformers or numpy at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy
+
+__all__ = [
+    "BASE_ADAPTER",
+    "BackendError",
+    "ChatMessage",
+    "Embedder",
+    "GenerationConfig",
+    "Generator",
+    "Messages",
+    "chat",
+    "cut_at_stop",
+    "normalize_batch",
+    "normalize_messages",
+    "resolve_adapters",
+]
+
+Role = Literal["system", "user", "assistant"]
+_ROLES: frozenset[str] = frozenset(("system", "user", "assistant"))
+
+#: What PEFT's mixed-adapter batches call "no adapter"; reserved, so no adapter may use it.
+BASE_ADAPTER = "__base__"
+
+
+class BackendError(RuntimeError):
+    """A model backend failed for a reason outside the caller's control (HTTP error, outage).
+
+    ``status_code`` carries the HTTP status when there is one, so a proxy (such as the test
+    server in :mod:`tailorlm.testing`) can pass an upstream failure on unchanged.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation; plain ``{"role", "content"}`` dicts are accepted too."""
+
+    role: Role
+    content: str
+
+
+Messages: TypeAlias = Sequence[ChatMessage | Mapping[str, str]]
+
+
+def normalize_messages(messages: Messages) -> list[dict[str, str]]:
+    """Validate a conversation and return it as the plain dicts chat templates expect.
+
+    Validation happens here, once, rather than deep inside a tokenizer or an HTTP server,
+    so a bad message fails fast with an error that says which message is wrong.
+
+    Example:
+        >>> normalize_messages([ChatMessage("user", "hi")])
+        [{'role': 'user', 'content': 'hi'}]
+    """
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise ValueError(f"messages must be a sequence of chat messages, got {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages is empty: a conversation needs at least one message")
+    out: list[dict[str, str]] = []
+    for i, msg in enumerate(messages):
+        if isinstance(msg, ChatMessage):
+            role, content = msg.role, msg.content
+        elif isinstance(msg, Mapping):
+            if "role" not in msg or "content" not in msg:
+                raise ValueError(f"messages[{i}]: needs 'role' and 'content' keys, got {list(msg)}")
+            role, content = msg["role"], msg["content"]
+        else:
+            raise ValueError(f"messages[{i}]: expected a ChatMessage or a mapping, got {type(msg).__name__}")
+        if role not in _ROLES:
+            raise ValueError(f"messages[{i}]: role {role!r} is not one of {sorted(_ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}]: content must be str, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def normalize_batch(batch: Sequence[Messages]) -> list[list[dict[str, str]]]:
+    """Validate a batch of conversations (see :func:`normalize_messages`).
+
+    Passing one conversation where a batch is expected is the easiest mistake to make with
+    :meth:`Generator.generate`, so it gets its own error message.
+    """
+    if isinstance(batch, str | bytes | Mapping) or not isinstance(batch, Sequence):
+        raise ValueError(f"batch must be a sequence of conversations, got {type(batch).__name__}")
+    if batch and isinstance(batch[0], ChatMessage | Mapping):
+        raise ValueError("batch looks like a single conversation; wrap it in a list or use chat()")
+    out = []
+    for i, messages in enumerate(batch):
+        try:
+            out.append(normalize_messages(messages))
+        except ValueError as exc:
+            raise ValueError(f"batch[{i}]: {exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings shared by all generators.
+
+    The defaults are greedy decoding, because reproducible outputs matter more than
+    variety when comparing personalization methods. ``stop`` follows OpenAI semantics:
+    the output ends just before the first stop string, which is not included.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an int, got {self.max_new_tokens!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not _is_real(self.temperature) or self.temperature < 0.0:
+            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not _is_real(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        stop: Any = self.stop
+        if isinstance(stop, str):  # a bare string is a common slip; treat it as one stop string
+            stop = (stop,)
+        if not isinstance(stop, Sequence) or not all(isinstance(s, str) and s for s in stop):
+            raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(stop))
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` just before the earliest occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def resolve_adapters(adapter: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    """Expand the ``adapter`` argument of :meth:`Generator.generate` to one entry per row.
+
+    One name applies to the whole batch; a sequence must have exactly one entry per
+    conversation, ``None`` meaning the base model.
+    """
+    if adapter is None or isinstance(adapter, str):
+        rows: list[str | None] = [adapter] * n
+    else:
+        rows = list(adapter)
+        if len(rows) != n:
+            raise ValueError(f"adapter has {len(rows)} entries but the batch has {n} conversations")
+    for i, name in enumerate(rows):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"adapter[{i}] must be None or a non-empty string, got {name!r}")
+    return rows
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that answers a batch of conversations.
+
+    ``adapter`` selects a per-user LoRA adapter: one name for the whole batch or one per
+    conversation (``None`` = base model). Batching is part of the contract because both
+    local models and HTTP servers are far more efficient on batches than on single calls.
+    """
+
+    name: str  # model identifier used in provenance records
+
+    def generate(
+        self,
+        batch: Sequence[Messages],
+        *,
+        config: GenerationConfig | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+    ) -> list[str]: ...
+
+
+def chat(generator: Generator, messages: Messages, **kw: Any) -> str:
+    """Answer one conversation; ``kw`` is passed on to :meth:`Generator.generate`.
+
+    Example:
+        >>> from tailorlm.testing import FakeGenerator
+        >>> chat(FakeGenerator(), [{"role": "user", "content": "hello"}])
+        'echo: hello'
+    """
+    return generator.generate([messages], **kw)[0]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns texts into unit-length float32 vectors.
+
+    ``name`` and ``version`` are stored next to every vector, so vectors from different
+    models (or versions) are never compared by mistake.
+    """
+
+    name: str  # model name recorded with stored vectors
+    version: str  # package version or a content hash; recorded as provenance
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> numpy.ndarray: ...

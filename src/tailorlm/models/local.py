@@ -1,0 +1,278 @@
+"""A :class:`~tailorlm.models.base.Generator` running a Hugging Face causal LM in-process.
+
+This is the backend tests, notebooks and per-user adapter training use: the packaged
+SmolLM2-135M-Instruct by default (converted once per machine, see
+:mod:`tailorlm.models._packaged`), or any local Hugging Face model folder. torch,
+transformers and peft are imported inside methods so that ``import tailorlm.models``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tailorlm.models._packaged import SMOLLM2_NAME, ensure_smollm2, offline_hub
+from tailorlm.models.base import (
+    BASE_ADAPTER,
+    GenerationConfig,
+    Messages,
+    cut_at_stop,
+    normalize_batch,
+    normalize_messages,
+    resolve_adapters,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["TransformersGenerator"]
+
+
+class TransformersGenerator:
+    """Batched chat generation with optional per-row LoRA adapters.
+
+    ``model`` is ``"smollm2"`` (the packaged default) or a local Hugging Face model folder.
+    Prompts are left-padded so every row's new tokens start at the same column; with the
+    attention mask passed through, batched greedy output equals one-at-a-time output.
+
+    Attributes ``model`` and ``tokenizer`` are public for training code. ``model`` is the
+    plain transformers model until the first :meth:`add_adapter`, then the
+    ``peft.PeftModel`` wrapping it (:attr:`base_model` is always the plain one).
+    ``load_seconds`` and ``converted_now`` tell a cold load (GGUF conversion) from a warm one.
+
+    Calls are serialised by a lock: one model cannot run two generations at once, and
+    adapter switching is global model state.
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        cache_dir: Path | None = None,
+        dtype: Literal["float32", "bfloat16"] = "float32",
+        device: str = "cpu",
+    ) -> None:
+        start = time.perf_counter()
+        if model == "smollm2":
+            if cache_dir is None:
+                from tailorlm.settings import default_cache_dir
+
+                cache_dir = default_cache_dir()
+            converted = ensure_smollm2(Path(cache_dir))
+            path, self.converted_now = converted.path, converted.converted_now
+            self.name = SMOLLM2_NAME
+        else:
+            path = Path(model).expanduser()
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"model {model!r} is neither 'smollm2' nor a local Hugging Face model folder (no config.json there)"
+                )
+            self.name, self.converted_now = path.name, False
+
+        offline_hub()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        self.path, self.device, self.dtype = path, device, dtype
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+            path, padding_side="left", local_files_only=True
+        )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+        self.model: Any = loaded.to(device).eval()
+        self._peft_wrapped = False
+        self._lock = threading.RLock()
+        self.load_seconds = time.perf_counter() - start
+
+    def __repr__(self) -> str:
+        return f"TransformersGenerator(name={self.name!r}, path='{self.path}', dtype={self.dtype!r})"
+
+    # -- generation ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        batch: Sequence[Messages],
+        *,
+        config: GenerationConfig | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Answer each conversation in ``batch``; returns only the new text, stripped."""
+        config = config or GenerationConfig()
+        convs = normalize_batch(batch)
+        rows = resolve_adapters(adapter, len(convs))
+        if not convs:
+            return []
+        with self._lock:
+            unknown = sorted({r for r in rows if r is not None} - set(self.adapters))
+            if unknown:
+                raise ValueError(f"unknown adapter {unknown[0]!r}; loaded: {self.adapters}")
+            return self._generate(convs, config, rows)
+
+    def _generate(
+        self, convs: list[list[dict[str, str]]], config: GenerationConfig, rows: list[str | None]
+    ) -> list[str]:
+        import torch
+
+        enc = self.tokenizer.apply_chat_template(
+            convs, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": config.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if config.greedy:
+            kwargs["do_sample"] = False
+        else:  # top_k=0: OpenAI-style sampling has no top-k cut (transformers defaults to 50)
+            kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)
+        if config.stop:
+            # Stops generation early; the text is still cut post hoc, since the stop string
+            # may end mid-token and must not appear in the output.
+            kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
+
+        seeded = not config.greedy and config.seed is not None
+        rng = torch.random.fork_rng(devices=[]) if seeded else contextlib.nullcontext()
+        with rng, self._adapter_context(rows, kwargs), self._eval_mode(), torch.inference_mode():
+            if seeded:
+                torch.manual_seed(config.seed)
+            out = self.model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop(t, config.stop).strip() for t in texts]
+
+    @contextlib.contextmanager
+    def _adapter_context(self, rows: list[str | None], kwargs: dict[str, Any]) -> Iterator[None]:
+        """Route each row to its adapter: one for all rows, none, or PEFT's mixed batch."""
+        names = set(rows)
+        if not self._peft_wrapped:
+            yield
+        elif names == {None}:
+            with self.model.disable_adapter():
+                yield
+        elif len(names) == 1:
+            self.model.set_adapter(rows[0])
+            yield
+        else:
+            kwargs["adapter_names"] = [r if r is not None else BASE_ADAPTER for r in rows]
+            yield
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Generate in eval mode (no dropout; PEFT refuses mixed batches in training mode)
+        but hand the model back as found, since training code shares it."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def score_choices(self, batch: Sequence[Messages], choices: Sequence[str], *, adapter: str | None = None) -> Any:
+        """Log-probability of each choice as the assistant's whole answer, per conversation.
+
+        Returns a numpy array of shape (len(batch), len(choices)). This is constrained
+        choice: the model can only "answer" one of ``choices``, so nothing is unparsable.
+        Single-token choices (ratings "1".."5") cost one forward pass per batch; longer
+        choices are scored by summing token log-probabilities of prompt + choice.
+        """
+        import numpy as np
+        import torch
+
+        if not choices:
+            raise ValueError("choices is empty")
+        convs = normalize_batch(batch)
+        rows = resolve_adapters(adapter, len(convs))
+        with self._lock:
+            unknown = sorted({r for r in rows if r is not None} - set(self.adapters))
+            if unknown:
+                raise ValueError(f"unknown adapter {unknown[0]!r}; loaded: {self.adapters}")
+            prompts = [
+                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
+                for c in convs
+            ]
+            choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+            if any(not ids for ids in choice_ids):
+                raise ValueError("a choice tokenizes to nothing")
+            seqs = [p + ids for p in prompts for ids in choice_ids]
+            single = all(len(ids) == 1 for ids in choice_ids)
+            if single:
+                seqs = prompts
+            width = max(len(s) for s in seqs)
+            pad = self.tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+            kwargs: dict[str, Any] = {}
+            row_adapters = rows if single else [r for r in rows for _ in choices]
+            with self._adapter_context(row_adapters, kwargs), self._eval_mode(), torch.inference_mode():
+                logits = self.model(input_ids=input_ids, attention_mask=mask, **kwargs).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            if single:
+                first = [ids[0] for ids in choice_ids]
+                return logp[:, -1, first].cpu().numpy().astype(np.float64)
+            out = np.zeros((len(convs), len(choices)))
+            for n in range(len(seqs)):
+                i, j = divmod(n, len(choices))
+                ids = choice_ids[j]
+                # token t of the choice sits at position width-len(ids)+t, predicted at the position before
+                pos = torch.arange(width - len(ids) - 1, width - 1, device=self.device)
+                out[i, j] = float(logp[n, pos, torch.tensor(ids, device=self.device)].sum())
+            return out
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Prompt length in tokens after the chat template (what a context budget counts)."""
+        enc = self.tokenizer.apply_chat_template(
+            normalize_messages(messages), add_generation_prompt=True, return_dict=True
+        )
+        return len(enc["input_ids"])
+
+    # -- adapters -----------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the loaded LoRA adapters, in load order."""
+        return list(self.model.peft_config) if self._peft_wrapped else []
+
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The plain transformers model, with or without adapters loaded around it."""
+        return self.model.get_base_model() if self._peft_wrapped else self.model
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load the PEFT LoRA adapter saved in ``path`` under ``name``."""
+        if not isinstance(name, str) or not name or name == BASE_ADAPTER:
+            raise ValueError(f"adapter name must be a non-empty string other than {BASE_ADAPTER!r}")
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            from peft import PeftModel
+        except ImportError as exc:  # peft is an optional extra
+            raise ImportError("adapters need peft: pip install 'tailorlm[train]'") from exc
+        with self._lock, warnings.catch_warnings():
+            # peft 0.21 reads an attribute transformers 5 deprecated; not actionable here.
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            if name in self.adapters:
+                raise ValueError(f"adapter {name!r} is already loaded")
+            if self._peft_wrapped:
+                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False).eval()
+                self._peft_wrapped = True
+
+    def delete_adapter(self, name: str) -> None:
+        """Unload adapter ``name``; after the last one the plain model is restored."""
+        with self._lock:
+            if name not in self.adapters:
+                raise ValueError(f"unknown adapter {name!r}; loaded: {self.adapters}")
+            self.model.delete_adapter(name)
+            if not self.model.peft_config:
+                self.model = self.model.unload()
+                self._peft_wrapped = False

@@ -1,0 +1,107 @@
+"""Persona-level personalization: the user's group, described and exemplified.
+
+The persona is learned from the population (users passed to ``fit``); the
+prompt gets the persona's description and the k pooled entries of its members
+most relevant to the query (never the requesting user's own, never anyone
+outside the population).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tailorlm.models.base import Embedder, GenerationConfig, Generator
+from tailorlm.personalize.base import (
+    BasePersonalizer,
+    ContextBlock,
+    ContextItem,
+    Contribution,
+    Query,
+)
+from tailorlm.personalize.granularity import Granularity
+from tailorlm.personalize.persona.config import PersonaConfig
+from tailorlm.personalize.rag.method import entry_item
+from tailorlm.retrieval import BM25Ranker
+from tailorlm.tasks import get_task
+
+__all__ = ["PersonaPersonalizer"]
+
+
+class PersonaPersonalizer(BasePersonalizer):
+    """Adds the persona's description and pooled examples; reports scope 'persona'."""
+
+    name = "persona"
+    config_cls = PersonaConfig
+
+    def __init__(
+        self,
+        config: PersonaConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+        token_counter: Callable[[str], int] | None = None,
+        budget_tokens: int = 1024,
+    ) -> None:
+        super().__init__(config, token_counter=token_counter, budget_tokens=budget_tokens)
+        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        if cfg.persona_by == "cluster" and embedder is None:
+            raise ValueError("PersonaConfig(persona_by='cluster') needs an embedder")
+        if cfg.describe_with_llm and generator is None:
+            raise ValueError("PersonaConfig(describe_with_llm=True) needs a generator")
+        self.embedder = embedder
+        self.generator = generator
+
+    def _fit(self, store, users) -> None:
+        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        self.granularity_ = Granularity(
+            persona_by=cfg.persona_by, n_clusters=cfg.n_clusters, embedder=self.embedder, min_user_items=0
+        ).fit(store, users)
+        self.ranker_ = BM25Ranker()
+        if cfg.describe_with_llm:
+            self._describe_personas()
+
+    def _describe_personas(self) -> None:
+        """One generator call per persona, from a sample of members' documents."""
+        from tailorlm.retrieval import load_history
+
+        descriptions: dict[str, str] = {}
+        assert self.generator is not None
+        for pid, members in sorted(self.granularity_.members_.items()):
+            sample = [e for u in members[:8] for e in load_history(self.store_, user_id=u)[-2:]]
+            sample += [e for u in members[:8] for e in load_history(self.store_, user_id=u, source="interactions")[-2:]]
+            lines = "\n".join(f"- {' '.join(e.text.split())[:160]}" for e in sample[:16]) or "- (no entries)"
+            msgs = [
+                {
+                    "role": "user",
+                    "content": f"Entries written or rated by a group of users:\n{lines}\n\n"
+                    "In one sentence, describe what this group of users is like.",
+                }
+            ]
+            (text,) = self.generator.generate([msgs], config=GenerationConfig(max_new_tokens=48))
+            descriptions[pid] = text.strip() or self.granularity_.describe(pid)
+        self.granularity_.save_descriptions(descriptions, model=getattr(self.generator, "name", None))
+
+    def contribute(self, user_id: str, query: Query) -> Contribution:
+        self._check_fitted()
+        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        task = get_task(query.task)
+        persona = self.granularity_.persona_of(user_id, before=query.timestamp)
+        if persona is None:
+            return Contribution(method=self.name)
+        blocks = [
+            ContextBlock(
+                "persona",
+                "This user belongs to a group of similar users:",
+                (ContextItem(f"The user is {self.granularity_.describe(persona)}.", source_id=f"persona:{persona}"),),
+                priority=2,
+            )
+        ]
+        if cfg.k:
+            # Other members' answers for the very same item are the persona's signal
+            # (e.g. how the group rated this comment); only the user's own rows are excluded.
+            pool = [e for e in self.granularity_.pooled(persona, task, before=query.timestamp) if e.user_id != user_id]
+            hits = self.ranker_.rank(pool, query=query.text, k=cfg.k)
+            items = tuple(entry_item(h.entry, task, score=h.score, snippet_chars=300) for h in hits)
+            if items:
+                blocks.append(ContextBlock("persona-examples", "Entries of similar users (answer after ->):", items))
+        return Contribution(method=f"persona-{cfg.persona_by}", blocks=blocks, scope="persona", persona_id=persona)

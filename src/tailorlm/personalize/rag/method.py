@@ -1,0 +1,104 @@
+"""RAG personalization: the user's most relevant past entries, with their own answers, in the prompt.
+
+Each retrieved entry is shown with the user's answer for it (the rating they
+gave, the title they wrote), which turns retrieval into personal few-shot
+evidence. Cold start falls back user -> persona -> global (see granularity.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tailorlm.models.base import Embedder
+from tailorlm.personalize.base import (
+    BasePersonalizer,
+    ContextBlock,
+    ContextItem,
+    Contribution,
+    Query,
+)
+from tailorlm.personalize.granularity import Granularity
+from tailorlm.personalize.rag.config import RagConfig
+from tailorlm.retrieval import HistoryEntry, build_ranker, load_history
+from tailorlm.tasks import Task, get_task
+
+__all__ = ["RagPersonalizer", "entry_item"]
+
+
+def _snippet(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def entry_item(entry: HistoryEntry, task: Task, *, score: float | None, snippet_chars: int) -> ContextItem:
+    """A history entry as a context line: its text, and the user's answer as the label."""
+    label = None
+    if task.history_label in ("rating", "value") and entry.rating is not None:
+        label = f"{entry.rating:g}"
+    elif task.history_label == "title" and entry.title and not entry.entry_id.startswith("int:"):
+        label = _snippet(entry.title, 120)
+    text = _snippet(entry.text, snippet_chars)
+    if task.history_label != "title" and entry.title and entry.entry_id.startswith("doc:"):
+        text = f"{_snippet(entry.title, 120)}: {text}"
+    return ContextItem(text=text, source_id=entry.entry_id, score=score, label=label)
+
+
+class RagPersonalizer(BasePersonalizer):
+    """Retrieve k entries of the user's history for the query and quote them in the prompt.
+
+    Example:
+        >>> from tailorlm.data import Document, Store
+        >>> store = Store("sqlite://")
+        >>> _ = store.add([Document(user_id="u", doc_kind="review", text="bright strings", rating=5, timestamp=1)])
+        >>> rag = RagPersonalizer(RagConfig(k=1)).fit(store)
+        >>> rag.personalize("u", Query("strings?", task="amazon-rating")).record.retrieved[0]["block"]
+        'history'
+    """
+
+    name = "rag"
+    config_cls = RagConfig
+
+    def __init__(
+        self,
+        config: RagConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        token_counter: Callable[[str], int] | None = None,
+        budget_tokens: int = 1024,
+    ) -> None:
+        super().__init__(config, token_counter=token_counter, budget_tokens=budget_tokens)
+        self.embedder = embedder
+
+    def _fit(self, store, users) -> None:
+        cfg: RagConfig = self.config  # type: ignore[assignment]
+        self.ranker_ = build_ranker(cfg.retriever, store=store, embedder=self.embedder, seed=cfg.seed)
+        self.granularity_ = Granularity(
+            persona_by=cfg.persona_by, min_user_items=cfg.min_user_items, embedder=self.embedder
+        ).fit(store, users)
+
+    def contribute(self, user_id: str, query: Query) -> Contribution:
+        store = self._check_fitted()
+        cfg: RagConfig = self.config  # type: ignore[assignment]
+        task = get_task(query.task)
+        item_id = query.metadata.get("item_id")
+        own = load_history(
+            store,
+            user_id=user_id,
+            source=task.history_source,
+            doc_kind=task.history_kind,
+            before=query.timestamp,
+            exclude_ids=query.exclude_doc_ids,
+            exclude_items=[item_id] if item_id else [],
+        )
+        decision = self.granularity_.decide(user_id, task, own=own, before=query.timestamp)
+        hits = self.ranker_.rank(decision.entries, query=query.text, k=cfg.k)
+        heading = {
+            "user": "Some of this user's own past entries (with their answer after ->):",
+            "persona": f"This user has little history; past entries of similar users ({decision.persona_id}):",
+            "global": "This user has little history; past entries of other users:",
+        }.get(decision.scope, "")
+        items = tuple(entry_item(h.entry, task, score=h.score, snippet_chars=cfg.snippet_chars) for h in hits)
+        blocks = [ContextBlock("history", heading, items, priority=1)] if items else []
+        return Contribution(
+            method=f"rag-{cfg.retriever}", blocks=blocks, scope=decision.scope, persona_id=decision.persona_id
+        )

@@ -1,0 +1,96 @@
+"""Dense retrieval: cosine similarity of embedder vectors, cached in the store per model.
+
+Vectors are stored under the entry id with the embedder's name and version and a
+hash of the text, so a changed text is re-embedded and vectors of another model
+are never read. Scoring is exact (one matrix-vector product over one user's
+entries): no approximate index is needed at per-user sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from tailorlm.data import Store
+from tailorlm.models.base import Embedder
+from tailorlm.retrieval.base import Retrieved, check_k
+from tailorlm.retrieval.history import HistoryEntry
+
+__all__ = ["DenseRanker"]
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class DenseRanker:
+    """Top-k entries by cosine similarity between the query and entry embeddings.
+
+    Args:
+        embedder: any :class:`~tailorlm.models.Embedder` (normalized vectors).
+        store: where vectors are cached; None keeps them in memory only.
+    """
+
+    name = "dense"
+
+    def __init__(self, embedder: Embedder, *, store: Store | None = None) -> None:
+        self.embedder = embedder
+        self.store = store
+        self._memory: dict[tuple[str, str], tuple[str, np.ndarray]] = {}  # (user, entry) -> (hash, vec)
+
+    def vectors(self, entries: Sequence[HistoryEntry]) -> np.ndarray:
+        """One row per entry, from memory, then the store, then the embedder."""
+        hashes = [_hash(e.text) for e in entries]
+        missing: dict[str, list[int]] = defaultdict(list)
+        out = np.zeros((len(entries), self.embedder.dim), dtype=np.float32)
+        for i, (e, h) in enumerate(zip(entries, hashes, strict=True)):
+            hit = self._memory.get((e.user_id, e.entry_id))
+            if hit is not None and hit[0] == h:
+                out[i] = hit[1]
+            else:
+                missing[e.user_id].append(i)
+        for user_id, idx in missing.items():
+            todo = idx
+            if self.store is not None:
+                ids, mat, stored_hashes = self.store.get_embeddings(
+                    user_id=user_id,
+                    model=self.embedder.name,
+                    doc_ids=[entries[i].entry_id for i in idx],
+                )
+                found = {d: (row, sh) for d, row, sh in zip(ids, mat, stored_hashes, strict=True)}
+                todo = []
+                for i in idx:
+                    row_hash = found.get(entries[i].entry_id)
+                    if row_hash is not None and row_hash[1] == hashes[i]:
+                        out[i] = row_hash[0]
+                        self._memory[(user_id, entries[i].entry_id)] = (hashes[i], row_hash[0])
+                    else:
+                        todo.append(i)
+            if todo:
+                vecs = self.embedder.embed([entries[i].text for i in todo])
+                for i, v in zip(todo, vecs, strict=True):
+                    out[i] = v
+                    self._memory[(user_id, entries[i].entry_id)] = (hashes[i], v)
+                if self.store is not None:
+                    self.store.put_embeddings(
+                        user_id=user_id,
+                        model=self.embedder.name,
+                        version=self.embedder.version,
+                        doc_ids=[entries[i].entry_id for i in todo],
+                        vectors=vecs,
+                        texts=[entries[i].text for i in todo],
+                    )
+        return out
+
+    def rank(self, entries: Sequence[HistoryEntry], *, query: str, k: int) -> list[Retrieved]:
+        check_k(k)
+        if not entries:
+            return []
+        mat = self.vectors(entries)
+        q = self.embedder.embed([query])[0]
+        scores = mat @ q
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [Retrieved(entries[int(i)], float(scores[i])) for i in top]

@@ -1,0 +1,91 @@
+"""A user's history as uniform entries that any ranker can score.
+
+Documents (reviews, posts, messages) and interactions (ratings of items) are
+both "history": a text to match against (the document, or the item's title and
+text) and the user's own answer for it (the rating, the title they wrote). One
+entry type lets BM25, dense, hybrid, recency and random rankers serve text
+datasets (Amazon, LaMP) and interaction datasets (MovieLens, POPQUORN) alike.
+
+Leakage guards live here, once: only entries strictly before ``before`` and
+none of ``exclude_ids`` (document ids) or ``exclude_items`` (the query's item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from tailorlm.data import Store
+
+__all__ = ["HistoryEntry", "load_history"]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One past document or interaction of one user."""
+
+    entry_id: str  # "doc:<doc_id>" or "int:<interaction_id>"
+    user_id: str
+    text: str  # what rankers match against
+    kind: str  # doc_kind, or the interaction kind
+    timestamp: int | None = None
+    rating: float | None = None  # the user's rating / value, if any
+    title: str | None = None  # the user's title (documents), or the item's title (interactions)
+    item_id: str | None = None
+
+    @property
+    def source_id(self) -> str:
+        return self.entry_id.split(":", 1)[1]
+
+
+def load_history(
+    store: Store,
+    *,
+    user_id: str,
+    source: Literal["documents", "interactions"] = "documents",
+    doc_kind: str | None = None,
+    before: int | None = None,
+    exclude_ids: Sequence[str] = (),
+    exclude_items: Sequence[str] = (),
+) -> list[HistoryEntry]:
+    """The user's eligible history, oldest first; reads only ``user_id``'s rows."""
+    skip_items = set(exclude_items)
+    if source == "documents":
+        docs = store.get_documents(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)
+        return [
+            HistoryEntry(
+                f"doc:{d.doc_id}",
+                user_id,
+                d.text,
+                d.doc_kind,
+                d.timestamp,
+                d.rating,
+                d.title,
+                d.item_id,
+            )
+            for d in docs
+            if d.item_id is None or d.item_id not in skip_items
+        ]
+    inters = [
+        i
+        for i in store.get_interactions(user_id=user_id, before=before)
+        if i.item_id not in skip_items and i.interaction_id not in exclude_ids
+    ]
+    items = store.get_items([i.item_id for i in inters])
+    out = []
+    for i in inters:
+        item = items.get(i.item_id)
+        title = item.title if item else None
+        text = " ".join(p for p in (title, item.text if item else None, _genres(item)) if p) or i.item_id
+        out.append(
+            HistoryEntry(
+                f"int:{i.interaction_id}", user_id, text, i.interaction, i.timestamp, i.value, title, i.item_id
+            )
+        )
+    return out
+
+
+def _genres(item) -> str | None:
+    genres = item.attributes.get("genres") if item else None
+    return ", ".join(map(str, genres)) if isinstance(genres, list) and genres else None

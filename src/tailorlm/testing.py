@@ -1,0 +1,225 @@
+"""Reusable test helpers: a model-free :class:`FakeGenerator` and a local OpenAI-style server.
+
+``FakeGenerator`` (like dspy's ``DummyLM``) lets pure-logic tests of prompting, RAG and
+evaluation code run in milliseconds without a model. :func:`openai_test_server` puts any
+:class:`~tailorlm.models.base.Generator` behind ``POST /v1/chat/completions`` on
+127.0.0.1, so the HTTP backend (and the official ``openai`` client) can be tested over
+real sockets without a vLLM install.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI must see the real ``Request``
+# class on the endpoint below, which is imported inside a function and so cannot be
+# resolved from a string annotation.
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailorlm.models.base import (
+    BackendError,
+    GenerationConfig,
+    Generator,
+    Messages,
+    cut_at_stop,
+    normalize_batch,
+    resolve_adapters,
+)
+
+__all__ = ["FakeCall", "FakeGenerator", "openai_test_server"]
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One recorded :meth:`FakeGenerator.generate` call, with its inputs normalized."""
+
+    batch: list[list[dict[str, str]]]
+    config: GenerationConfig
+    adapters: list[str | None]
+
+
+@dataclass
+class FakeGenerator:
+    """Deterministic stand-in for a model: answers ``prefix + last user message``.
+
+    With an adapter the answer is tagged ``[name] ``, so tests can see which adapter a row
+    was routed to. Words stand in for tokens: answers are cut to ``max_new_tokens`` words,
+    then at stop strings. If ``adapters`` is given, other adapter names raise ValueError
+    like the real backends; if it is None, any name is accepted. Every call is recorded
+    in ``calls``.
+    """
+
+    name: str = "fake"
+    prefix: str = "echo: "
+    adapters: Iterable[str] | None = None
+    calls: list[FakeCall] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.adapters is not None:
+            self.adapters = list(self.adapters)
+
+    def generate(
+        self,
+        batch: Sequence[Messages],
+        *,
+        config: GenerationConfig | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+    ) -> list[str]:
+        config = config or GenerationConfig()
+        convs = normalize_batch(batch)
+        rows = resolve_adapters(adapter, len(convs))
+        if self.adapters is not None:
+            for name in rows:
+                if name is not None and name not in self.adapters:
+                    raise ValueError(f"unknown adapter {name!r}; loaded: {self.adapters}")
+        self.calls.append(FakeCall(convs, config, rows))
+        return [self._answer(c, config, a) for c, a in zip(convs, rows, strict=True)]
+
+    def _answer(self, conv: list[dict[str, str]], config: GenerationConfig, adapter: str | None) -> str:
+        last_user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+        tag = f"[{adapter}] " if adapter is not None else ""
+        words = f"{tag}{self.prefix}{last_user}".split(" ")[: config.max_new_tokens]
+        return cut_at_stop(" ".join(words), config.stop).strip()
+
+
+@contextlib.contextmanager
+def openai_test_server(
+    generator: Generator, *, requests: list[dict[str, Any]] | None = None, timeout_s: float = 30
+) -> Iterator[str]:
+    """Serve ``generator`` OpenAI-style on 127.0.0.1; yields the base URL (ending in ``/v1``).
+
+    A request whose ``model`` is not the generator's name selects that adapter, as with
+    vLLM. Each request body is appended to ``requests`` when a list is given. Generator
+    errors become OpenAI-style error responses: ValueError -> 400, :class:`BackendError`
+    -> its own status code (500 if none), anything else -> 500.
+    """
+    import uvicorn
+
+    app = _build_app(generator, requests)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; no race with other servers
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="openai-test-server", daemon=True)
+    thread.start()
+    try:
+        _wait_until_listening(port, server, thread, timeout_s)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout_s)
+        sock.close()
+
+
+def _wait_until_listening(port: int, server: Any, thread: threading.Thread, timeout_s: float) -> None:
+    """Poll until the server accepts connections. The socket is bound but not listening
+    until uvicorn starts, so a successful connect means it is serving."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("the test server thread exited during startup")
+        if server.started:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        time.sleep(0.01)
+    raise TimeoutError(f"the test server on port {port} did not start within {timeout_s} s")
+
+
+def _build_app(generator: Generator, requests: list[dict[str, Any]] | None) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="tailorlm test server")
+
+    def error(status: int, message: str, kind: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        names = [generator.name, *(getattr(generator, "adapters", None) or [])]
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "tailorlm"} for n in names],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "request body is not JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            return error(400, "request body must be a JSON object", "invalid_request_error")
+        if requests is not None:
+            requests.append(body)
+        if body.get("stream"):
+            return error(400, "streaming is not supported by the test server", "invalid_request_error")
+        from starlette.concurrency import run_in_threadpool
+
+        try:  # a thread, so a slow model does not block the event loop
+            return await run_in_threadpool(_complete, generator, body)
+        except (ValueError, TypeError) as exc:
+            return error(400, str(exc), "invalid_request_error")
+        except BackendError as exc:
+            return error(exc.status_code or 500, str(exc), "server_error")
+        except Exception as exc:
+            return error(500, f"{type(exc).__name__}: {exc}", "server_error")
+
+    return app
+
+
+def _complete(generator: Generator, body: dict[str, Any]) -> dict[str, Any]:
+    """Run one OpenAI chat request through ``generator``; returns the response JSON."""
+    messages = body.get("messages")
+    model = body.get("model") or generator.name
+    stop = body.get("stop") or ()
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    config = GenerationConfig(  # OpenAI's defaults where a field is missing
+        max_new_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 128),
+        temperature=1.0 if temperature is None else float(temperature),
+        top_p=1.0 if top_p is None else float(top_p),
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        seed=body.get("seed"),
+    )
+    adapter = None if model == generator.name else model
+    text = generator.generate([messages], config=config, adapter=adapter)[0]
+    prompt_tokens = _count_prompt(generator, messages)
+    completion_tokens = _count_text(generator, text)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _count_prompt(generator: Generator, messages: Any) -> int:
+    """Real token counts when the generator can give them, word counts otherwise."""
+    count_tokens = getattr(generator, "count_tokens", None)
+    if count_tokens is not None:
+        return int(count_tokens(messages))
+    return sum(len(str(m.get("content", "")).split()) for m in messages)
+
+
+def _count_text(generator: Generator, text: str) -> int:
+    tokenizer = getattr(generator, "tokenizer", None)
+    if tokenizer is not None:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    return len(text.split())

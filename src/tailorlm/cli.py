@@ -239,31 +239,38 @@ def generate(
     ctx: typer.Context,
     request: Annotated[str, typer.Argument(help="what to ask the model")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="personalize for this user")] = None,
-    k: Annotated[int, typer.Option(help="documents of the user's history to retrieve")] = 4,
+    method: Annotated[
+        str, typer.Option(help="personalization method spec, e.g. rag-bm25, recency+attributes")
+    ] = "rag-bm25",
     max_new_tokens: Annotated[int, typer.Option(help="generation budget")] = 96,
     compare: Annotated[bool, typer.Option(help="also show the non-personalized answer")] = False,
 ) -> None:
-    """Generate an answer, personalized with the user's retrieved history when --user is given."""
-    from tailorlm.history_prompt import baseline_messages, history_messages, user_history_lines
+    """Generate an answer, personalized for --user with the chosen method."""
     from tailorlm.models import GenerationConfig, build_generator
+    from tailorlm.personalize import Query, parse_method_spec
 
-    config = GenerationConfig(max_new_tokens=max_new_tokens)
-    lines: list[str] = []
-    if user is not None:
-        store = _store(ctx)
-        if not store.has_user(user_id=user):
-            err.print(f"[red]unknown user {user!r}[/red] (see `tailorlm data stats`)")
-            raise typer.Exit(1)
-        lines = user_history_lines(store, user_id=user, request=request, k=k)
+    store = _store(ctx)
+    if user is not None and not store.has_user(user_id=user):
+        err.print(f"[red]unknown user {user!r}[/red] (see `tailorlm data stats`)")
+        raise typer.Exit(1)
+    try:
+        personalizer = parse_method_spec(method if user else "identity").fit(store, [user] if user else [])
+        baseline = parse_method_spec("identity").fit(store, [])
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    query = Query(request, task="chat")
+    personalized = personalizer.personalize(user or "", query)
+    batch = [personalized.messages] + ([baseline.personalize(user or "", query).messages] if compare else [])
     with err.status("loading the model"):
         generator = build_generator(_settings(ctx))
-    batch = [history_messages(request, lines)]
-    if compare:
-        batch.append(baseline_messages(request))
     with err.status("generating"):
-        answers = generator.generate(batch, config=config)
+        answers = generator.generate(batch, config=GenerationConfig(max_new_tokens=max_new_tokens))
     if user is not None:
-        err.print(f"[dim]{len(lines)} items of {user}'s history in the prompt[/dim]")
+        rec = personalized.record
+        err.print(
+            f"[dim]{method}: scope {rec.scope}, {len(rec.retrieved)} items, {rec.prompt_tokens} prompt tokens[/dim]"
+        )
     if compare:
         side_by_side(console, answers[1], answers[0])
     else:
@@ -347,7 +354,7 @@ def run(
 @app.command()
 def demo(
     ctx: typer.Context,
-    users: Annotated[int, typer.Option(help="how many users to show")] = 2,
+    users: Annotated[int, typer.Option(help="how many users to show")] = 3,
 ) -> None:
     """Fetch and load real data, then answer for real users with and without personalization."""
     from tailorlm.demo import run_demo

@@ -3,8 +3,10 @@
 Steps: fetch MovieLens-100K into the cache (GroupLens, else the ``recbole`` wheel
 on PyPI), load it into the default SQLite store; load the Amazon reviews from
 ``../shared/data`` when that folder exists; then, for a few real users, answer
-one request twice (non-personalized and with the user's retrieved history) and
-print both side by side. Loads are skipped when the same file is already loaded.
+one request twice (the identity baseline and a personalization method: RAG over
+the user's earlier reviews, or their recent ratings plus attributes) and print
+both side by side with the context used. Loads are skipped when the same file is
+already loaded.
 
 Until the service lands this is the main job; then it starts ``tailorlm serve``.
 """
@@ -19,8 +21,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from tailorlm.tasks import get_task
+
 if TYPE_CHECKING:
     from tailorlm.data import Store
+    from tailorlm.personalize import Query
     from tailorlm.settings import Settings
 
 __all__ = ["run_demo", "shared_data_dir", "side_by_side"]
@@ -73,11 +78,29 @@ def _pick_amazon_user(store: Store) -> str | None:
     return max(users, key=lambda u: (store.user_counts(user_id=u)["documents"], u))
 
 
-def run_demo(settings: Settings, *, console: Console, n_users: int = 2) -> None:
+def _cases(store: Store) -> list[tuple[str, str, str, Query]]:
+    """(user, method, caption, query) for the richest Amazon user and a few MovieLens users."""
+    from tailorlm.personalize import Query
+
+    cases = []
+    if (amazon_user := _pick_amazon_user(store)) is not None:
+        latest = store.get_documents(user_id=amazon_user)[-1]
+        # The user's latest review is the query; only earlier reviews are eligible history.
+        query = Query(
+            latest.text[:600], task="amazon-title", timestamp=latest.timestamp, exclude_doc_ids=(latest.doc_id,)
+        )
+        cases.append((amazon_user, "rag-bm25", f"title for their latest review (they wrote {latest.title!r})", query))
+    for uid in [u for u in store.list_users() if u.startswith("ml-100k:")][:2]:
+        query = Query("Recommend one movie I would enjoy tonight, and say why in two sentences.", task="chat")
+        cases.append((uid, "recency+attributes", "a movie recommendation", query))
+    return cases
+
+
+def run_demo(settings: Settings, *, console: Console, n_users: int = 3) -> None:
     from tailorlm.data import Store
     from tailorlm.data.fetch import fetch_movielens_100k
-    from tailorlm.history_prompt import baseline_messages, history_messages, user_history_lines
     from tailorlm.models import GenerationConfig, build_generator
+    from tailorlm.personalize import parse_method_spec
 
     store = Store.from_settings(settings)
     console.rule("tailorlm demo")
@@ -90,29 +113,25 @@ def run_demo(settings: Settings, *, console: Console, n_users: int = 2) -> None:
     else:
         console.print(f"[dim]{amazon} not found: showing MovieLens users only[/dim]")
 
-    cases: list[tuple[str, str, list[str]]] = []
-    if (amazon_user := _pick_amazon_user(store)) is not None:
-        latest = store.get_documents(user_id=amazon_user)[-1]
-        request = f"Write a short title (a few words) for this product review:\n\n{latest.text[:600]}"
-        lines = user_history_lines(
-            store, user_id=amazon_user, request=latest.text, k=4, before=latest.timestamp, exclude_ids=[latest.doc_id]
-        )
-        cases.append((f"{amazon_user} (their own title: {latest.title!r})", request, lines))
-    for uid in [u for u in store.list_users() if u.startswith("ml-100k:")][: max(0, n_users - len(cases))]:
-        request = "Recommend one movie I would enjoy tonight, and say why in two sentences."
-        lines = user_history_lines(store, user_id=uid, request=request, k=5)
-        cases.append((uid, request, lines))
-
     with console.status("loading the model"):
         generator = build_generator(settings)
-    config = GenerationConfig(max_new_tokens=64)
-    for who, request, lines in cases:
-        console.rule(f"user {who}")
-        console.print(f"[bold]request:[/bold] {request.splitlines()[0]}")
-        console.print("[bold]history used:[/bold]\n" + "\n".join(f"  - {ln[:140]}" for ln in lines))
+    identity = parse_method_spec("identity").fit(store, [])
+    for user_id, method, caption, query in _cases(store)[:n_users]:
+        personalizer = parse_method_spec(method).fit(store, [user_id])
+        personal = personalizer.personalize(user_id, query)
+        console.rule(f"user {user_id}: {caption}")
+        rec = personal.record
+        console.print(f"method [bold]{method}[/bold], scope {rec.scope}, {rec.prompt_tokens} prompt tokens; context:")
+        for block in personal.blocks:
+            for item in block.items:
+                label = f" -> {item.label}" if item.label else ""
+                console.print(f"  - {item.text[:120]}{label}", markup=False)
+        config = GenerationConfig(max_new_tokens=get_task(query.task).max_new_tokens if query.task != "chat" else 64)
         with console.status("generating"):
-            personalized, baseline = generator.generate(
-                [history_messages(request, lines), baseline_messages(request)], config=config
+            answer, baseline = generator.generate(
+                [personal.messages, identity.personalize(user_id, query).messages], config=config
             )
-        side_by_side(console, baseline, personalized)
-    console.print('Next: `tailorlm generate --user USER --compare "..."`, `tailorlm data stats`.')
+        side_by_side(console, baseline, answer)
+    console.print(
+        'Next: `tailorlm generate --user USER --compare "..."`, `tailorlm run --help`, `tailorlm data stats`.'
+    )

@@ -43,13 +43,18 @@ def load_history(
     store: Store,
     *,
     user_id: str,
-    source: Literal["documents", "interactions"] = "documents",
+    source: Literal["documents", "interactions", "both"] = "documents",
     doc_kind: str | None = None,
     before: int | None = None,
     exclude_ids: Sequence[str] = (),
     exclude_items: Sequence[str] = (),
 ) -> list[HistoryEntry]:
     """The user's eligible history, oldest first; reads only ``user_id``'s rows."""
+    if source == "both":
+        kw = {"user_id": user_id, "before": before, "exclude_ids": exclude_ids, "exclude_items": exclude_items}
+        both = load_history(store, source="documents", doc_kind=doc_kind, **kw)
+        both += load_history(store, source="interactions", **kw)
+        return sorted(both, key=lambda e: (e.timestamp is None, e.timestamp or 0))
     skip_items = set(exclude_items)
     if source == "documents":
         docs = store.get_documents(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)

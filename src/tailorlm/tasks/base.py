@@ -39,7 +39,7 @@ class Task:
     name: str
     kind: TaskKind
     instruction: str
-    history_source: Literal["documents", "interactions"] = "documents"
+    history_source: Literal["documents", "interactions", "both"] = "documents"
     history_kind: str | None = None
     history_label: Literal["rating", "title", "value"] | None = None
     labels: tuple[str, ...] = ()
@@ -139,7 +139,7 @@ TASKS: dict[str, Task] = {
         Task("lamp-5", "generation", "{input}", history_label="title", max_new_tokens=24),
         Task("lamp-6", "generation", "{input}", history_label="title", max_new_tokens=24),
         Task("lamp-7", "generation", "{input}", max_new_tokens=48),
-        Task("chat", "generation", "{input}", max_new_tokens=128),
+        Task("chat", "generation", "{input}", history_source="both", history_label="value", max_new_tokens=128),
     ]
 }
 

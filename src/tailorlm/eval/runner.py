@@ -9,7 +9,7 @@ number in a table can be traced back to prompts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -72,17 +72,23 @@ def run_method(
     embedder: Any = None,
     budget_tokens: int = 1024,
     k: int | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
-    """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``."""
+    """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``.
+
+    ``overrides`` maps a spec part to config fields, e.g. ``{"rag-bm25": {"k": 8, "persona_by": "gender"}}``.
+    """
     start = time.perf_counter()
     t = get_task(task)
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; use one of {PREDICTORS}")
     pred_name = _default_predictor(t.kind) if predictor == "auto" else predictor
-    overrides = (
-        {part: {"k": k} for part in method.split("+") if part.startswith(("rag", "recency", "random"))} if k else None
-    )
+    overrides = {part: dict(cfg) for part, cfg in (overrides or {}).items()}
+    if k is not None:  # --k applies to every retrieval step of the spec
+        for part in method.split("+"):
+            if part.startswith(("rag", "recency", "random")):
+                overrides.setdefault(part, {})["k"] = k
     personalizer = parse_method_spec(
         method,
         collaborators={"generator": generator, "embedder": embedder},

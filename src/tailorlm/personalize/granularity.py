@@ -87,6 +87,7 @@ class Granularity:
         self.population_ = set(users)
         self.persona_of_: dict[str, str] = {}
         self._pools: dict[tuple[str | None, str], list[HistoryEntry]] = {}
+        self._text_vectors: dict[str, np.ndarray] = {}
         if self.persona_by == "cluster":
             self._fit_clusters(store, sorted(self.population_))
         elif self.persona_by is not None:
@@ -104,7 +105,11 @@ class Granularity:
         if not texts:
             return None
         assert self.embedder is not None
-        vec = self.embedder.embed(texts[-50:]).mean(axis=0)
+        texts = texts[-50:]
+        todo = [t for t in dict.fromkeys(texts) if t not in self._text_vectors]
+        if todo:  # users share items (POPQUORN comments, movies): embed each text once
+            self._text_vectors.update(zip(todo, self.embedder.embed(todo), strict=True))
+        vec = np.mean([self._text_vectors[t] for t in texts], axis=0)
         return vec / (np.linalg.norm(vec) or 1.0)
 
     def _fit_clusters(self, store: Store, users: list[str]) -> None:

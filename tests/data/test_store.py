@@ -291,3 +291,12 @@ def test_content_ids_make_reloads_idempotent() -> None:
     a = Document(user_id="u", text="same", timestamp=1)
     assert a.doc_id == Document(user_id="u", text="same", timestamp=1).doc_id
     assert a.doc_id != Document(user_id="u", text="other", timestamp=1).doc_id
+
+
+def test_lean_document_rows_match_records(store: Store) -> None:
+    store.add(_user_data("u1", n_docs=4))
+    kw = {"user_id": "u1", "before": 1003, "exclude_ids": [store.get_documents(user_id="u1")[0].doc_id]}
+    docs = store.get_documents(**kw)
+    rows = store.get_document_rows(**kw)
+    assert rows == [(d.doc_id, d.text, d.doc_kind, d.timestamp, d.rating, d.title, d.item_id) for d in docs]
+    assert len(rows) == 2

@@ -348,6 +348,18 @@ class Store:
                 out.update({r["item_id"]: Item(**r) for r in conn.execute(q).mappings()})
         return out
 
+    def _documents_query(self, cols, *, user_id, doc_kind, before, exclude_ids, limit):
+        c = t.documents.c
+        q = select(*cols).where(c.user_id == user_id)
+        if doc_kind is not None:
+            q = q.where(c.doc_kind == doc_kind)
+        if before is not None:
+            q = q.where(c.timestamp < before)
+        if exclude_ids:
+            q = q.where(c.doc_id.not_in(list(exclude_ids)))
+        q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
+        return q.limit(limit) if limit is not None else q
+
     def get_documents(
         self,
         *,
@@ -358,20 +370,34 @@ class Store:
         limit: int | None = None,
     ) -> list[Document]:
         """The user's documents, oldest first (undated last); ``before`` is strict."""
-        c = t.documents.c
-        q = select(t.documents).where(c.user_id == user_id)
-        if doc_kind is not None:
-            q = q.where(c.doc_kind == doc_kind)
-        if before is not None:
-            q = q.where(c.timestamp < before)
-        if exclude_ids:
-            q = q.where(c.doc_id.not_in(list(exclude_ids)))
-        q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
-        if limit is not None:
-            q = q.limit(limit)
+        q = self._documents_query(
+            [t.documents], user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=limit
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [Document(**{k: v for k, v in r.items() if k != "source"}) for r in rows]
+
+    def get_document_rows(
+        self,
+        *,
+        user_id: str,
+        doc_kind: str | None = None,
+        before: int | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[tuple[str, str, str, int | None, float | None, str | None, str | None]]:
+        """The request-path read: (doc_id, text, doc_kind, timestamp, rating, title, item_id) tuples.
+
+        Same filters and order as :meth:`get_documents`, but only the columns retrieval
+        needs and no record validation (it ran on write): at 1,000 documents this is
+        ~4x faster than building records (benchmarks/RESULTS.md, overhead).
+        """
+        c = t.documents.c
+        cols = [c.doc_id, c.text, c.doc_kind, c.timestamp, c.rating, c.title, c.item_id]
+        q = self._documents_query(
+            cols, user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=None
+        )
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q).all()]
 
     def get_interactions(
         self, *, user_id: str, interaction: str | None = None, before: int | None = None

@@ -57,20 +57,11 @@ def load_history(
         return sorted(both, key=lambda e: (e.timestamp is None, e.timestamp or 0))
     skip_items = set(exclude_items)
     if source == "documents":
-        docs = store.get_documents(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)
+        rows = store.get_document_rows(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)
         return [
-            HistoryEntry(
-                f"doc:{d.doc_id}",
-                user_id,
-                d.text,
-                d.doc_kind,
-                d.timestamp,
-                d.rating,
-                d.title,
-                d.item_id,
-            )
-            for d in docs
-            if d.item_id is None or d.item_id not in skip_items
+            HistoryEntry(f"doc:{doc_id}", user_id, text, kind, ts, rating, title, item_id)
+            for doc_id, text, kind, ts, rating, title, item_id in rows
+            if item_id is None or item_id not in skip_items
         ]
     inters = [
         i

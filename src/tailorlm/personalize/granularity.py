@@ -162,7 +162,10 @@ class Granularity:
             if pool:
                 return ScopeDecision("persona", persona, pool)
         pool = [e for e in self.pooled(None, task, before=before) if e.user_id != user_id]
-        return ScopeDecision("global" if pool else "none", persona, pool)
+        if pool:
+            return ScopeDecision("global", persona, pool)
+        # Nobody to borrow from: the user's own few entries are still better than nothing.
+        return ScopeDecision("user" if own else "none", persona, own)
 
     def describe(self, persona_id: str) -> str:
         """A natural-language description of a persona (stored descriptions win)."""

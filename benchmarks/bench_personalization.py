@@ -38,16 +38,11 @@ DATA = Path(os.environ.get("TAILORLM_SHARED_DATA", REPO.parent / "shared" / "dat
 RATING_METHODS = ["identity", "rag-bm25", "rag-dense", "rag-hybrid", "recency", "profile", "persona",
                   "rag-bm25+profile"]  # fmt: skip
 GRID: list[tuple[str, str, str, dict, str]] = [
-    # Amazon rating: cheap baselines, retrieval-only predictors, then the model with constrained choice.
+    # Amazon rating: cheap baselines and retrieval-only predictors (no language model).
     ("amazon-rating", "identity", "majority", {}, "users"),
     ("amazon-rating", "identity", "user-mean", {}, "users"),
     *[("amazon-rating", m, "retrieval-vote", {}, "users") for m in ("rag-bm25", "rag-dense", "rag-hybrid", "recency")],
-    ("amazon-rating", "identity", "generate", {}, "users"),
-    *[("amazon-rating", m, "choice-calibrated", {}, "users") for m in RATING_METHODS],
-    ("amazon-rating", "rag-bm25", "choice", {}, "users"),
-    # Amazon review titles (generation).
-    *[("amazon-title", m, "generate", {}, "gen_users") for m in RATING_METHODS],
-    # POPQUORN: the three granularities on held-out annotators (no model: retrieval vote), then with the model.
+    # POPQUORN: the three granularities on held-out annotators (no model: retrieval vote).
     ("popquorn-offensiveness", "identity", "majority", {}, "users"),
     ("popquorn-offensiveness", "identity", "user-mean", {}, "users"),
     ("popquorn-offensiveness", "rag-bm25", "retrieval-vote", {"rag-bm25": {"min_user_items": 10**6, "k": 8}},
@@ -56,12 +51,19 @@ GRID: list[tuple[str, str, str, dict, str]] = [
        {"rag-bm25": {"min_user_items": 10**6, "k": 8, "persona_by": attr}}, "users")
       for attr in ("gender", "age_band", "race", "cluster")],
     ("popquorn-offensiveness", "rag-bm25", "retrieval-vote", {"rag-bm25": {"k": 8}}, "users"),  # user scope
-    ("popquorn-offensiveness", "identity", "choice-calibrated", {}, "gen_users"),
-    ("popquorn-offensiveness", "rag-bm25", "choice-calibrated", {"rag-bm25": {"k": 8}}, "gen_users"),
     # Persona-Chat: with and without the persona facts (and earlier turns) in the prompt.
     ("personachat-response", "identity", "generate", {}, "gen_users"),
     ("personachat-response", "rag-bm25", "generate", {}, "gen_users"),
     ("personachat-response", "recency", "generate", {"recency": {"k": 8}}, "gen_users"),
+    # Amazon rating with the model: free generation (naive) and constrained choice.
+    ("amazon-rating", "identity", "generate", {}, "model_users"),
+    *[("amazon-rating", m, "choice-calibrated", {}, "model_users") for m in RATING_METHODS],
+    ("amazon-rating", "rag-bm25", "choice", {}, "model_users"),
+    # Amazon review titles (generation).
+    *[("amazon-title", m, "generate", {}, "gen_users") for m in RATING_METHODS],
+    # POPQUORN with the model.
+    ("popquorn-offensiveness", "identity", "choice-calibrated", {}, "gen_users"),
+    ("popquorn-offensiveness", "rag-bm25", "choice-calibrated", {"rag-bm25": {"k": 8}}, "gen_users"),
 ]  # fmt: skip
 
 LOADS = [
@@ -76,6 +78,8 @@ def _row_label(method: str, predictor: str, overrides: dict) -> str:
     scope = ""
     if cfg.get("min_user_items", 0) >= 10**6:
         scope = f" [persona: {cfg['persona_by']}]" if cfg.get("persona_by") else " [global]"
+    elif cfg:
+        scope = " [user, k=" + str(cfg.get("k", 4)) + "]"
     return f"{method}{scope} / {predictor}"
 
 
@@ -107,6 +111,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=100, help="evaluated users for cheap rows")
     ap.add_argument("--gen-users", type=int, default=40, help="evaluated users for rows that generate text")
+    ap.add_argument("--model-users", type=int, default=60, help="evaluated users for rating rows that use the model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="run only tasks containing this string")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "personalization.json")
@@ -122,11 +127,21 @@ def main() -> int:
     generator = TransformersGenerator("smollm2", cache_dir=default_cache_dir())
     embedder = SentenceTransformerEmbedder()
     grid = [g for g in GRID if args.only is None or args.only in g[0]]
-    rows = []
+    rows: list[dict] = []
+    report = {
+        "benchmark": "personalization",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "generator": generator.name,
+        "embedder": embedder.name,
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with Progress(console=console) as bar:
         overall = bar.add_task("grid", total=len(grid))
         for task, method, predictor, overrides, users_key in grid:
-            n = args.users if users_key == "users" else args.gen_users
+            n = {"users": args.users, "gen_users": args.gen_users, "model_users": args.model_users}[users_key]
             sub = bar.add_task(f"{task} {method} {predictor}", total=None)
             start = time.perf_counter()
             res = _run(store, task, method, predictor, overrides, n, args.seed, generator, embedder,
@@ -142,17 +157,9 @@ def main() -> int:
                 f"{task:24s} {out['label']:45s} {json.dumps(_short(out['metrics']))} {out['wall_s']:.0f}s", markup=False
             )
             bar.advance(overall)
-    report = {
-        "benchmark": "personalization",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "generator": generator.name,
-        "embedder": embedder.name,
-        "results": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+            # Saved after every row, so an interrupted run keeps what it measured.
+            args.out.write_text(json.dumps(report, indent=1))
+            args.out.with_suffix(".md").write_text(markdown(report) + "\n")
     print(markdown(report))
     return 0
 

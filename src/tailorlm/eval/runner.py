@@ -17,7 +17,7 @@ from tailorlm.data import Store
 from tailorlm.eval.metrics import classification_scores, generation_scores, rating_scores
 from tailorlm.eval.splits import make_split
 from tailorlm.personalize import Query, parse_method_spec
-from tailorlm.retrieval import load_history
+from tailorlm.personalize.base import eligible_history
 from tailorlm.tasks import get_task
 from tailorlm.tasks.predict import (
     ChoicePredictor,
@@ -178,15 +178,6 @@ def _user_mean(task, queries, users, store, population_labels) -> list[Predictio
     """Mean of each user's own eligible earlier labels (same leakage guards as retrieval)."""
     labels = []
     for q, uid in zip(queries, users, strict=True):
-        item_id = q.metadata.get("item_id")
-        hist = load_history(
-            store,
-            user_id=uid,
-            source=task.history_source,
-            doc_kind=task.history_kind,
-            before=q.timestamp,
-            exclude_ids=q.exclude_doc_ids,
-            exclude_items=[item_id] if item_id else [],
-        )
+        hist = eligible_history(store, uid, q)
         labels.append([e.rating for e in hist if e.rating is not None])
     return UserMeanPredictor().fit(population_labels).predict_labels(labels)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtim
 
 if TYPE_CHECKING:
     from tailorlm.data import Store, TaskExample
+    from tailorlm.retrieval import HistoryEntry
 
 __all__ = [
     "REGISTRY",
@@ -39,6 +40,7 @@ __all__ = [
     "ServedScope",
     "UsageRecord",
     "build_method",
+    "eligible_history",
     "register_method",
 ]
 
@@ -71,6 +73,26 @@ class Query:
             choices=tuple(choices),
             metadata=dict(example.metadata),
         )
+
+
+def eligible_history(store: Store, user_id: str, query: Query) -> list[HistoryEntry]:
+    """The user's history a query may see: the task's kind of history, strictly before the
+    query's time, without the query's own target document or item. The one place the
+    leakage guards are applied for methods, predictors and baselines alike."""
+    from tailorlm.retrieval import load_history
+    from tailorlm.tasks import get_task
+
+    task = get_task(query.task)
+    item_id = query.metadata.get("item_id")
+    return load_history(
+        store,
+        user_id=user_id,
+        source=task.history_source,
+        doc_kind=task.history_kind,
+        before=query.timestamp,
+        exclude_ids=query.exclude_doc_ids,
+        exclude_items=[item_id] if item_id else [],
+    )
 
 
 @dataclass(frozen=True)

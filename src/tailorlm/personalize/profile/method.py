@@ -20,10 +20,11 @@ from tailorlm.personalize.base import (
     ContextItem,
     Contribution,
     Query,
+    eligible_history,
 )
 from tailorlm.personalize.profile.config import ProfileConfig
 from tailorlm.personalize.rag.method import entry_item
-from tailorlm.retrieval import HistoryEntry, load_history
+from tailorlm.retrieval import HistoryEntry
 from tailorlm.tasks import Task, get_task
 
 __all__ = ["ProfilePersonalizer", "describe_attributes"]
@@ -122,16 +123,7 @@ class ProfilePersonalizer(BasePersonalizer):
         if cfg.attributes and (desc := describe_attributes(store.get_user(user_id=user_id))):
             items.append(ContextItem(desc, source_id=f"user:{user_id}"))
         if cfg.summary:
-            item_id = query.metadata.get("item_id")
-            entries = load_history(
-                store,
-                user_id=user_id,
-                source=task.history_source,
-                doc_kind=task.history_kind,
-                before=query.timestamp,
-                exclude_ids=query.exclude_doc_ids,
-                exclude_items=[item_id] if item_id else [],
-            )
+            entries = eligible_history(store, user_id, query)
             if (summary := self._summary(user_id, task, entries)) is not None:
                 items.append(ContextItem(summary[0], source_id=f"profile:{summary[1]}"))
         blocks = [ContextBlock("profile", "About this user:", tuple(items), priority=2)] if items else []

@@ -16,10 +16,11 @@ from tailorlm.personalize.base import (
     ContextItem,
     Contribution,
     Query,
+    eligible_history,
 )
 from tailorlm.personalize.granularity import Granularity
 from tailorlm.personalize.rag.config import RagConfig
-from tailorlm.retrieval import HistoryEntry, build_ranker, load_history
+from tailorlm.retrieval import HistoryEntry, build_ranker
 from tailorlm.tasks import Task, get_task
 
 __all__ = ["RagPersonalizer", "entry_item"]
@@ -80,16 +81,7 @@ class RagPersonalizer(BasePersonalizer):
         store = self._check_fitted()
         cfg: RagConfig = self.config  # type: ignore[assignment]
         task = get_task(query.task)
-        item_id = query.metadata.get("item_id")
-        own = load_history(
-            store,
-            user_id=user_id,
-            source=task.history_source,
-            doc_kind=task.history_kind,
-            before=query.timestamp,
-            exclude_ids=query.exclude_doc_ids,
-            exclude_items=[item_id] if item_id else [],
-        )
+        own = eligible_history(store, user_id, query)
         decision = self.granularity_.decide(user_id, task, own=own, before=query.timestamp)
         hits = self.ranker_.rank(decision.entries, query=query.text, k=cfg.k)
         heading = {

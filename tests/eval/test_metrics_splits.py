@@ -69,3 +69,9 @@ def test_split_errors_are_clear(store: Store) -> None:
         make_split(store, "nope")
     with pytest.raises(ValueError, match="more than 10 examples"):
         make_split(store, "t", min_history=10)
+
+
+def test_user_samples_are_nested_across_sizes(store: Store) -> None:
+    small, _ = make_split(store, "t", kind="user", n_users=5, seed=7)
+    large, _ = make_split(store, "t", kind="user", n_users=10, seed=7)
+    assert set(small.queries) < set(large.queries)  # rows of different sizes pair on common queries

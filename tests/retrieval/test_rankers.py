@@ -173,6 +173,24 @@ def test_bm25_matches_the_title_too() -> None:
     assert _ids(BM25Ranker().rank([e, *REVIEWS[1:]], query="cable", k=2)) == ["doc:t"]
 
 
+def test_bm25_index_cache_reuses_and_never_serves_a_stale_index() -> None:
+    ranker = BM25Ranker()
+    entries = [_entry(1, "bright guitar strings"), _entry(2, "a sturdy keyboard stand")]
+    assert _ids(ranker.rank(entries, query="keyboard", k=1)) == ["doc:2"]
+    assert _ids(ranker.rank(entries, query="guitar", k=1)) == ["doc:1"]
+    assert ranker.builds == 1  # same candidates: one index
+    edited = [entries[0], _entry(2, "a padded drum throne")]  # same ids, new text
+    assert ranker.rank(edited, query="keyboard", k=1) == []
+    assert ranker.builds == 2
+    other = [_entry(1, "bright guitar strings", user="v"), _entry(2, "a sturdy keyboard stand", user="v")]
+    ranker.rank(other, query="keyboard", k=1)
+    assert ranker.builds == 3  # same ids and texts of another user: its own index
+    ranker.forget("u")
+    ranker.rank(entries, query="keyboard", k=1)
+    ranker.rank(other, query="keyboard", k=1)
+    assert ranker.builds == 4  # u's indexes were dropped, v's kept
+
+
 # -- build_ranker and k validation --------------------------------------------------------
 
 

@@ -1,19 +1,56 @@
 """Metrics from maintained libraries, with the LaMP conventions.
 
-ROUGE via ``rouge-score`` (stemming on, as LaMP), BLEU via ``sacrebleu``,
-accuracy / macro-F1 via scikit-learn, MAE / RMSE with numpy. An unparsable
-rating is scored as the label farthest from gold (LaMP), and counted.
+ROUGE via ``rouge-score`` (stemming on, as LaMP), BLEU via ``sacrebleu``, METEOR via
+``nltk`` (WordNet from Debian's ``wordnet-base``, never downloaded at run time),
+accuracy / macro-F1 and the ranking metrics via scikit-learn, MAE / RMSE with numpy.
+An unparsable rating is scored as the label farthest from gold (LaMP), and counted.
+
+Each family also has a ``*_per_example`` form: the per-example values the bootstrap
+resamples (see :mod:`tailorlm.eval.stats`), so a table's point estimate and its
+confidence interval always come from the same numbers.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tailorlm.tasks import farthest_rating
 
-__all__ = ["classification_scores", "generation_scores", "rating_scores", "rouge_per_example"]
+__all__ = [
+    "METRIC_DIRECTION",
+    "WordNetMissing",
+    "classification_scores",
+    "generation_scores",
+    "meteor_per_example",
+    "ranking_per_example",
+    "ranking_scores",
+    "rating_errors",
+    "rating_scores",
+    "rouge_per_example",
+]
+
+# +1: higher is better; -1: lower is better (used by plots, gains and the paired test's sign).
+METRIC_DIRECTION: dict[str, int] = {
+    "mae": -1,
+    "rmse": -1,
+    "unparsable": -1,
+    "accuracy": 1,
+    "macro_f1": 1,
+    "rouge1": 1,
+    "rougeL": 1,
+    "bleu": 1,
+    "meteor": 1,
+    "ndcg@10": 1,
+    "hr@10": 1,
+    "mrr": 1,
+}
 
 
 def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
@@ -29,36 +66,122 @@ def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> 
     return {"rouge1": r1, "rougeL": rl}
 
 
-def generation_scores(predictions: Sequence[str | None], references: Sequence[str]) -> dict[str, float]:
+class WordNetMissing(RuntimeError):
+    """METEOR needs the WordNet database files, which are not on this machine."""
+
+
+_LEXNAMES = (  # noqa: SIM905 (one line of the lexnames(5WN) table reads better than 45 list items)
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+_LEX_POS = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+
+
+@functools.cache
+def _wordnet() -> Any:
+    """nltk's WordNet reader over a local WordNet 3.0 database.
+
+    Looks in ``$TAILORLM_WORDNET``, then Debian's ``/usr/share/wordnet``. Debian ships
+    the database without the ``lexnames`` index nltk also reads (the 45 fixed
+    lexicographer file names of WordNet 3.0, documented in lexnames(5WN)), so a copy
+    plus that file is assembled once in the cache (a copy: nltk refuses symlinks that
+    resolve outside the corpus root).
+    """
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from tailorlm.settings import default_cache_dir
+
+    candidates = [os.environ.get("TAILORLM_WORDNET"), "/usr/share/wordnet"]
+    src = next((Path(c) for c in candidates if c and (Path(c) / "data.noun").exists()), None)
+    if src is None:
+        raise WordNetMissing(
+            "METEOR needs WordNet 3.0: install Debian's wordnet-base (apt-get install wordnet-base) "
+            "or set TAILORLM_WORDNET to a folder holding data.noun, index.noun, ..."
+        )
+    root = src
+    if not (src / "lexnames").exists():
+        root = default_cache_dir() / "wordnet"
+        root.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and not (root / f.name).exists():
+                shutil.copyfile(f, root / f"{f.name}.tmp")
+                (root / f"{f.name}.tmp").replace(root / f.name)
+        lex = root / "lexnames"
+        if not lex.exists():
+            tmp = root / "lexnames.tmp"
+            tmp.write_text("".join(f"{i:02d}\t{n}\t{_LEX_POS[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES)))
+            tmp.replace(lex)
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))  # nltk only reads corpora under its data paths
+    import warnings
+
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version: str = "wordnet") -> None:
+            # Maps synsets to another WordNet release for the multilingual (OMW) data,
+            # reading nltk's downloadable copy; METEOR uses English synonyms only.
+            return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available": not used by METEOR
+        return EnglishWordNet(str(root), None)
+
+
+def meteor_per_example(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """METEOR (nltk, default parameters) per example, on lower-cased whitespace tokens."""
+    from nltk.translate.meteor_score import meteor_score
+
+    wn = _wordnet()
+    return [
+        float(meteor_score([r.lower().split()], p.lower().split(), wordnet=wn)) if p.strip() and r.strip() else 0.0
+        for p, r in zip(predictions, references, strict=True)
+    ]
+
+
+def generation_scores(
+    predictions: Sequence[str | None], references: Sequence[str], *, meteor: bool = False
+) -> dict[str, float]:
+    """Mean ROUGE-1/L, corpus BLEU and (with ``meteor=True``) mean METEOR."""
     import sacrebleu
 
     preds = [p or "" for p in predictions]
     per = rouge_per_example(preds, references)
-    return {
+    out = {
         "rouge1": float(np.mean(per["rouge1"])) if preds else 0.0,
         "rougeL": float(np.mean(per["rougeL"])) if preds else 0.0,
         "bleu": float(sacrebleu.corpus_bleu(preds, [list(references)]).score) if preds else 0.0,
         "n": len(preds),
     }
+    if meteor:
+        out["meteor"] = float(np.mean(meteor_per_example(preds, references))) if preds else 0.0
+    return out
+
+
+def rating_errors(
+    predictions: Sequence[str | float | None], golds: Sequence[float], *, low: int = 1, high: int = 5
+) -> np.ndarray:
+    """Signed error per example; an unparsable answer counts as the farthest label (LaMP)."""
+    pairs = zip(predictions, golds, strict=True)
+    p = [farthest_rating(g, low=low, high=high) if x is None else float(x) for x, g in pairs]
+    return np.asarray(p, dtype=float) - np.asarray(golds, dtype=float)
 
 
 def rating_scores(
     predictions: Sequence[str | float | None], golds: Sequence[float], *, low: int = 1, high: int = 5
 ) -> dict[str, float]:
     """MAE, RMSE and the unparsable rate; unparsable answers count as the farthest label."""
-    p, unparsable = [], 0
-    for pred, gold in zip(predictions, golds, strict=True):
-        if pred is None:
-            unparsable += 1
-            p.append(farthest_rating(gold, low=low, high=high))
-        else:
-            p.append(float(pred))
-    err = np.asarray(p, dtype=float) - np.asarray(golds, dtype=float)
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} golds")
+    err = rating_errors(predictions, golds, low=low, high=high)
     n = len(golds)
     return {
         "mae": float(np.mean(np.abs(err))) if n else 0.0,
         "rmse": float(np.sqrt(np.mean(err**2))) if n else 0.0,
-        "unparsable": unparsable / n if n else 0.0,
+        "unparsable": sum(p is None for p in predictions) / n if n else 0.0,
         "n": n,
     }
 
@@ -73,3 +196,40 @@ def classification_scores(predictions: Sequence[str | None], golds: Sequence[str
         "unparsable": sum(x is None for x in predictions) / max(1, len(p)),
         "n": len(p),
     }
+
+
+def ranking_per_example(
+    ranked: Sequence[Sequence[str]], relevant: Sequence[str | Sequence[str]], *, k: int = 10
+) -> dict[str, list[float]]:
+    """NDCG@k, HR@k and MRR per query, for a ranked list of ids and the relevant id(s).
+
+    Computed with scikit-learn from the binary relevance of the ranked list: NDCG via
+    ``ndcg_score`` (gains 1 for relevant ids, the ideal ranking puts every relevant id
+    first, including relevant ids the list missed), HR@k = at least one relevant id in
+    the top k, MRR = 1 / rank of the first relevant id (0 if none is ranked).
+    """
+    from sklearn.metrics import ndcg_score
+
+    out: dict[str, list[float]] = {f"ndcg@{k}": [], f"hr@{k}": [], "mrr": []}
+    for ids, rel in zip(ranked, relevant, strict=True):
+        rel_set = {rel} if isinstance(rel, str) else set(rel)
+        if not rel_set:
+            raise ValueError("a query has no relevant item")
+        hits = [1.0 if i in rel_set else 0.0 for i in ids]
+        missed = len(rel_set - set(ids))
+        # Relevant ids the list missed are placed after k non-relevant fillers: beyond the
+        # cut-off for the DCG, yet counted by the ideal DCG. Scores are distinct (no ties).
+        y_true = np.asarray([hits + [0.0] * k + [1.0] * missed])
+        y_score = -np.arange(y_true.shape[1], dtype=float)[None, :]
+        out[f"ndcg@{k}"].append(float(ndcg_score(y_true, y_score, k=k)) if sum(hits) else 0.0)
+        out[f"hr@{k}"].append(1.0 if any(hits[:k]) else 0.0)
+        first = next((r for r, h in enumerate(hits) if h), None)
+        out["mrr"].append(0.0 if first is None else 1.0 / (first + 1))
+    return out
+
+
+def ranking_scores(
+    ranked: Sequence[Sequence[str]], relevant: Sequence[str | Sequence[str]], *, k: int = 10
+) -> dict[str, float]:
+    per = ranking_per_example(ranked, relevant, k=k)
+    return {name: float(np.mean(v)) if v else 0.0 for name, v in per.items()} | {"n": len(ranked)}

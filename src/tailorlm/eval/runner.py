@@ -8,13 +8,21 @@ number in a table can be traced back to prompts.
 
 from __future__ import annotations
 
+import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from tailorlm.data import Store
-from tailorlm.eval.metrics import classification_scores, generation_scores, rating_scores
+from tailorlm.eval.metrics import (
+    classification_scores,
+    generation_scores,
+    meteor_per_example,
+    rating_errors,
+    rating_scores,
+    rouge_per_example,
+)
 from tailorlm.eval.splits import make_split
 from tailorlm.personalize import Query, parse_method_spec
 from tailorlm.personalize.base import eligible_history
@@ -50,6 +58,12 @@ class RunResult:
     metrics: dict[str, float]
     seconds: float
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # Per-query values the bootstrap resamples (same order as ``rows``): e.g. abs_error
+    # and sq_error for ratings, rouge1/rougeL/meteor for generation, accuracy for labels.
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    # System figures measured during the run: personalization latency, prediction time,
+    # generated tokens, peak memory.
+    system: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +88,7 @@ def run_method(
     k: int | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    meteor: bool = False,
 ) -> RunResult:
     """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``.
 
@@ -99,11 +114,13 @@ def run_method(
     the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed)
     personalizer.fit(store, list(the_split.population))
     examples = [queries[key] for key in the_split.queries]
-    inputs, qs = [], []
+    inputs, qs, latency_ms = [], [], []
     for i, ex in enumerate(examples):
         q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
         qs.append(q)
+        t0 = time.perf_counter()
         inputs.append(personalizer.personalize(ex.user_id, q))
+        latency_ms.append((time.perf_counter() - t0) * 1e3)
         if progress:
             progress(i + 1, 2 * len(examples))
     population_labels = [
@@ -112,7 +129,9 @@ def run_method(
         if ex.target is not None and ex.user_id in set(the_split.population)
     ]
     users = [ex.user_id for ex in examples]
+    t_predict = time.perf_counter()
     predictions = _predict(pred_name, t, inputs, qs, users, store, generator, population_labels)
+    predict_s = time.perf_counter() - t_predict
     if progress:
         progress(2 * len(examples), 2 * len(examples))
 
@@ -130,6 +149,10 @@ def run_method(
     else:
         metrics = generation_scores([a if isinstance(a, str) else None for a in answers], golds)
     metrics["prompt_tokens"] = sum(p.record.prompt_tokens for p in inputs) / max(1, len(inputs))
+    per_example = _per_example(t, answers, golds, meteor=meteor)
+    if "meteor" in per_example:
+        metrics["meteor"] = sum(per_example["meteor"]) / max(1, len(per_example["meteor"]))
+    system = _system(latency_ms, predict_s, predictions, pred_name, generator)
     rows = [
         {
             "user_id": ex.user_id,
@@ -152,7 +175,43 @@ def run_method(
         metrics=metrics,
         seconds=time.perf_counter() - start,
         rows=rows,
+        per_example=per_example,
+        system=system,
     )
+
+
+def _per_example(t: Any, answers: Sequence[Any], golds: Sequence[str], *, meteor: bool) -> dict[str, list[float]]:
+    if t.kind == "rating":
+        err = rating_errors(answers, [float(g) for g in golds], low=int(t.labels[0]), high=int(t.labels[-1]))
+        return {"mae": [abs(float(e)) for e in err], "sq_error": [float(e) ** 2 for e in err]}
+    if t.kind == "classification":
+        return {"accuracy": [1.0 if a == g else 0.0 for a, g in zip(answers, golds, strict=True)]}
+    if t.kind == "generation":
+        preds = [a if isinstance(a, str) else "" for a in answers]
+        out = rouge_per_example(preds, list(golds))
+        if meteor:
+            out["meteor"] = meteor_per_example(preds, list(golds))
+        return out
+    return {}
+
+
+def _system(latency_ms: list[float], predict_s: float, predictions: Sequence[Prediction], pred_name: str,
+            generator: Any) -> dict[str, Any]:  # fmt: skip
+    import numpy as np
+
+    out: dict[str, Any] = {
+        "personalize_ms_p50": float(np.percentile(latency_ms, 50)) if latency_ms else 0.0,
+        "personalize_ms_p99": float(np.percentile(latency_ms, 99)) if latency_ms else 0.0,
+        "predict_seconds": predict_s,
+        # ru_maxrss is in KiB on Linux: the peak of the whole process so far, not of this row alone.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    tokenizer = getattr(generator, "tokenizer", None)
+    if pred_name == "generate" and callable(tokenizer):
+        tokens = sum(len(tokenizer(p.raw or "", add_special_tokens=False)["input_ids"]) for p in predictions)
+        out["generated_tokens"] = tokens
+        out["generated_tokens_per_s"] = tokens / predict_s if predict_s > 0 else 0.0
+    return out
 
 
 def _predict(name, task, inputs, queries, users, store, generator, population_labels) -> list[Prediction]:

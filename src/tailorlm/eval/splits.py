@@ -62,14 +62,17 @@ def make_split(
     eligible = sorted(u for u, exs in by_user.items() if len(exs) > min_history)
     if not eligible:
         raise ValueError(f"no user of task {task!r} has more than {min_history} examples")
-    rng = random.Random(seed)
-    sample = sorted(rng.sample(eligible, min(n_users, len(eligible))))
+    # A seeded shuffle, then the first n: samples are nested (the 50-user sample is part
+    # of the 100-user one), so rows of different sizes can still be paired on common queries.
+    order = list(eligible)
+    random.Random(seed).shuffle(order)
+    sample = sorted(order[:n_users])
     queries: dict[tuple[str, str], TaskExample] = {}
     for u in sample:
         exs = sorted(by_user[u], key=_order)
-        # Without timestamps "latest" has no meaning: a seeded choice avoids always
-        # testing on the same id pattern.
-        q = exs[-1] if exs[-1].timestamp is not None else rng.choice(exs)
+        # Without timestamps "latest" has no meaning: a choice seeded per user avoids always
+        # testing on the same id pattern and does not depend on which other users are sampled.
+        q = exs[-1] if exs[-1].timestamp is not None else random.Random(f"{seed}:{u}").choice(exs)
         queries[(u, q.example_id)] = q
     held_out = set(sample)
     population = sorted(u for u in by_user if u not in held_out) if kind == "user" else sorted(by_user)

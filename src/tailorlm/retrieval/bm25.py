@@ -1,13 +1,15 @@
 """Sparse retrieval (BM25 via ``bm25s``) over one user's history entries.
 
-The index is built over the candidate entries and kept in a small LRU keyed by a
-fingerprint of those entries (user, id and text of each), so repeated queries over
-the same history (a user's session, a persona pool) reuse it, and any change to
-the history (a new document, an edited text) yields a new key: no invalidation.
+The index is built over the candidate entries and kept in a small LRU keyed by the
+exact ``(user, id, title, text)`` of every candidate (looked up by hash, confirmed by
+equality), so repeated queries over the same history (a user's session, a persona
+pool) reuse it, and any change (a new document, an edited text, a different time
+filter) yields a fresh index, never a stale one: no invalidation is needed.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +30,7 @@ class BM25Ranker:
     Args:
         k1, b: BM25 parameters (bm25s defaults).
         stopwords: stop-word list name for ``bm25s.tokenize`` ("en") or None.
+        cache_size: how many built indexes to keep (LRU).
 
     Example:
         >>> es = [HistoryEntry("doc:1", "u", "guitar strings sound bright", "review"),
@@ -43,21 +46,28 @@ class BM25Ranker:
         self.b = b
         self.stopwords = stopwords
         self.cache_size = cache_size
-        self._indexes: OrderedDict[int, Any] = OrderedDict()
+        self.builds = 0  # indexes built so far (cache misses); read by tests and benchmarks
+        self._indexes: OrderedDict[int, tuple[tuple, Any, frozenset[str]]] = OrderedDict()
+        self._lock = threading.Lock()  # the service ranks from several request threads
 
     def _index(self, entries: Sequence[HistoryEntry]) -> Any:
         import bm25s
 
-        key = hash(tuple((e.user_id, e.entry_id, e.text, e.title) for e in entries))
-        if (index := self._indexes.get(key)) is not None:
-            self._indexes.move_to_end(key)
-            return index
+        key = tuple((e.user_id, e.entry_id, e.title, e.text) for e in entries)
+        fp = hash(key)
+        with self._lock:
+            hit = self._indexes.get(fp)
+            if hit is not None and hit[0] == key:
+                self._indexes.move_to_end(fp)
+                return hit[1]
         corpus = bm25s.tokenize([_entry_text(e) for e in entries], stopwords=self.stopwords, show_progress=False)
         index = bm25s.BM25(k1=self.k1, b=self.b)
         index.index(corpus, show_progress=False)
-        self._indexes[key] = index
-        if len(self._indexes) > self.cache_size:
-            self._indexes.popitem(last=False)
+        with self._lock:
+            self._indexes[fp] = (key, index, frozenset(e.user_id for e in entries))
+            self.builds += 1
+            while len(self._indexes) > self.cache_size:
+                self._indexes.popitem(last=False)
         return index
 
     def rank(self, entries: Sequence[HistoryEntry], *, query: str, k: int) -> list[Retrieved]:
@@ -70,6 +80,13 @@ class BM25Ranker:
         q = bm25s.tokenize([query], stopwords=self.stopwords, show_progress=False)
         if not q.vocab:  # the query has no indexable token (e.g. only stop words)
             return []
-        ids, scores = index.retrieve(q, k=min(k, len(entries)), show_progress=False, n_threads=1)
+        # n_threads=0 scores in this thread; n_threads=1 would start a one-thread pool per call.
+        ids, scores = index.retrieve(q, k=min(k, len(entries)), show_progress=False, n_threads=0)
         hits = [Retrieved(entries[int(i)], float(s)) for i, s in zip(ids[0], scores[0], strict=True)]
         return [h for h in hits if h.score > 0]
+
+    def forget(self, user_id: str) -> None:
+        """Drop every cached index that holds text of ``user_id`` (after a deletion)."""
+        with self._lock:
+            for fp in [fp for fp, (_, _, users) in self._indexes.items() if user_id in users]:
+                del self._indexes[fp]

@@ -94,3 +94,8 @@ class DenseRanker:
         scores = mat @ q
         top = np.argsort(-scores, kind="stable")[:k]
         return [Retrieved(entries[int(i)], float(scores[i])) for i in top]
+
+    def forget(self, user_id: str) -> None:
+        """Drop ``user_id``'s vectors from memory (the store's rows go with ``Store.delete_user``)."""
+        for key in [key for key in self._memory if key[0] == user_id]:
+            self._memory.pop(key, None)

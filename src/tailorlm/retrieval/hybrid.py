@@ -35,3 +35,8 @@ class HybridRanker:
                 fused[hit.entry.entry_id] = fused.get(hit.entry.entry_id, 0.0) + 1.0 / (self.c + pos + 1)
         top = sorted(fused, key=lambda i: -fused[i])[:k]
         return [Retrieved(by_id[i], fused[i]) for i in top]
+
+    def forget(self, user_id: str) -> None:
+        for ranker in self.rankers:
+            if (forget := getattr(ranker, "forget", None)) is not None:
+                forget(user_id)

@@ -94,3 +94,9 @@ class RagPersonalizer(BasePersonalizer):
         return Contribution(
             method=f"rag-{cfg.retriever}", blocks=blocks, scope=decision.scope, persona_id=decision.persona_id
         )
+
+    def forget(self, user_id: str) -> None:
+        """Also drop the ranker's cached indexes and vectors holding ``user_id``'s text."""
+        super().forget(user_id)
+        if (forget := getattr(getattr(self, "ranker_", None), "forget", None)) is not None:
+            forget(user_id)

@@ -1,0 +1,79 @@
+"""``tailorlm bench``: load a suite's data, run its grid with cached model calls, judge, and write reports.
+
+The working store and the generation cache live in the cache folder
+(``<cache>/bench/<suite>/``), not beside the results, so results folders stay small
+enough to commit and a rerun finds both again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tailorlm.data import Store
+from tailorlm.eval.cache import CachedGenerator
+from tailorlm.eval.judge import PairwiseJudge, judge_report
+from tailorlm.eval.report import write_reports
+from tailorlm.eval.suite import SuiteConfig, SuiteEnv, load_datasets, run_suite
+
+__all__ = ["run_bench"]
+
+
+def _judge_generator(cfg: dict[str, Any], default: Any, cache: Path) -> Any:
+    """The suite's judge: the local generator by default, or any OpenAI-compatible server."""
+    if cfg.get("backend", "local") == "local":
+        return default
+    if cfg["backend"] != "openai":
+        raise ValueError(f"judge.backend must be 'local' or 'openai', got {cfg['backend']!r}")
+    from tailorlm.models.openai_http import OpenAICompatibleGenerator
+
+    if not cfg.get("base_url") or not cfg.get("model"):
+        raise ValueError("an 'openai' judge needs judge.base_url and judge.model")
+    gen = OpenAICompatibleGenerator(cfg["base_url"], model=cfg["model"], api_key=cfg.get("api_key"))
+    return CachedGenerator(gen, cache)
+
+
+def run_bench(
+    suite: SuiteConfig,
+    *,
+    settings: Any,
+    out_dir: Path,
+    data_dir: Path | None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+    generator_factory: Callable[[], Any] | None = None,
+    embedder_factory: Callable[[], Any] | None = None,
+) -> dict[str, Path]:
+    """Run ``suite`` into ``out_dir``; returns the written files (json, markdown, plots, html)."""
+    from tailorlm.models import build_embedder, build_generator
+
+    work = Path(settings.cache_dir) / "bench" / suite.name
+    work.mkdir(parents=True, exist_ok=True)
+    store = Store(f"sqlite:///{work / 'store.db'}")
+    try:
+        datasets = load_datasets(store, suite, data_dir, Path(settings.cache_dir), log)
+        gen_cache = work / "generations.sqlite"
+        make_generator = generator_factory or (lambda: build_generator(settings))
+        env = SuiteEnv(
+            store,
+            generator_factory=lambda: CachedGenerator(make_generator(), gen_cache),
+            embedder_factory=embedder_factory or (lambda: build_embedder(settings)),
+        )
+        report = run_suite(suite, out_dir=out_dir, env=env, force=force, log=log, progress=progress, datasets=datasets)
+        if suite.judge.get("pairs", 0) > 0 and env.generator is not None:
+            log("judging generation rows against their baselines (both orders)")
+            judge_gen = _judge_generator(suite.judge, env.generator, work / "judge.sqlite")
+            judge = PairwiseJudge(judge_gen, samples=int(suite.judge.get("samples", 3)))
+            report["judge"] = judge_report(
+                report, store, judge, tasks=suite.judge.get("tasks"), pairs=int(suite.judge["pairs"])
+            )
+        gen = env._generator
+        if isinstance(gen, CachedGenerator):
+            report["generation_cache"] = {"path": str(gen.path), "hits": gen.hits, "misses": gen.misses}
+        (out_dir / "results.json").write_text(json.dumps(report))
+        return write_reports(report, out_dir)
+    finally:
+        store.close()

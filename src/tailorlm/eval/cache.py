@@ -1,0 +1,140 @@
+"""A persistent cache of model calls, so an interrupted or repeated evaluation generates nothing twice.
+
+:class:`CachedGenerator` wraps any generator. Each call is keyed by everything that
+determines its output: the model (name and version/path), the exact conversation the
+method built (so the method, its config and the example are all in the key, and a
+changed prompt is never answered from a stale entry), the decoding settings, the
+adapter and, for constrained choice, the choices. Only greedy (temperature 0) or
+seeded generations are cached; sampling without a seed is not reproducible and is
+passed through. Entries live in one SQLite file (WAL; safe for one writer at a time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tailorlm.models.base import GenerationConfig, Messages, normalize_batch, resolve_adapters
+
+__all__ = ["CachedGenerator"]
+
+
+def model_fingerprint(generator: Any) -> str:
+    """Name plus whatever tells two builds of the same name apart (version, path, dtype, base URL)."""
+    parts = [str(getattr(generator, "name", type(generator).__name__))]
+    for attr in ("version", "path", "dtype", "base_url", "model"):
+        value = getattr(generator, attr, None)
+        if value is not None and not callable(value):
+            parts.append(f"{attr}={value}")
+    return "|".join(parts)
+
+
+class CachedGenerator:
+    """A generator that answers from ``path`` when it can and records what it computes.
+
+    ``hits`` and ``misses`` count conversations (not calls), so a test can assert that a
+    rerun computed nothing new.
+    """
+
+    def __init__(self, generator: Any, path: str | Path) -> None:
+        self.generator = generator
+        self.name = getattr(generator, "name", type(generator).__name__)
+        self.fingerprint = model_fingerprint(generator)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, value TEXT)")
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:  # count_tokens, adapters, ... of the wrapped generator
+        return getattr(self.generator, name)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _key(self, kind: str, conv: list[dict[str, str]], extra: dict[str, Any]) -> str:
+        blob = json.dumps({"model": self.fingerprint, "kind": kind, "messages": conv, **extra}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _get(self, keys: list[str]) -> dict[str, str]:
+        with self._lock:
+            found: dict[str, str] = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = f"SELECT key, value FROM calls WHERE key IN ({','.join('?' * len(chunk))})"
+                found.update(dict(self._db.execute(q, chunk).fetchall()))
+            return found
+
+    def _put(self, kind: str, items: list[tuple[str, str]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO calls (key, kind, value) VALUES (?, ?, ?)", [(k, kind, v) for k, v in items]
+            )
+            self._db.execute("COMMIT")
+
+    def generate(
+        self,
+        batch: Sequence[Messages],
+        *,
+        config: GenerationConfig | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+    ) -> list[str]:
+        config = config or GenerationConfig()
+        convs = normalize_batch(batch)
+        adapters = resolve_adapters(adapter, len(convs))
+        if not config.greedy and config.seed is None:
+            return self.generator.generate(batch, config=config, adapter=adapter)
+        cfg = asdict(config)
+        keys = [self._key("generate", c, {"config": cfg, "adapter": a}) for c, a in zip(convs, adapters, strict=True)]
+        found = self._get(keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            sub_adapters = [adapters[i] for i in todo]
+            texts = self.generator.generate(
+                [convs[i] for i in todo], config=config, adapter=sub_adapters if any(sub_adapters) else None
+            )
+            self._put("generate", [(keys[i], json.dumps(t)) for i, t in zip(todo, texts, strict=True)])
+            found.update({keys[i]: json.dumps(t) for i, t in zip(todo, texts, strict=True)})
+        return [json.loads(found[k]) for k in keys]
+
+    def score_choices(
+        self, batch: Sequence[Messages], choices: Sequence[str], *, adapter: str | None = None
+    ) -> np.ndarray:
+        if not hasattr(self.generator, "score_choices"):
+            raise TypeError(f"{type(self.generator).__name__} cannot score choices")
+        convs = normalize_batch(batch)
+        adapters = resolve_adapters(adapter, len(convs))
+        keys = [
+            self._key("score", c, {"choices": list(choices), "adapter": a})
+            for c, a in zip(convs, adapters, strict=True)
+        ]
+        found = self._get(keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            sub_adapters = [adapters[i] for i in todo]
+            scores = np.asarray(
+                self.generator.score_choices(
+                    [convs[i] for i in todo], choices, adapter=sub_adapters if any(sub_adapters) else None
+                ),
+                dtype=float,
+            )
+            rows = [(keys[i], json.dumps(row.tolist())) for i, row in zip(todo, scores, strict=True)]
+            self._put("score", rows)
+            found.update(dict(rows))
+        return np.asarray([json.loads(found[k]) for k in keys], dtype=float)

@@ -1,0 +1,123 @@
+"""Uncertainty: bootstrap confidence intervals and a paired test against the baseline.
+
+Every method in a grid is evaluated on the same queries (same split, same seed), so
+comparisons are paired: the test resamples query indices once and applies them to
+both methods, which removes the between-user variance that dominates small samples.
+Resampling uses ``scipy.stats.bootstrap`` (percentile intervals: BCa is undefined
+when every resample gives the same value, as with a constant predictor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CI", "PairedTest", "bootstrap_ci", "paired_test", "statistic_for"]
+
+Statistic = Callable[[np.ndarray], float]
+
+
+def _mean(v: np.ndarray) -> float:
+    return float(np.mean(v))
+
+
+def _root_mean(v: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(v)))
+
+
+def statistic_for(metric: str) -> tuple[str, Statistic]:
+    """Which per-example value a metric resamples and how it aggregates.
+
+    RMSE is the root of the mean squared error, so it resamples squared errors and
+    aggregates with a root mean; every other metric here is a mean of its per-example values.
+    """
+    return ("sq_error", _root_mean) if metric == "rmse" else (metric, _mean)
+
+
+@dataclass(frozen=True)
+class CI:
+    estimate: float
+    low: float
+    high: float
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level}
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Method minus baseline on the same queries, its bootstrap CI and a two-sided p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"difference": self.difference, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    statistic: Statistic = _mean,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> CI:
+    """Percentile bootstrap interval of ``statistic`` over per-example ``values``."""
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("no values to bootstrap")
+    estimate = statistic(v)
+    if v.size == 1 or np.all(v == v[0]):
+        return CI(estimate, estimate, estimate, level)  # no spread to resample
+    res = bootstrap(
+        (v,),
+        lambda x, axis=-1: np.apply_along_axis(statistic, axis, x),
+        confidence_level=level,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return CI(estimate, float(res.confidence_interval.low), float(res.confidence_interval.high), level)
+
+
+def paired_test(
+    method: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    statistic: Statistic = _mean,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> PairedTest:
+    """Paired bootstrap of ``statistic(method) - statistic(baseline)`` over the same examples.
+
+    The p-value is the two-sided bootstrap p-value of "no difference": twice the share
+    of resampled differences on the far side of zero (at least 1 / n_resamples).
+    """
+    a, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired test needs the same examples: {a.size} vs {b.size} values")
+    if a.size == 0:
+        raise ValueError("no values to compare")
+    diff = statistic(a) - statistic(b)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(n_resamples, a.size))
+    boot = np.array([statistic(a[i]) - statistic(b[i]) for i in idx])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    if np.all(boot == 0):
+        p = 1.0
+    else:
+        p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0)))
+        p = max(p, 1.0 / n_resamples)
+    return PairedTest(float(diff), float(low), float(high), float(p), int(a.size))

@@ -1,0 +1,354 @@
+"""A method x task x dataset grid from a TOML file: resumable, with CIs, paired tests and system figures.
+
+A suite names the datasets to load (from a data folder, or fetched), then rows: a
+task, one or more method specs, a predictor and a number of evaluated users. Every
+row of a task uses the same seeded user split (samples are nested, so rows with
+different user counts share their common queries), and each task has one baseline
+row the others are tested against, pairwise on those common queries.
+
+Resuming works at two levels: a finished row is kept in ``results.json`` under a key
+of its full configuration and is not run again; inside an unfinished row, every model
+call is answered from the generation cache (:mod:`tailorlm.eval.cache`).
+
+Example (``suites/quick.toml`` ships with the package)::
+
+    name = "quick"
+    [[datasets]]
+    format = "amazon"
+    path = "amazon-musical-instruments/reviews_Musical_Instruments_5.json.gz"
+    [[rows]]
+    task = "amazon-rating"
+    methods = ["identity"]
+    predictor = "majority"
+    users = 100
+    baseline = true
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailorlm.data import Store
+from tailorlm.eval.metrics import METRIC_DIRECTION
+from tailorlm.eval.runner import PREDICTORS, run_method
+from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
+from tailorlm.tasks import get_task
+
+__all__ = ["DatasetSpec", "RowSpec", "SuiteConfig", "load_suite", "primary_metrics", "run_suite"]
+
+SUITES_DIR = Path(__file__).parent / "suites"
+NEEDS_MODEL = {"generate", "choice", "choice-calibrated"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    format: str
+    path: str | None = None  # relative to the data folder, or absolute
+    fetch: str | None = None  # a fetchable dataset ("movielens-100k") used when ``path`` is absent
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    task: str
+    method: str
+    predictor: str = "auto"
+    users: int = 50
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    label: str | None = None
+    baseline: bool = False
+    k: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.method} / {self.predictor}"
+
+    def key(self, suite: SuiteConfig) -> str:
+        """Everything that determines this row's result (not its label)."""
+        blob = {k: v for k, v in asdict(self).items() if k not in ("label", "baseline")}
+        blob |= {"seed": suite.seed, "split": suite.split, "meteor": suite.meteor, "budget": suite.budget_tokens}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    rows: tuple[RowSpec, ...]
+    datasets: tuple[DatasetSpec, ...] = ()
+    seed: int = 0
+    split: str = "user"
+    meteor: bool = True
+    budget_tokens: int = 1024
+    description: str = ""
+    judge: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> SuiteConfig:
+        def fail(msg: str) -> ValueError:
+            return ValueError(f"{source}: {msg}")
+
+        known = {"name", "rows", "datasets", "seed", "split", "meteor", "budget_tokens", "description", "judge"}
+        if unknown := sorted(set(data) - known):
+            raise fail(f"unknown key(s) {unknown}; known: {sorted(known)}")
+        if not data.get("rows"):
+            raise fail("a suite needs at least one [[rows]] entry")
+        rows: list[RowSpec] = []
+        for i, r in enumerate(data["rows"]):
+            where = f"rows[{i}]"
+            r = dict(r)
+            methods = r.pop("methods", None) or ([r.pop("method")] if "method" in r else None)
+            if not methods:
+                raise fail(f"{where}: give 'method' or 'methods'")
+            if "task" not in r:
+                raise fail(f"{where}: missing 'task'")
+            try:
+                get_task(r["task"])
+            except (KeyError, ValueError) as e:
+                raise fail(f"{where}.task: {e}") from None
+            if r.get("predictor", "auto") not in PREDICTORS:
+                raise fail(f"{where}.predictor: {r['predictor']!r} is not one of {PREDICTORS}")
+            allowed = {"task", "predictor", "users", "overrides", "label", "baseline", "k"}
+            if unknown := sorted(set(r) - allowed):
+                raise fail(f"{where}: unknown key(s) {unknown}")
+            if len(methods) > 1 and r.get("label"):
+                raise fail(f"{where}: 'label' needs a single method")
+            if r.get("baseline") and len(methods) > 1:
+                raise fail(f"{where}: a baseline row names one method")
+            for m in methods:
+                rows.append(RowSpec(method=m, **r))
+        for task in {r.task for r in rows}:
+            n = sum(r.baseline for r in rows if r.task == task)
+            if n > 1:
+                raise fail(f"task {task!r} has {n} baseline rows; mark one")
+        datasets = tuple(DatasetSpec(**d) for d in data.get("datasets", []))
+        rest = {k: v for k, v in data.items() if k not in ("rows", "datasets")}
+        return cls(rows=tuple(rows), datasets=datasets, **rest)
+
+
+def load_suite(name_or_path: str | Path) -> SuiteConfig:
+    """A packaged suite by name (``quick``, ``full``) or a TOML file."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            known = sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+            raise ValueError(f"unknown suite {str(name_or_path)!r}; packaged suites: {known}, or give a .toml path")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
+    return SuiteConfig.from_dict(data, source=str(path))
+
+
+def primary_metrics(kind: str) -> tuple[str, ...]:
+    """Metrics shown (with CIs) per task kind, the first being the one plots and gains use."""
+    return {
+        "rating": ("mae", "rmse"),
+        "classification": ("accuracy",),
+        "generation": ("rouge1", "rougeL", "meteor"),
+        "ranking": ("ndcg@10", "hr@10"),
+    }.get(kind, ())
+
+
+def _with_uncertainty(result: dict[str, Any], seed: int) -> dict[str, Any]:
+    cis = {}
+    for metric in primary_metrics(get_task(result["task"]).kind):
+        source, stat = statistic_for(metric)
+        values = result["per_example"].get(source)
+        if values:
+            cis[metric] = bootstrap_ci(values, statistic=stat, seed=seed).to_dict()
+    result["ci"] = cis
+    return result
+
+
+def _paired(result: dict[str, Any], base: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Paired tests of ``result`` against ``base`` on the queries both evaluated."""
+    idx_a = {(r["user_id"], r["example_id"]): i for i, r in enumerate(result["rows"])}
+    idx_b = {(r["user_id"], r["example_id"]): i for i, r in enumerate(base["rows"])}
+    common = sorted(set(idx_a) & set(idx_b))
+    out: dict[str, Any] = {"baseline": base["name"], "n": len(common), "tests": {}, "gain_per_query": {}}
+    if not common:
+        return out
+    for metric in primary_metrics(get_task(result["task"]).kind):
+        source, stat = statistic_for(metric)
+        a, b = result["per_example"].get(source), base["per_example"].get(source)
+        if not a or not b:
+            continue
+        va = [a[idx_a[q]] for q in common]
+        vb = [b[idx_b[q]] for q in common]
+        out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed).to_dict()
+        sign = METRIC_DIRECTION.get(metric, 1)
+        out["gain_per_query"][metric] = [sign * (x - y) for x, y in zip(va, vb, strict=True)]
+    return out
+
+
+@dataclass
+class SuiteEnv:
+    """What rows run against: the store and, lazily, the models (only rows that need them load them)."""
+
+    store: Store
+    generator_factory: Callable[[], Any] | None = None
+    embedder_factory: Callable[[], Any] | None = None
+    _generator: Any = None
+    _embedder: Any = None
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None and self.generator_factory is not None:
+            self._generator = self.generator_factory()
+        return self._generator
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None and self.embedder_factory is not None:
+            self._embedder = self.embedder_factory()
+        return self._embedder
+
+
+def _needs_embedder(row: RowSpec) -> bool:
+    return any(p in ("rag-dense", "rag-hybrid", "persona") for p in row.method.split("+")) or any(
+        cfg.get("persona_by") == "cluster" or cfg.get("retriever") in ("dense", "hybrid")
+        for cfg in row.overrides.values()
+    )
+
+
+def load_datasets(
+    store: Store, suite: SuiteConfig, data_dir: Path | None, cache_dir: Path, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Load the suite's datasets that can be found; report what was loaded or why not."""
+    from tailorlm.data.loaders import load_dataset
+
+    out = []
+    for ds in suite.datasets:
+        path = Path(ds.path) if ds.path else None
+        if path is not None and not path.is_absolute() and data_dir is not None:
+            path = data_dir / path
+        if (path is None or not path.exists()) and ds.fetch:
+            from tailorlm.data.fetch import fetch_movielens_100k
+
+            if ds.fetch != "movielens-100k":
+                raise ValueError(f"unknown fetchable dataset {ds.fetch!r}")
+            log(f"{ds.format}: {path} not found; fetching {ds.fetch}")
+            path = fetch_movielens_100k(cache_dir)
+        if path is None or not path.exists():
+            out.append({"format": ds.format, "path": str(path), "loaded": False, "reason": "not found"})
+            log(f"{ds.format}: {path} not found; rows of its tasks are skipped")
+            continue
+        t0 = time.perf_counter()
+        report = load_dataset(store, ds.format, path, **ds.options)
+        seconds = time.perf_counter() - t0
+        out.append(
+            {
+                "format": ds.format,
+                "path": str(path),
+                "loaded": True,
+                "records": report.records,
+                "seconds": seconds,
+                "records_per_s": report.records / seconds if seconds > 0 else None,
+                "sha256": report.sha256,
+            }
+        )
+    return out
+
+
+def run_suite(
+    suite: SuiteConfig,
+    *,
+    out_dir: Path,
+    env: SuiteEnv,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+    datasets: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """Run every row not already in ``out_dir/results.json``; write results after each row."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    previous: dict[str, dict[str, Any]] = {}
+    if results_path.exists() and not force:
+        for r in json.loads(results_path.read_text()).get("results", []):
+            if "key" in r and not r.get("skipped"):
+                previous[r["key"]] = r
+    report: dict[str, Any] = {
+        "suite": suite.name,
+        "description": suite.description,
+        "config": asdict(suite),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "datasets": list(datasets),
+        "results": [],
+    }
+    tasks_in_store = env.store.list_tasks()
+    for i, row in enumerate(suite.rows):
+        key = row.key(suite)
+        head = {"key": key, "name": row.name, "task": row.task, "method": row.method, "baseline": row.baseline}
+        if key in previous:
+            report["results"].append(previous[key] | {"name": row.name, "baseline": row.baseline})
+            log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: done before, kept")
+            continue
+        if not tasks_in_store.get(row.task):
+            report["results"].append(head | {"skipped": f"no examples of task {row.task!r} (dataset not loaded)"})
+            log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: skipped, no data")
+            continue
+        predictor = row.predictor
+        if predictor in NEEDS_MODEL and env.generator is None:
+            report["results"].append(head | {"skipped": "needs a generator"})
+            continue
+        t0 = time.perf_counter()
+        res = run_method(
+            env.store,
+            method=row.method,
+            task=row.task,
+            n_users=row.users,
+            split=suite.split,  # type: ignore[arg-type]
+            seed=suite.seed,
+            predictor=predictor,
+            generator=env.generator if predictor in NEEDS_MODEL or _uses_generator(row) else None,
+            embedder=env.embedder if _needs_embedder(row) else None,
+            budget_tokens=suite.budget_tokens,
+            k=row.k,
+            overrides=row.overrides,
+            meteor=suite.meteor,
+            progress=(lambda d, t, name=f"{row.task} {row.name}": progress(name, d, t)) if progress else None,
+        ).to_dict()
+        res = _with_uncertainty(head | res | {"wall_s": time.perf_counter() - t0}, suite.seed)
+        report["results"].append(res)
+        log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: {_short(res)} ({res['wall_s']:.0f}s)")
+        _finish(report, suite)
+        results_path.write_text(json.dumps(report))  # after every row: an interrupted run keeps its rows
+    _finish(report, suite)
+    results_path.write_text(json.dumps(report))
+    return report
+
+
+def _uses_generator(row: RowSpec) -> bool:
+    """Profile summaries and persona descriptions are written by the model even for model-free predictors."""
+    return any(p in ("profile", "persona") for p in row.method.split("+"))
+
+
+def _finish(report: dict[str, Any], suite: SuiteConfig) -> None:
+    """Attach paired tests against each task's baseline row."""
+    done = [r for r in report["results"] if not r.get("skipped")]
+    for task in {r["task"] for r in done}:
+        base = next((r for r in done if r["task"] == task and r.get("baseline")), None)
+        for r in done:
+            if r["task"] == task and base is not None and r is not base:
+                r["paired"] = _paired(r, base, suite.seed)
+
+
+def _short(res: dict[str, Any]) -> str:
+    parts = []
+    for metric in primary_metrics(get_task(res["task"]).kind):
+        if metric in res["ci"]:
+            c = res["ci"][metric]
+            parts.append(f"{metric} {c['estimate']:.3f} [{c['low']:.3f}, {c['high']:.3f}]")
+    return ", ".join(parts)

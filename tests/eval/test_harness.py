@@ -1,0 +1,276 @@
+"""The evaluation harness: hand-checked metrics, bootstrap CIs, the paired test, the generation
+cache (a rerun generates nothing new), suite configs, resuming, and the written reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tailorlm.data import Document, Store, TaskExample, User
+from tailorlm.eval.cache import CachedGenerator
+from tailorlm.eval.judge import JudgeVerdict, PairwiseJudge, rouge_agreement
+from tailorlm.eval.metrics import WordNetMissing, meteor_per_example, ranking_per_example, ranking_scores
+from tailorlm.eval.report import write_reports
+from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
+from tailorlm.eval.suite import SuiteConfig, SuiteEnv, load_suite, run_suite
+from tailorlm.models.base import GenerationConfig
+from tailorlm.testing import FakeGenerator
+
+# -- metrics by hand ------------------------------------------------------------------------
+
+
+def test_ranking_metrics_by_hand() -> None:
+    """Relevant 'b' at rank 2: NDCG = (1/log2 3) / 1, HR@10 = 1, MRR = 1/2.
+    Relevant {b, z}, z never ranked: DCG = 1/log2 3, ideal DCG = 1 + 1/log2 3.
+    Relevant 'c' at rank 3 with k=2: NDCG@2 = 0, HR@2 = 0, MRR (uncut) = 1/3."""
+    one = ranking_per_example([["a", "b", "c"]], ["b"], k=10)
+    assert one["ndcg@10"] == [pytest.approx(1 / math.log2(3))]
+    assert one["hr@10"] == [1.0] and one["mrr"] == [0.5]
+    two = ranking_per_example([["a", "b", "c"]], [["b", "z"]], k=10)
+    assert two["ndcg@10"] == [pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))]
+    cut = ranking_per_example([["a", "b", "c"]], ["c"], k=2)
+    assert cut == {"ndcg@2": [0.0], "hr@2": [0.0], "mrr": [pytest.approx(1 / 3)]}
+    assert ranking_scores([["a"], ["b"]], ["a", "x"], k=10)["hr@10"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no relevant item"):
+        ranking_per_example([["a"]], [[]])
+
+
+def test_meteor_by_hand() -> None:
+    """METEOR = Fmean * (1 - 0.5 * (chunks / matches)^3), Fmean = 10PR / (R + 9P).
+    'a hound' vs 'a dog': both words match ('hound' via WordNet synonyms), one chunk:
+    P = R = 1, penalty 0.5 * (1/2)^3 = 0.0625 -> 0.9375. Nothing in common -> 0."""
+    try:
+        scores = meteor_per_example(["a hound", "blue sky"], ["a dog", "green grass"])
+    except WordNetMissing as e:  # pragma: no cover - CI installs wordnet-base
+        pytest.skip(str(e))
+    assert scores == [pytest.approx(0.9375), 0.0]
+
+
+# -- uncertainty ------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_contains_the_estimate_and_narrows_with_more_data() -> None:
+    rng = np.random.default_rng(0)
+    small = bootstrap_ci(rng.normal(1.0, 1.0, 30), seed=1)
+    large = bootstrap_ci(rng.normal(1.0, 1.0, 3000), seed=1)
+    for ci in (small, large):
+        assert ci.low <= ci.estimate <= ci.high
+    assert (large.high - large.low) < (small.high - small.low) / 5  # ~ 1/sqrt(100) narrower
+    assert large.low < 1.0 < large.high
+
+
+def test_rmse_interval_resamples_squared_errors() -> None:
+    source, stat = statistic_for("rmse")
+    assert source == "sq_error"
+    sq = [1.0, 4.0, 9.0, 0.0]
+    ci = bootstrap_ci(sq, statistic=stat)
+    assert ci.estimate == pytest.approx(math.sqrt(14 / 4))
+    assert 0.0 <= ci.low <= ci.estimate <= ci.high <= 3.0
+    constant = bootstrap_ci([2.0] * 10)
+    assert constant.low == constant.high == 2.0
+
+
+def test_paired_test_detects_a_real_difference_and_not_a_null_one() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1, 200)
+    better = base + 0.3 + rng.normal(0, 0.2, 200)
+    t = paired_test(better, base)
+    assert t.difference == pytest.approx(float(np.mean(better - base)))
+    assert t.low > 0 and t.p_value < 0.01
+    null = paired_test(base + rng.normal(0, 0.2, 200), base)
+    assert null.low < 0 < null.high and null.p_value > 0.05
+    with pytest.raises(ValueError, match="same examples"):
+        paired_test([1.0, 2.0], [1.0])
+
+
+# -- the generation cache -------------------------------------------------------------------
+
+
+def test_cached_generator_answers_repeats_from_disk(tmp_path: Path) -> None:
+    fake = FakeGenerator()
+    cached = CachedGenerator(fake, tmp_path / "gen.sqlite")
+    batch = [[{"role": "user", "content": "hello there"}], [{"role": "user", "content": "general kenobi"}]]
+    cfg = GenerationConfig(max_new_tokens=8)
+    first = cached.generate(batch, config=cfg)
+    assert (cached.hits, cached.misses, len(fake.calls)) == (0, 2, 1)
+    cached.close()
+    again = CachedGenerator(fake, tmp_path / "gen.sqlite")  # a new process would see the same file
+    assert again.generate(batch, config=cfg) == first
+    assert (again.hits, again.misses, len(fake.calls)) == (2, 0, 1)  # nothing generated
+    # A different setting or prompt is a different entry, never a stale answer.
+    again.generate(batch[:1], config=GenerationConfig(max_new_tokens=2))
+    again.generate([[{"role": "user", "content": "hello there!"}]], config=cfg)
+    assert again.misses == 2 and len(fake.calls) == 3
+    # Unseeded sampling is not reproducible: passed through, never cached.
+    again.generate(batch[:1], config=GenerationConfig(temperature=0.7))
+    again.generate(batch[:1], config=GenerationConfig(temperature=0.7))
+    assert len(fake.calls) == 5
+
+
+class ScoringFake(FakeGenerator):
+    """Scores choices by their position in the prompt (deterministic), counting calls."""
+
+    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+        self.scored = getattr(self, "scored", 0) + len(batch)
+        return np.asarray([[-abs(len(str(c)) - len(str(conv)) % 5) for c in choices] for conv in batch], dtype=float)
+
+
+def test_cached_scores_round_trip(tmp_path: Path) -> None:
+    fake = ScoringFake()
+    cached = CachedGenerator(fake, tmp_path / "gen.sqlite")
+    batch = [[{"role": "user", "content": f"review {i}"}] for i in range(3)]
+    a = cached.score_choices(batch, ["1", "2", "3"])
+    b = cached.score_choices(batch, ["1", "2", "3"])
+    assert np.array_equal(a, b) and fake.scored == 3
+    cached.score_choices(batch, ["1", "2"])  # other choices: other entries
+    assert fake.scored == 6
+
+
+# -- suites -----------------------------------------------------------------------------------
+
+
+def test_packaged_suites_parse() -> None:
+    for name in ("quick", "full"):
+        suite = load_suite(name)
+        assert suite.rows and all(r.task for r in suite.rows)
+        for task in {r.task for r in suite.rows}:
+            assert sum(r.baseline for r in suite.rows if r.task == task) <= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"name": "x"}, "at least one"),
+        ({"name": "x", "rows": [{"task": "amazon-rating"}]}, r"rows\[0\]: give 'method'"),
+        ({"name": "x", "rows": [{"task": "nope", "method": "identity"}]}, r"rows\[0\]\.task"),
+        ({"name": "x", "rows": [{"task": "amazon-rating", "method": "identity", "predictor": "psychic"}]}, "predictor"),
+        ({"name": "x", "rows": [{"task": "amazon-rating", "method": "identity", "colour": 1}]}, "unknown key"),
+        ({"name": "x", "rowz": []}, "unknown key"),
+    ],
+)
+def test_suite_config_errors_name_the_place(data: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SuiteConfig.from_dict(data, source="my.toml")
+
+
+@pytest.fixture
+def title_store(tmp_path: Path) -> Store:
+    """12 users with 4 dated reviews each; the review-title task (latest review of each user is a query)."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    words = ["warm tone", "bright strings", "sturdy stand", "quiet pedal", "loud amp", "soft pick"]
+    recs: list = []
+    for u in range(12):
+        uid = f"u{u}"
+        recs.append(User(user_id=uid))
+        for i in range(4):
+            w = words[(u + i) % len(words)]
+            recs.append(
+                Document(user_id=uid, doc_id=f"{uid}-{i}", doc_kind="review", text=f"I like the {w} a lot",
+                         title=f"{w} rocks", timestamp=1000 + i)  # fmt: skip
+            )
+            recs.append(
+                TaskExample(task="amazon-title", example_id=f"{uid}-{i}", user_id=uid,
+                            input=f"I like the {w} a lot", target=f"{w} rocks", timestamp=1000 + i,
+                            doc_id=f"{uid}-{i}")  # fmt: skip
+            )
+    store.add(recs)
+    return store
+
+
+def test_suite_runs_resumes_from_cache_and_writes_every_report(title_store: Store, tmp_path: Path) -> None:
+    suite = SuiteConfig.from_dict(
+        {
+            "name": "t",
+            "meteor": False,
+            "rows": [
+                {"task": "amazon-title", "method": "identity", "predictor": "generate", "users": 6, "baseline": True},
+                {"task": "amazon-title", "methods": ["rag-bm25", "recency"], "predictor": "generate", "users": 6},
+            ],
+        }
+    )
+    fake = FakeGenerator()
+    cache = tmp_path / "gen.sqlite"
+
+    def env() -> SuiteEnv:
+        return SuiteEnv(title_store, generator_factory=lambda: CachedGenerator(fake, cache))
+
+    out = tmp_path / "out"
+    e1 = env()
+    report = run_suite(suite, out_dir=out, env=e1, log=lambda _: None)
+    done = [r for r in report["results"] if not r.get("skipped")]
+    # 18 conversations; identical prompts built by two methods are generated once (content-addressed).
+    assert len(done) == 3 and e1.generator.hits + e1.generator.misses == 18 and e1.generator.misses >= 6
+    for r in done:
+        ci = r["ci"]["rouge1"]
+        assert ci["low"] <= ci["estimate"] <= ci["high"]
+        assert len(r["rows"]) == 6 and r["system"]["personalize_ms_p99"] >= r["system"]["personalize_ms_p50"]
+    rag = next(r for r in done if r["method"] == "rag-bm25")
+    assert rag["paired"]["n"] == 6 and "rouge1" in rag["paired"]["tests"]
+    calls = len(fake.calls)
+
+    # Same results folder: finished rows are kept, nothing runs.
+    e2 = env()
+    again = run_suite(suite, out_dir=out, env=e2, log=lambda _: None)
+    assert len(fake.calls) == calls and e2._generator is None
+    assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in report["results"]]
+
+    # A fresh results folder with the cache: every row recomputed, no model call made.
+    e3 = env()
+    fresh = run_suite(suite, out_dir=tmp_path / "out2", env=e3, log=lambda _: None)
+    assert len(fake.calls) == calls and e3.generator.misses == 0 and e3.generator.hits == 18
+    assert [r["metrics"] for r in fresh["results"]] == [r["metrics"] for r in report["results"]]
+
+    files = write_reports(report, out)
+    assert {"json", "markdown", "html", "scores_plot", "gains_plot"} <= set(files)
+    md = files["markdown"].read_text()
+    assert "rag-bm25 / generate" in md and "(baseline)" in md and "[" in md
+    page = files["html"].read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert json.loads(files["json"].read_text())["suite"] == "t"
+
+
+def test_rows_without_data_are_reported_as_skipped(title_store: Store, tmp_path: Path) -> None:
+    suite = SuiteConfig.from_dict(
+        {"name": "t", "rows": [{"task": "amazon-rating", "method": "identity", "predictor": "majority"}]}
+    )
+    report = run_suite(suite, out_dir=tmp_path / "o", env=SuiteEnv(title_store), log=lambda _: None)
+    assert "no examples of task 'amazon-rating'" in report["results"][0]["skipped"]
+
+
+# -- the judge --------------------------------------------------------------------------------
+
+
+class PositionBiased(FakeGenerator):
+    """Always prefers whatever is shown first: both orders disagree, so every verdict is a tie."""
+
+    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+        return np.asarray([[0.0, -1.0] for _ in batch])
+
+
+class KnowsTheUser(FakeGenerator):
+    """Prefers the output that shares a word with the user's samples, in whichever position."""
+
+    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+        out = []
+        for conv in batch:
+            text = conv[-1]["content"]
+            a = text.split("Output A: ")[1].split("\n")[0]
+            out.append([0.0, -1.0] if "guitar" in a else [-1.0, 0.0])
+        return np.asarray(out)
+
+
+def test_judge_asks_both_orders_and_cancels_position_bias() -> None:
+    items = [(["my guitar is great"], "write a title", "guitar joy", "a thing")] * 3
+    assert [v.winner for v in PairwiseJudge(PositionBiased()).compare(items)] == ["tie"] * 3
+    assert [v.winner for v in PairwiseJudge(KnowsTheUser()).compare(items)] == ["first"] * 3
+
+
+def test_rouge_agreement_counts_only_decisive_comparable_pairs() -> None:
+    v = [JudgeVerdict("first", "A", "B"), JudgeVerdict("second", "B", "A"), JudgeVerdict("tie", "A", "A")]
+    s = rouge_agreement(v, [0.5, 0.5, 0.9], [0.1, 0.2, 0.1])
+    assert s["rouge_comparable_pairs"] == 2 and s["agreement_with_rouge"] == pytest.approx(0.5)
+    assert s["ties"] == 1 and s["position_consistent"] == pytest.approx(2 / 3)

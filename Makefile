@@ -25,9 +25,11 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 
+# The quick evaluation suite (minutes): JSON, Markdown, plots and an HTML report in benchmarks/results/quick.
+# `tailorlm bench --suite full` runs the full one; datasets missing from DATA_DIR are skipped, ML-100K is fetched.
+DATA_DIR ?= ../shared/data
 bench: install
-	$(BIN)/python benchmarks/bench_load.py
-	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/tailorlm bench --suite quick --data-dir $(DATA_DIR) --out benchmarks/results/quick
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

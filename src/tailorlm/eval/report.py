@@ -63,7 +63,35 @@ def markdown_table(report: dict[str, Any]) -> str:
             cells.append(f"{m.get('prompt_tokens', 0):.0f}")
             cells.append(f"{sysm.get('personalize_ms_p50', 0):.1f} / {sysm.get('personalize_ms_p99', 0):.1f}")
             out.append("| " + " | ".join(cells) + " |")
+    out += _system_tables(report)
     return "\n".join(out) + "\n"
+
+
+def _system_tables(report: dict[str, Any]) -> list[str]:
+    """Load throughput per dataset, then per-row costs: personalization latency, prompt size, model time, memory."""
+    out = ["", "### System: dataset loads", "", "| dataset | records | seconds | records/s |", "|---|---:|---:|---:|"]
+    for d in report.get("datasets", []):
+        if d.get("loaded"):
+            out.append(f"| {d['format']} | {d['records']:,} | {d['seconds']:.2f} | {d['records_per_s']:,.0f} |")
+        else:
+            out.append(f"| {d['format']} | not loaded: {d.get('reason', '')} | | |")
+    out += [
+        "",
+        "### System: cost per row",
+        "",
+        "| task | method / predictor | personalize p50 / p99 ms | prompt tokens | model seconds | "
+        "generated tokens/s | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in _done(report):
+        sm, m = r.get("system", {}), r["metrics"]
+        tps = f"{sm['generated_tokens_per_s']:.1f}" if "generated_tokens_per_s" in sm else ""
+        lat = f"{sm.get('personalize_ms_p50', 0):.1f} / {sm.get('personalize_ms_p99', 0):.1f}"
+        out.append(
+            f"| {r['task']} | {r['name']} | {lat} | {m.get('prompt_tokens', 0):.0f} |"
+            f" {sm.get('predict_seconds', 0):.1f} | {tps} | {sm.get('peak_rss_mb', 0):,.0f} |"
+        )
+    return out
 
 
 def plot_scores(report: dict[str, Any], path: Path) -> Path | None:

@@ -575,9 +575,12 @@ class Store:
         return res.rowcount > 0
 
     def delete_fact(self, *, user_id: str, fact_id: str) -> bool:
+        """Forget a fact: its row and any vector a dense ranker cached for it (``fact:<id>``)."""
         c = t.facts.c
+        e = t.embeddings.c
         with self.engine.begin() as conn:
             res = conn.execute(t.facts.delete().where(c.user_id == user_id, c.fact_id == fact_id))
+            conn.execute(t.embeddings.delete().where(e.user_id == user_id, e.doc_id == f"fact:{fact_id}"))
         return res.rowcount > 0
 
     # -- user lifecycle -------------------------------------------------------------

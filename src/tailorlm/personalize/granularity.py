@@ -147,7 +147,9 @@ class Granularity:
             members = self.members_.get(persona_id, []) if persona_id else sorted(self.population_)
             pool: list[HistoryEntry] = []
             for u in members:
-                pool += load_history(self.store_, user_id=u, source=task.history_source, doc_kind=task.history_kind)
+                entries = load_history(self.store_, user_id=u, source=task.history_source, doc_kind=task.history_kind)
+                # Memory facts are private statements about one person, never population evidence.
+                pool += [e for e in entries if e.kind != "fact"]
             self._pools[key] = pool
         pool = self._pools[key]
         return pool if before is None else [e for e in pool if e.timestamp is not None and e.timestamp < before]

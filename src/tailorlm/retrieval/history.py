@@ -5,6 +5,11 @@ both "history": a text to match against (the document, or the item's title and
 text) and the user's own answer for it (the rating, the title they wrote). One
 entry type lets BM25, dense, hybrid, recency and random rankers serve text
 datasets (Amazon, LaMP) and interaction datasets (MovieLens, POPQUORN) alike.
+Memory facts (``tailorlm.memory``) are history too: only currently valid facts,
+so contradicted and forgotten ones are never retrieved. "both" deliberately
+leaves them out and "all" adds them, because facts are private to their user:
+code that pools other users' history (persona and global scopes) must drop
+entries of kind "fact".
 
 Leakage guards live here, once: only entries strictly before ``before`` and
 none of ``exclude_ids`` (document ids) or ``exclude_items`` (the query's item).
@@ -20,12 +25,14 @@ from tailorlm.data import Store
 
 __all__ = ["HistoryEntry", "load_history"]
 
+_SOURCES = ("documents", "interactions", "facts", "both", "all")
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One past document or interaction of one user."""
+    """One past document, interaction or memory fact of one user."""
 
-    entry_id: str  # "doc:<doc_id>" or "int:<interaction_id>"
+    entry_id: str  # "doc:<doc_id>", "int:<interaction_id>" or "fact:<fact_id>"
     user_id: str
     text: str  # what rankers match against
     kind: str  # doc_kind, or the interaction kind
@@ -43,18 +50,33 @@ def load_history(
     store: Store,
     *,
     user_id: str,
-    source: Literal["documents", "interactions", "both"] = "documents",
+    source: Literal["documents", "interactions", "facts", "both", "all"] = "documents",
     doc_kind: str | None = None,
     before: int | None = None,
     exclude_ids: Sequence[str] = (),
     exclude_items: Sequence[str] = (),
 ) -> list[HistoryEntry]:
-    """The user's eligible history, oldest first; reads only ``user_id``'s rows."""
-    if source == "both":
+    """The user's eligible history, oldest first; reads only ``user_id``'s rows.
+
+    ``source``: documents | interactions | facts (valid memory facts) | both (documents
+    and interactions) | all (both and facts).
+    """
+    if source not in _SOURCES:
+        raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
+    if source in ("both", "all"):
         kw = {"user_id": user_id, "before": before, "exclude_ids": exclude_ids, "exclude_items": exclude_items}
         both = load_history(store, source="documents", doc_kind=doc_kind, **kw)
         both += load_history(store, source="interactions", **kw)
+        if source == "all":
+            both += load_history(store, source="facts", **kw)
         return sorted(both, key=lambda e: (e.timestamp is None, e.timestamp or 0))
+    if source == "facts":
+        skip = set(exclude_ids)
+        return [
+            HistoryEntry(f"fact:{f.fact_id}", user_id, f.text, "fact", f.valid_from)
+            for f in store.get_facts(user_id=user_id, valid_only=True)
+            if f.fact_id not in skip and (before is None or f.valid_from < before)
+        ]
     skip_items = set(exclude_items)
     if source == "documents":
         rows = store.get_document_rows(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)

@@ -29,7 +29,8 @@ class Task:
         name: registry key, equal to ``TaskExample.task`` for examples of this task.
         kind: generation | rating | classification | ranking.
         instruction: the user message; ``{input}`` is the query text, ``{choices}`` the labels/candidates.
-        history_source: 'documents' or 'interactions': where the user's relevant history lives.
+        history_source: 'documents', 'interactions', 'both' (those two), 'facts' (memory) or 'all':
+            where the user's relevant history lives.
         history_kind: restrict documents to this ``doc_kind`` (None: all).
         history_label: which field of a history entry is the user's answer ('rating', 'title', 'value' or None).
         labels: the allowed answers for rating/classification.
@@ -39,7 +40,7 @@ class Task:
     name: str
     kind: TaskKind
     instruction: str
-    history_source: Literal["documents", "interactions", "both"] = "documents"
+    history_source: Literal["documents", "interactions", "both", "facts", "all"] = "documents"
     history_kind: str | None = None
     history_label: Literal["rating", "title", "value"] | None = None
     labels: tuple[str, ...] = ()
@@ -139,7 +140,7 @@ TASKS: dict[str, Task] = {
         Task("lamp-5", "generation", "{input}", history_label="title", max_new_tokens=24),
         Task("lamp-6", "generation", "{input}", history_label="title", max_new_tokens=24),
         Task("lamp-7", "generation", "{input}", max_new_tokens=48),
-        Task("chat", "generation", "{input}", history_source="both", history_label="value", max_new_tokens=128),
+        Task("chat", "generation", "{input}", history_source="all", history_label="value", max_new_tokens=128),
     ]
 }
 

@@ -352,6 +352,95 @@ def run(
 
 
 @app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="interface to bind (default: serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: serve.port, 8000)")] = None,
+    rotate_admin_key: Annotated[
+        bool, typer.Option("--rotate-admin-key", help="revoke the admin key(s) and print a new one")
+    ] = False,
+) -> None:
+    """Serve the OpenAI-compatible API, the REST API for user data and the web workbench."""
+    from tailorlm.serve import KeyStore, create_app
+    from tailorlm.serve.server import serve_forever
+
+    settings = _settings(ctx)
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=overrides)})
+    store = _store(ctx)
+    rotated = KeyStore(store).rotate_admin() if rotate_admin_key else None
+    with err.status("loading the model"):
+        application = create_app(settings, store=store)
+    key = rotated or application.state.admin_key_created
+    url = f"http://{settings.serve.host}:{settings.serve.port}"
+    # soft_wrap: never break the key or the command across lines, so they copy and paste whole.
+    if key:
+        console.print(f"admin key (shown once, stored only as a hash): [green]{key}[/green]", soft_wrap=True)
+    console.print(f"tailorlm on {url}  (workbench {url}/, API docs {url}/docs)", soft_wrap=True)
+    console.print(
+        f"  curl {url}/v1/chat/completions -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' "
+        '-d \'{"model": "tailorlm/rag-bm25", "user": "<user id>", "messages": [{"role": "user", "content": "Hi"}]}\'',
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    serve_forever(application, host=settings.serve.host, port=settings.serve.port)
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Option(help="packaged suite (quick | full) or a suite .toml file")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="results folder (default: benchmarks/results/<suite>)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="folder the suite's dataset paths are relative to (env TAILORLM_DATA_DIR)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun rows already in the results")] = False,
+) -> None:
+    """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from tailorlm.eval.bench import run_bench
+    from tailorlm.eval.suite import load_suite
+
+    try:
+        config = load_suite(suite)
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    env_data = os.environ.get("TAILORLM_DATA_DIR")
+    data = data_dir or (Path(env_data) if env_data else None)
+    out_dir = out or Path("benchmarks") / "results" / config.name
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bar:  # fmt: skip
+        ids: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in ids:
+                for old in ids.values():
+                    bar.remove_task(old)
+                ids.clear()
+                ids[name] = bar.add_task(name, total=total)
+            bar.update(ids[name], completed=done, total=total)
+
+        files = run_bench(
+            config,
+            settings=_settings(ctx),
+            out_dir=out_dir,
+            data_dir=data,
+            force=force,
+            log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
+            progress=progress,
+        )
+    for kind, path in files.items():
+        console.print(f"{kind:12s} {path}")
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     users: Annotated[int, typer.Option(help="how many users to show")] = 3,

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "EmbedderSettings",
     "GeneratorSettings",
+    "ServeSettings",
     "Settings",
     "default_cache_dir",
     "load_settings",
@@ -61,6 +62,37 @@ class EmbedderSettings(BaseModel):
     batch_size: int = Field(64, ge=1, description="texts per forward pass")
 
 
+class ServeSettings(BaseModel):
+    """The HTTP service (``tailorlm serve``): where it listens and what it lets in.
+
+    Safe by default: loopback only, 1 MiB bodies, a per-key rate limit and no CORS
+    origins (browsers on other origins are refused; the workbench is same-origin).
+    """
+
+    host: str = Field("127.0.0.1", description="interface to bind; 0.0.0.0 exposes the service")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted (413 beyond)")
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="requests per API key per minute (token bucket, bursts up to it); 0 = unlimited"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="exact origins allowed cross-origin, e.g. https://app.example.com"
+    )
+    memory: bool = Field(True, description="extract facts from conversations in the background")
+    pooled_context: bool = Field(
+        False,
+        description="let persona/global fallback put other users' entries into a cold user's prompt "
+        "(off: every answer is built from the requesting user's own data only)",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, v: list[str]) -> list[str]:
+        if any("*" in o for o in v):
+            raise ValueError("cors_origins must list exact origins; '*' would let any web page call the API")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything a tailorlm process needs to know; see the module docstring for sources."""
 
@@ -70,6 +102,7 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in cache_dir")
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @property
     def resolved_store_url(self) -> str:

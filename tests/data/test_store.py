@@ -20,7 +20,7 @@ from tailorlm.data import (
     TaskExample,
     User,
 )
-from tailorlm.data._migrations import Migration, SchemaVersionError, migrate
+from tailorlm.data._migrations import SCHEMA_VERSION, Migration, SchemaVersionError, migrate
 
 
 def _user_data(uid: str, n_docs: int = 3) -> list:
@@ -177,8 +177,11 @@ def test_facts_are_closed_not_overwritten(store: Store) -> None:
         ("lives in Lyon", None),
     ]
     assert not store.invalidate_fact(user_id="other", fact_id="city2")  # another user's fact id
+    vec = np.ones((2, 3))
+    store.put_embeddings(user_id="u1", model="m", version="1", doc_ids=["fact:city2", "fact:city"], vectors=vec)
     assert store.delete_fact(user_id="u1", fact_id="city2")
     assert store.get_facts(user_id="u1") == []
+    assert store.get_embeddings(user_id="u1", model="m")[0] == ["fact:city"]  # the forgotten fact's vector is gone
 
 
 def test_delete_user_removes_everything_of_that_user_only(store: Store, tmp_path: Path) -> None:
@@ -235,22 +238,24 @@ def test_artifact_files_outside_files_dir_are_never_deleted(store: Store, tmp_pa
 
 def test_schema_version_is_stamped(store: Store) -> None:
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM tailorlm_meta WHERE key='schema_version'")).scalar() == "1"
-    assert store.schema_version == 1
+        stamped = conn.execute(text("SELECT value FROM tailorlm_meta WHERE key='schema_version'")).scalar()
+    assert stamped == str(SCHEMA_VERSION)
+    assert store.schema_version == SCHEMA_VERSION
 
 
 def test_migration_runs_pending_steps_in_order(store: Store) -> None:
     def add_mood(ops, conn) -> None:
         ops.add_column("users", __import__("sqlalchemy").Column("mood", __import__("sqlalchemy").Text))
 
+    nxt = SCHEMA_VERSION + 1
     store.add([User(user_id="u1", age=3)])
-    v = migrate(store.engine, migrations=[Migration(2, "users.mood", add_mood)])
-    assert v == 2
+    v = migrate(store.engine, migrations=[Migration(nxt, "users.mood", add_mood)])
+    assert v == nxt
     assert "mood" in {c["name"] for c in inspect(store.engine).get_columns("users")}
     assert store.get_user(user_id="u1").age == 3  # data survived
-    assert migrate(store.engine, migrations=[Migration(2, "users.mood", add_mood)]) == 2  # no re-run
+    assert migrate(store.engine, migrations=[Migration(nxt, "users.mood", add_mood)]) == nxt  # no re-run
     with pytest.raises(SchemaVersionError, match="newer than this tailorlm"):
-        migrate(store.engine)  # code knows only version 1
+        migrate(store.engine)  # code knows only up to SCHEMA_VERSION
 
 
 def test_unsupported_url_is_refused() -> None:

@@ -114,7 +114,7 @@ def test_cached_generator_answers_repeats_from_disk(tmp_path: Path) -> None:
 class ScoringFake(FakeGenerator):
     """Scores choices by their position in the prompt (deterministic), counting calls."""
 
-    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+    def score_choices(self, batch, choices, *, adapter=None):
         self.scored = getattr(self, "scored", 0) + len(batch)
         return np.asarray([[-abs(len(str(c)) - len(str(conv)) % 5) for c in choices] for conv in batch], dtype=float)
 
@@ -168,14 +168,21 @@ def title_store(tmp_path: Path) -> Store:
         recs.append(User(user_id=uid))
         for i in range(4):
             w = words[(u + i) % len(words)]
+            text, title = f"I like the {w} a lot", f"{w} rocks"
+            doc_id = f"{uid}-{i}"
             recs.append(
-                Document(user_id=uid, doc_id=f"{uid}-{i}", doc_kind="review", text=f"I like the {w} a lot",
-                         title=f"{w} rocks", timestamp=1000 + i)  # fmt: skip
+                Document(user_id=uid, doc_id=doc_id, doc_kind="review", text=text, title=title, timestamp=1000 + i)
             )
             recs.append(
-                TaskExample(task="amazon-title", example_id=f"{uid}-{i}", user_id=uid,
-                            input=f"I like the {w} a lot", target=f"{w} rocks", timestamp=1000 + i,
-                            doc_id=f"{uid}-{i}")  # fmt: skip
+                TaskExample(
+                    task="amazon-title",
+                    example_id=doc_id,
+                    user_id=uid,
+                    input=text,
+                    target=title,
+                    timestamp=1000 + i,
+                    doc_id=doc_id,
+                )
             )
     store.add(recs)
     return store
@@ -247,14 +254,14 @@ def test_rows_without_data_are_reported_as_skipped(title_store: Store, tmp_path:
 class PositionBiased(FakeGenerator):
     """Always prefers whatever is shown first: both orders disagree, so every verdict is a tie."""
 
-    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+    def score_choices(self, batch, choices, *, adapter=None):
         return np.asarray([[0.0, -1.0] for _ in batch])
 
 
 class KnowsTheUser(FakeGenerator):
     """Prefers the output that shares a word with the user's samples, in whichever position."""
 
-    def score_choices(self, batch, choices, *, adapter=None):  # noqa: ANN001, ANN201
+    def score_choices(self, batch, choices, *, adapter=None):
         out = []
         for conv in batch:
             text = conv[-1]["content"]

@@ -34,9 +34,15 @@ class Migration:
     upgrade: Callable[[object, Connection], None]  # (alembic Operations, connection)
 
 
-# Version 1 is the initial schema; nothing to upgrade yet.
-MIGRATIONS: tuple[Migration, ...] = ()
-SCHEMA_VERSION = 1
+def _add_api_keys(ops: object, conn: Connection) -> None:
+    """v2: the HTTP service's API keys (hashed at rest)."""
+    if not inspect(conn).has_table(t.api_keys.name):
+        t.api_keys.create(conn)
+
+
+# Version 1 is the initial schema.
+MIGRATIONS: tuple[Migration, ...] = (Migration(2, "api_keys table for the HTTP service", _add_api_keys),)
+SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
 
 def _read_version(conn: Connection) -> int | None:

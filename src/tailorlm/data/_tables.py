@@ -186,5 +186,23 @@ loads = Table(
     Column("counts", JSON, nullable=False),
 )
 
+# API keys of the HTTP service (schema version 2). Only a salted scrypt hash of each
+# key's secret is stored; ``key_id`` is the public part of the key, used to find the row.
+# Not a user table: keys are credentials, never exported; the service deletes a user's
+# keys together with the user. No foreign key, so a key can exist before the user's data.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("role", String(16), nullable=False),  # 'admin' | 'user'
+    Column("user_id", _ID),  # the only user a 'user' key may touch; NULL for admin keys
+    Column("salt", String(64), nullable=False),
+    Column("hash", String(128), nullable=False),
+    Column("label", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Index("ix_api_keys_user", "user_id"),
+)
+
 # Tables whose rows belong to one user (deleted and exported per user).
 USER_TABLES = (documents, interactions, preferences, examples, embeddings, facts)

@@ -1,0 +1,137 @@
+"""The app factory: one FastAPI app per (settings, store, generator), no module-level state.
+
+``create_app`` wires the pieces together (see the package docstring for the routes):
+the store and its key table, the engine around the generator, the memory worker,
+error handlers, middleware (outermost first: CORS only when origins are configured, auth
+and rate limits, the body guard, the catch-all for unexpected errors), the API routers
+and the workbench page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from tailorlm.data import Store
+from tailorlm.models.base import Embedder, Generator
+from tailorlm.serve import routes_keys, routes_openai, routes_users
+from tailorlm.serve.auth import KeyStore
+from tailorlm.serve.engine import Engine, LazyEmbedder
+from tailorlm.serve.errors import CatchAllMiddleware, install_error_handlers
+from tailorlm.serve.memory_worker import MemoryWorker
+from tailorlm.serve.middleware import AuthMiddleware, BodyGuardMiddleware, TokenBucket
+from tailorlm.serve.service import Service
+from tailorlm.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tailorlm.serve")
+
+DESCRIPTION = """\
+Personalized, OpenAI-compatible chat over each user's own data, plus REST for that data.
+
+Authenticate with `Authorization: Bearer <key>`: the admin key (shown once, on first start)
+or a user-scoped key (`POST /v1/keys`), which reads and writes only its own user.
+Errors are always `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def _memory_factory(store: Store, generator: Generator) -> Any:
+    """Build ``tailorlm.memory.Memory`` on first use; None (memory off) if it is not installed."""
+    try:
+        from tailorlm.memory import Memory, MemoryConfig
+    except ImportError as exc:
+        log.warning("conversational memory is unavailable (%s); conversations are not observed", exc)
+        return None
+    return Memory(store, generator, config=MemoryConfig())
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    generator: Generator | None = None,
+    embedder: Embedder | None = None,
+    admin_key: str | None = None,
+) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: defaults to :func:`~tailorlm.settings.load_settings`; ``settings.serve``
+            holds the limits, CORS origins and the memory switch.
+        store: defaults to the settings' store.
+        generator: defaults to the settings' generator (loads the local model).
+        embedder: defaults to the settings' embedder, loaded only when a method needs it.
+        admin_key: register this admin key (``tlm_<16 hex>_<secret>``); without it a key is
+            generated when the store has no admin key yet, and is available once as
+            ``app.state.admin_key_created`` (``tailorlm serve`` prints it).
+    """
+    settings = settings or load_settings()
+    store = store or Store.from_settings(settings)
+    if generator is None:
+        from tailorlm.models import build_generator
+
+        generator = build_generator(settings)
+    if embedder is None:
+        from tailorlm.models import build_embedder
+
+        embedder = LazyEmbedder(lambda: build_embedder(settings))  # type: ignore[assignment]
+    engine = Engine(store, generator, embedder=embedder, pooled_context=settings.serve.pooled_context)
+    keys = KeyStore(store)
+    created = keys.ensure_admin(admin_key)
+    memory = MemoryWorker(lambda: _memory_factory(store, engine.generator)) if settings.serve.memory else None
+    service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if memory is not None:
+            memory.stop()
+
+    from tailorlm import __version__
+
+    app = FastAPI(title="tailorlm", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    app.state.memory_queue = memory.queue if memory is not None else None
+    app.state.admin_key_created = created
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Liveness, without auth (for load balancers)."""
+        return {"status": "ok"}
+
+    for router in (routes_openai.router, routes_users.router, routes_keys.router):
+        app.include_router(router, prefix="/v1")
+    _mount_workbench(app)
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.serve.max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=keys, limiter=TokenBucket(settings.serve.rate_limit_per_minute))
+    if settings.serve.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.serve.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,  # keys travel in a header, never in cookies
+            max_age=600,
+        )
+    return app
+
+
+def _mount_workbench(app: FastAPI) -> None:
+    """Serve the web workbench (``serve/workbench.py``) at ``/`` when it is installed."""
+    try:
+        from tailorlm.serve import workbench
+    except ImportError as exc:  # pragma: no cover - the workbench ships with the package
+        log.warning("web workbench unavailable: %s", exc)
+        return
+    app.include_router(workbench.router)

@@ -1,0 +1,299 @@
+"""Personalize and generate for the service: fitted methods per spec, one lock on the model.
+
+- Methods are fitted once per spec on first use and cached; user deletion drops the
+  cache (fitted methods may hold pooled population entries of the deleted user), a
+  forgotten fact drops only that user's in-memory state.
+- The local model is not thread-safe (one set of weights, adapters switched in place),
+  so every call into it, generation, token counting, profile summaries written by a
+  method, memory extraction, goes through :class:`LockedGenerator`.
+- Pooling: by default the service fits methods on an empty population, so a user's
+  answers are built from that user's data only and a user-scoped key can never read
+  another user's text through a prompt. ``pooled_context=True`` fits on every user,
+  enabling persona/global fallback for cold users; other users' entries are then
+  used in the prompt but redacted from the usage record returned to the caller.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tailorlm.data import Store
+from tailorlm.models.base import BackendError, Embedder, GenerationConfig, Generator, Messages
+from tailorlm.personalize import ALIASES, REGISTRY, PersonalizedInput, Query, parse_method_spec
+from tailorlm.serve.errors import ApiError
+from tailorlm.tasks import get_task
+
+__all__ = ["ChatResult", "Engine", "LazyEmbedder", "LockedGenerator"]
+
+# Specs listed by /v1/models besides the single methods; any valid spec works.
+COMBINATIONS = ("rag-bm25+profile", "rag-bm25+attributes", "rag-dense+profile", "recency+attributes")
+MAX_SPEC_PARTS = 4  # callers choose specs: bound what one request can make the server fit
+MAX_CACHED_SPECS = 32
+_POOLED_SCOPES = ("persona", "global")
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class LockedGenerator:
+    """Serializes every call into a generator that is not thread-safe (the local model).
+
+    ``thread_safe=True`` (an HTTP backend: each call is its own request) makes the lock a
+    no-op, so a vLLM server behind the service sees concurrent requests and batches them.
+    """
+
+    def __init__(self, inner: Generator, *, thread_safe: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.lock: Any = _NoLock() if thread_safe else threading.Lock()
+
+    def generate(self, batch: Sequence[Messages], **kw: Any) -> list[str]:
+        with self.lock:
+            return self.inner.generate(batch, **kw)
+
+    def __getattr__(self, name: str) -> Any:  # adapters, path, ... (read-only attributes)
+        return getattr(self.inner, name)
+
+
+class LazyEmbedder:
+    """Builds the real embedder on first use, so specs that never embed never load it (~10 s)."""
+
+    def __init__(self, build: Callable[[], Embedder]) -> None:
+        self._build = build
+        self._inner: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Embedder:
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._build()
+            return self._inner
+
+    @property
+    def name(self) -> str:
+        return self._get().name
+
+    @property
+    def version(self) -> str:
+        return self._get().version
+
+    @property
+    def dim(self) -> int:
+        return self._get().dim
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return self._get().embed(texts)
+
+
+@dataclass
+class ChatResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage: dict[str, Any] | None  # the ``tailorlm`` extension, when personalized
+    known_user: bool = False  # the request named a stored user (its turn goes to memory)
+
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+def stream_pieces(text: str) -> list[str]:
+    """``text`` cut into word pieces whose concatenation is ``text`` (for SSE chunks)."""
+    return _WORD.findall(text)
+
+
+class Engine:
+    """Everything between a validated request and the model."""
+
+    def __init__(
+        self,
+        store: Store,
+        generator: Generator,
+        *,
+        embedder: Embedder | None = None,
+        pooled_context: bool = False,
+        budget_tokens: int = 1024,
+    ) -> None:
+        self.store = store
+        if not isinstance(generator, LockedGenerator):
+            from tailorlm.models.openai_http import OpenAICompatibleGenerator
+
+            generator = LockedGenerator(generator, thread_safe=isinstance(generator, OpenAICompatibleGenerator))
+        self.generator = generator
+        self.embedder = embedder
+        self.pooled_context = pooled_context
+        self.budget_tokens = budget_tokens
+        self._methods: OrderedDict[str, Any] = OrderedDict()
+        self._methods_lock = threading.Lock()
+
+    # -- models and methods ---------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        specs = dict.fromkeys([*ALIASES, *sorted(set(REGISTRY) - {a for a, _ in ALIASES.values()}), *COMBINATIONS])
+        return [f"tailorlm/{s}" for s in specs] + [self.generator.name]
+
+    def method(self, spec: str, *, param: str = "model") -> Any:
+        """The fitted personalizer for ``spec`` (fitted once; concurrent first calls wait)."""
+        with self._methods_lock:
+            if spec in self._methods:
+                self._methods.move_to_end(spec)
+                return self._methods[spec]
+            if spec.count("+") >= MAX_SPEC_PARTS:
+                raise ApiError(400, f"method spec {spec!r} has more than {MAX_SPEC_PARTS} parts", param=param)
+            try:
+                method = parse_method_spec(
+                    spec,
+                    collaborators={"generator": self.generator, "embedder": self.embedder},
+                    budget_tokens=self.budget_tokens,
+                )
+            except (ValueError, TypeError) as exc:
+                raise ApiError(
+                    404, f"unknown method spec {spec!r}: {exc}", param=param, code="model_not_found"
+                ) from None
+            population = self.store.list_users() if self.pooled_context else []
+            method.fit(self.store, population)
+            self._methods[spec] = method
+            if len(self._methods) > MAX_CACHED_SPECS:
+                self._methods.popitem(last=False)
+            return method
+
+    def invalidate(self) -> None:
+        """Drop every fitted method (after a user deletion); they refit on next use."""
+        with self._methods_lock:
+            self._methods.clear()
+
+    def forget(self, user_id: str) -> None:
+        """Drop what fitted methods hold in memory about one user (after forgetting a fact)."""
+        with self._methods_lock:
+            methods = list(self._methods.values())
+        for m in methods:
+            m.forget(user_id)
+
+    # -- personalizing ----------------------------------------------------------------------
+
+    def require_user(self, user_id: str) -> None:
+        if not self.store.has_user(user_id=user_id):
+            raise ApiError(404, f"unknown user {user_id!r}; create it with POST /v1/users", param="user_id")
+
+    def personalize(
+        self, user_id: str, spec: str, text: str, *, param: str = "model"
+    ) -> tuple[PersonalizedInput, dict[str, Any]]:
+        """Model input for ``text`` and the usage record callers may see (pooled entries redacted)."""
+        pers = self.method(spec, param=param).personalize(user_id, Query(text, task="chat"))
+        texts = {(b.kind, it.source_id): it.text for b in pers.blocks for it in b.items}
+        redact = pers.record.scope in _POOLED_SCOPES
+        retrieved = []
+        for r in pers.record.retrieved:
+            pooled = redact and r["block"] in ("history", "persona", "examples")
+            retrieved.append(
+                {
+                    "block": r["block"],
+                    "id": None if pooled else r["id"],
+                    "score": r["score"],
+                    "text": None if pooled else texts.get((r["block"], r["id"])),
+                }
+            )
+        usage = {**pers.record.to_dict(), "retrieved": retrieved, "method": spec, "user": user_id}
+        return pers, usage
+
+    def scope_of(self, user_id: str, counts: dict[str, int]) -> tuple[str, str | None]:
+        """(scope, persona id) a chat for ``user_id`` would be served at now.
+
+        Without pooling the answer follows from the counts (own history: 'user', none:
+        'none'), as RAG's fallback decides it; with pooling it takes a retrieval to know.
+        """
+        if not self.pooled_context:
+            return ("user" if counts.get("documents", 0) + counts.get("interactions", 0) else "none"), None
+        _, usage = self.personalize(user_id, "rag-bm25", "overview")
+        return usage["scope"], usage["persona_id"]
+
+    def chat_messages(self, pers: PersonalizedInput, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The client's conversation with the personalized context folded into its system message."""
+        base = get_task("chat").system
+        rendered = pers.messages[0]["content"]
+        context = rendered[len(base) :] if rendered.startswith(base) else "\n\n" + rendered
+        client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [m for m in messages if m["role"] != "system"]
+        return [{"role": "system", "content": (client_system or base) + context}, *turns]
+
+    # -- generating ---------------------------------------------------------------------------
+
+    def complete(
+        self, messages: list[dict[str, str]], config: GenerationConfig, adapter: str | None = None
+    ) -> tuple[str, int, int]:
+        """(text, prompt tokens, completion tokens), holding the model lock for all three."""
+        gen = self.generator
+        try:
+            with gen.lock:
+                text = gen.inner.generate([messages], config=config, adapter=adapter)[0]
+                prompt = _count(gen.inner, messages)
+                completion = _count_text(gen.inner, text)
+        except BackendError as exc:
+            raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return text, prompt, completion
+
+    def chat(
+        self, user_id: str | None, spec: str | None, messages: list[dict[str, str]], config: GenerationConfig
+    ) -> ChatResult:
+        usage = None
+        adapter = None
+        known = user_id is not None and spec is None and self.store.has_user(user_id=user_id)
+        if spec is not None:
+            if user_id is None:
+                raise ApiError(400, "a tailorlm/... model needs the 'user' field (or a user-scoped key)", param="user")
+            self.require_user(user_id)
+            text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+            if not text or not text.strip():
+                raise ApiError(400, "messages need a non-empty user message to personalize for", param="messages")
+            pers, usage = self.personalize(user_id, spec, text)
+            messages = self.chat_messages(pers, messages)
+            adapter = pers.adapter
+            known = True
+        answer, prompt, completion = self.complete(messages, config, adapter)
+        return ChatResult(answer, prompt, completion, usage, known_user=known)
+
+    def compare(self, user_id: str, spec: str, message: str, max_tokens: int) -> tuple[str, dict[str, Any], str]:
+        """Personalized and baseline answers to one message, generated as one batch of two."""
+        self.require_user(user_id)
+        pers, usage = self.personalize(user_id, spec, message, param="method")
+        baseline = self.method("identity").personalize(user_id, Query(message, task="chat"))
+        config = GenerationConfig(max_new_tokens=max_tokens)
+        gen = self.generator
+        try:
+            with gen.lock:
+                if pers.adapter is None:
+                    answers = gen.inner.generate([pers.messages, baseline.messages], config=config)
+                else:
+                    answers = gen.inner.generate(
+                        [pers.messages, baseline.messages], config=config, adapter=[pers.adapter, None]
+                    )
+        except BackendError as exc:
+            raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
+        return answers[0], usage, answers[1]
+
+
+def _count(generator: Any, messages: list[dict[str, str]]) -> int:
+    """Real token counts when the generator can give them, word counts otherwise (caller holds the lock)."""
+    count = getattr(generator, "count_tokens", None)
+    if count is not None:
+        return int(count(messages))
+    return sum(len(m["content"].split()) for m in messages)
+
+
+def _count_text(generator: Any, text: str) -> int:
+    tokenizer = getattr(generator, "tokenizer", None)
+    if tokenizer is not None:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    return len(text.split())

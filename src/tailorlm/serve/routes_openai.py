@@ -1,0 +1,162 @@
+"""OpenAI-compatible routes: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Any OpenAI client works unchanged: ``model="tailorlm/rag-bm25+profile"`` and
+``user="<user id>"`` personalize the answer from that user's data (the last user
+message is the query), the backend model's own name passes through unpersonalized,
+and the extension field ``tailorlm`` says what personalization was used.
+
+Streaming follows OpenAI's server-sent events (``chat.completion.chunk`` objects,
+then ``data: [DONE]``). The Generator protocol returns whole answers, so the answer
+is generated first and then streamed in word pieces: the wire format is exact, the
+time to first token is the time to the whole answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from tailorlm.models.base import GenerationConfig
+from tailorlm.serve.auth import Principal, authorize
+from tailorlm.serve.engine import ChatResult, stream_pieces
+from tailorlm.serve.errors import ApiError
+from tailorlm.serve.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
+from tailorlm.serve.service import Service, get_principal, get_service
+
+__all__ = ["router"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502)
+}
+router = APIRouter(tags=["openai"], responses=_ERRORS)
+
+PREFIX = "tailorlm/"
+DEFAULT_MAX_TOKENS = 256
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)) -> ModelList:
+    """tailorlm pipelines (``tailorlm/<method spec>``) and the backend model (pass-through)."""
+    return ModelList(data=[ModelCard(id=m) for m in svc.engine.model_ids()])
+
+
+def _plain_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """OpenAI messages -> the ``{"role", "content"}`` dicts generators take; text parts only."""
+    out = []
+    for i, m in enumerate(body.messages):
+        if m.role == "tool":
+            raise ApiError(400, "tool messages are not supported", param=f"messages[{i}].role")
+        if isinstance(m.content, list):
+            parts = []
+            for j, part in enumerate(m.content):
+                if part.type != "text" or part.text is None:
+                    raise ApiError(
+                        400, f"only text content parts are supported, got {part.type!r}",
+                        param=f"messages[{i}].content[{j}]",
+                    )  # fmt: skip
+                parts.append(part.text)
+            content = "".join(parts)
+        else:
+            content = m.content or ""
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    return out
+
+
+def _config(body: ChatCompletionRequest) -> GenerationConfig:
+    stop = body.stop if body.stop is not None else ()
+    try:  # OpenAI's defaults where a field is missing
+        return GenerationConfig(
+            max_new_tokens=body.max_tokens or body.max_completion_tokens or DEFAULT_MAX_TOKENS,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+            seed=body.seed,
+        )
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    response_model_exclude_unset=True,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
+async def chat_completions(
+    body: ChatCompletionRequest, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
+) -> Any:
+    """Answer a conversation, personalized for ``user`` when ``model`` is ``tailorlm/<spec>``."""
+    user_id = body.user if body.user is not None else principal.user_id
+    if user_id is not None:
+        authorize(principal, user_id)
+    if body.model.startswith(PREFIX):
+        spec: str | None = body.model[len(PREFIX) :].strip()
+        if not spec:
+            raise ApiError(404, "model 'tailorlm/' names no method; see GET /v1/models", param="model")
+    elif body.model == svc.engine.generator.name:
+        spec = None
+    else:
+        raise ApiError(
+            404,
+            f"unknown model {body.model!r}: use 'tailorlm/<method spec>' or {svc.engine.generator.name!r} "
+            "(GET /v1/models lists them)",
+            param="model",
+            code="model_not_found",
+        )
+    messages = _plain_messages(body)
+    config = _config(body)
+    result: ChatResult = await svc.generate(svc.engine.chat, user_id, spec, messages, config)
+    if user_id is not None and result.known_user:
+        svc.remember(user_id, [*messages, {"role": "assistant", "content": result.text}])
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    finish = "length" if result.completion_tokens >= config.max_new_tokens else "stop"
+    usage = {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _sse(completion_id, body.model, result, finish, usage if include_usage else None)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": finish}],
+        "usage": usage,
+    }
+    if result.usage is not None:
+        response["tailorlm"] = result.usage
+    return response
+
+
+async def _sse(
+    completion_id: str, model: str, result: ChatResult, finish: str, usage: dict[str, int] | None
+) -> AsyncIterator[str]:
+    """The answer as SSE chunks. An async generator: Starlette would run a sync one in the
+    thread pool, one thread hop per chunk."""
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        data.update(choices=[choice], **extra)
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    first: dict[str, Any] = {"tailorlm": result.usage} if result.usage is not None else {}
+    yield chunk({"role": "assistant", "content": ""}, **first)
+    for piece in stream_pieces(result.text):
+        yield chunk({"content": piece})
+    yield chunk({}, finish)
+    if usage is not None:
+        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        yield f"data: {json.dumps({**data, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"

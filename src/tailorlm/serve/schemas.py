@@ -1,0 +1,330 @@
+"""Request and response bodies of the HTTP API, so the OpenAPI spec is the behaviour.
+
+Request models are strict (``"ten"`` is not an int, ``"yes"`` is not a bool): a wrong
+type is a 422 naming the field rather than a silent coercion. OpenAI request models
+ignore fields they do not know (clients send many optional knobs); the user-data
+models forbid them, as the records in :mod:`tailorlm.data.records` do.
+
+Stored records are returned as the record models themselves (``User``, ``Document``,
+``Interaction``, ``Preference``, ``Fact``), so one definition describes a row everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tailorlm.data import Document, Fact, Interaction, Preference, User
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionRequest",
+    "ChatMessageIn",
+    "CompareRequest",
+    "CompareResponse",
+    "DeletionResult",
+    "DocumentIn",
+    "ErrorResponse",
+    "ForgetResult",
+    "InteractionIn",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyOut",
+    "ModelCard",
+    "Overview",
+    "PreferenceIn",
+    "TailorlmUsage",
+    "UploadResult",
+    "UserIn",
+]
+
+_STRICT = ConfigDict(strict=True, extra="forbid")
+_OPENAI = ConfigDict(strict=True, extra="ignore")
+Timestamp = int | str | None  # Unix seconds or ISO 8601, as records accept
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: ErrorDetail
+
+
+# -- OpenAI-compatible ----------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = _OPENAI
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = _OPENAI
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = _OPENAI
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request. ``model``: ``tailorlm/<method spec>`` personalizes
+    for ``user`` (e.g. ``tailorlm/rag-bm25+profile``); the backend model's own name passes
+    through unpersonalized. A user-scoped key may omit ``user`` (it is the key's user)."""
+
+    model_config = _OPENAI
+    model: str = Field(..., min_length=1)
+    messages: list[ChatMessageIn] = Field(..., min_length=1)
+    user: str | None = Field(None, description="the tailorlm user id whose data personalizes the answer")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0)
+    n: int = Field(1, ge=1, le=1, description="only one choice is generated")
+
+
+class RetrievedItem(BaseModel):
+    block: str
+    id: str | None = None
+    score: float | None = None
+    text: str | None = Field(None, description="the context line shown to the model (None if redacted)")
+
+
+class TailorlmUsage(BaseModel):
+    """The extension field ``tailorlm``: what personalization was used for this answer."""
+
+    method: str = Field(..., description="the method spec, e.g. 'rag-bm25+profile'")
+    user: str
+    methods: list[str]
+    scope: str = Field(..., description="user | persona | global | none")
+    persona_id: str | None = None
+    adapter: str | None = None
+    retrieved: list[RetrievedItem] = Field(default_factory=list)
+    prompt_tokens: int = Field(..., description="tokens of the personalized prompt (system + request)")
+    dropped_items: int = 0
+
+
+class ChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ChoiceMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """With ``stream: true`` the same content arrives as ``text/event-stream`` chunks
+    (``chat.completion.chunk``), the first one carrying ``tailorlm``, then ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    tailorlm: TailorlmUsage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "tailorlm"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# -- users and their data ---------------------------------------------------------------------
+
+
+class UserIn(BaseModel):
+    """Create or update a user (upsert by ``user_id``); fields not given become empty."""
+
+    model_config = _STRICT
+    user_id: str = Field(..., min_length=1, max_length=256)
+    name: str | None = None
+    age: int | None = Field(None, ge=0, le=150)
+    age_band: str | None = None
+    gender: str | None = None
+    occupation: str | None = None
+    location: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[str] = Field(..., description="user ids (a user-scoped key sees only its own)")
+    limit: int
+    offset: int
+
+
+class DocumentIn(BaseModel):
+    """A document of the user in the path; ``doc_id`` is derived from the content if absent."""
+
+    model_config = _STRICT
+    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    doc_id: str | None = None
+    doc_kind: str = "document"
+    text: str = Field(..., min_length=1)
+    title: str | None = None
+    rating: float | None = None
+    item_id: str | None = None
+    timestamp: Timestamp = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class InteractionIn(BaseModel):
+    model_config = _STRICT
+    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    item_id: str = Field(..., min_length=1)
+    interaction_id: str | None = None
+    interaction: Literal["rating", "click", "purchase", "view", "like", "skip"] = "rating"
+    value: float | None = None
+    timestamp: Timestamp = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreferenceIn(BaseModel):
+    """Pair-wise feedback: for ``prompt`` the user prefers ``chosen`` over ``rejected``."""
+
+    model_config = _STRICT
+    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    pref_id: str | None = None
+    prompt: str
+    chosen: str
+    rejected: str
+    dimension: str | None = Field(None, description="e.g. 'conciseness', 'formality'")
+    source: str | None = Field(None, description="where the pair came from, e.g. 'workbench'")
+    timestamp: Timestamp = None
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Document]
+
+
+class InteractionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Interaction]
+
+
+class PreferenceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Preference]
+
+
+class FactList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Fact]
+
+
+class UploadResult(BaseModel):
+    user_id: str
+    records: int = Field(..., description="records stored (all lines, or none on any error)")
+    by_kind: dict[str, int]
+
+
+class DeletionResult(BaseModel):
+    user_id: str
+    rows: dict[str, int] = Field(..., description="rows removed per table")
+    files: list[str] = Field(..., description="artifact files removed")
+    keys_deleted: int = Field(..., description="API keys of this user removed")
+
+
+class ForgetResult(BaseModel):
+    user_id: str
+    fact_id: str
+    forgotten: int
+
+
+class CompareRequest(BaseModel):
+    model_config = _STRICT
+    message: str = Field(..., min_length=1, max_length=20_000)
+    method: str = Field("rag-bm25+profile", min_length=1, description="method spec of the personalized answer")
+    max_tokens: int = Field(128, ge=1, le=1024)
+
+
+class PersonalizedAnswer(BaseModel):
+    text: str
+    tailorlm: TailorlmUsage
+
+
+class BaselineAnswer(BaseModel):
+    text: str
+
+
+class CompareResponse(BaseModel):
+    personalized: PersonalizedAnswer
+    baseline: BaselineAnswer
+
+
+class Overview(BaseModel):
+    """Everything the workbench shows about a user, in one request."""
+
+    user: User
+    counts: dict[str, int]
+    recent_documents: list[Document] = Field(..., description="newest first")
+    facts: list[Fact] = Field(..., description="valid facts remembered from conversations")
+    scope: str = Field(..., description="the scope a request would be served at now: user | persona | global | none")
+    persona: str | None = Field(None, description="the user's persona id, if any")
+    pooled_context: bool = Field(..., description="whether other users' data may fill in for a cold user")
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+class KeyCreate(BaseModel):
+    model_config = _STRICT
+    user_id: str = Field(..., min_length=1, max_length=256, description="the only user this key may access")
+    label: str | None = Field(None, max_length=200)
+
+
+class KeyCreated(BaseModel):
+    key: str = Field(..., description="the key itself: shown only in this response, stored only as a hash")
+    key_id: str
+    role: Literal["admin", "user"]
+    user_id: str | None
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: Literal["admin", "user"]
+    user_id: str | None
+    label: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyOut]

@@ -1,0 +1,65 @@
+"""Bad input of every kind gets a 4xx JSON error saying what and where, and the server keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+from serve_harness import Live
+
+CHAT = "/v1/chat/completions"
+JSON = {"content-type": "application/json"}
+OK_CHAT = {"model": "fake", "messages": [{"role": "user", "content": "still there?"}]}
+
+CASES = [
+    # (id, method, path, request kwargs, status, param, words in the message)
+    ("malformed-json", "POST", CHAT, {"content": b'{"model": "fake",', "headers": JSON}, 400, "body",
+     "not valid JSON: Expecting property name enclosed in double quotes at line 1, column 18"),
+    ("trailing-garbage", "POST", CHAT, {"content": b'{"model": "fake"} x', "headers": JSON}, 400, "body", "Extra data"),
+    ("invalid-utf8", "POST", CHAT, {"content": b'{"model": "fa\xffke"}', "headers": JSON}, 400, "body",
+     "not valid UTF-8: byte 0xff at offset 13 (line 1, column 14)"),
+    ("too-deep", "POST", CHAT, {"content": b"[" * 100_000, "headers": JSON}, 400, "body", "not valid JSON"),
+    ("messages-not-a-list", "POST", CHAT, {"json": {"model": "fake", "messages": "hi"}}, 422, "body.messages",
+     "body.messages: Input should be a valid list"),
+    ("max-tokens-a-string", "POST", CHAT, {"json": {**OK_CHAT, "max_tokens": "ten"}}, 422, "body.max_tokens",
+     "valid integer"),
+    ("stream-a-string", "POST", CHAT, {"json": {**OK_CHAT, "stream": "yes"}}, 422, "body.stream", "valid boolean"),
+    ("role-unknown", "POST", CHAT, {"json": {"model": "fake", "messages": [{"role": "robot", "content": "x"}]}},
+     422, "body.messages[0].role", "'system'"),
+    ("empty-messages", "POST", CHAT, {"json": {"model": "fake", "messages": []}}, 422, "body.messages",
+     "at least 1 item"),
+    ("n-two", "POST", CHAT, {"json": {**OK_CHAT, "n": 2}}, 422, "body.n", "less than or equal to 1"),
+    ("temperature-negative", "POST", CHAT, {"json": {**OK_CHAT, "temperature": -1}}, 422, "body.temperature",
+     "greater than or equal to 0"),
+    ("body-an-array", "POST", "/v1/users", {"json": [1, 2]}, 422, "body", "valid dictionary"),
+    ("no-content-type", "POST", "/v1/users", {"content": b'{"user_id": "x"}'}, 422, "body",
+     "Content-Type: application/json"),
+    ("age-a-string", "POST", "/v1/users", {"json": {"user_id": "x", "age": "old"}}, 422, "body.age", "valid integer"),
+    ("query-not-a-number", "GET", "/v1/users", {"params": {"limit": "all"}}, 422, "query.limit", "valid integer"),
+    ("unknown-user-get", "GET", "/v1/users/ghost", {}, 404, "user_id", "unknown user 'ghost'"),
+    ("unknown-user-post", "POST", "/v1/users/ghost/documents", {"json": {"text": "boo"}}, 404, "user_id",
+     "unknown user 'ghost'"),
+    ("unknown-user-chat", "POST", CHAT, {"json": {**OK_CHAT, "model": "tailorlm/rag-bm25", "user": "ghost"}}, 404,
+     "user_id", "unknown user 'ghost'"),
+    ("oversized", "POST", "/v1/users/alice/documents", {"json": {"text": "x" * (1 << 20)}}, 413, "body",
+     "larger than the limit of 1,048,576 bytes"),
+    ("unknown-route", "GET", "/v1/nothing-here", {}, 404, None, "no route GET /v1/nothing-here"),
+    ("wrong-method", "PUT", "/v1/users", {"json": {}}, 405, None, "method PUT is not allowed on /v1/users"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "param", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_gets_a_clear_json_error_and_the_server_keeps_serving(
+    live: Live, method: str, path: str, kwargs: dict, status: int, param: str | None, words: str
+) -> None:
+    with live.admin() as c:
+        r = c.request(method, path, **kwargs)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/json"
+        error = r.json()["error"]
+        assert words in error["message"]
+        assert error["param"] == param
+        assert error["type"]
+        # Still serving, on the same connection pool:
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.post(CHAT, json=OK_CHAT).json()["choices"][0]["message"]["content"] == "echo: still there?"

@@ -1,0 +1,183 @@
+"""The REST API for user data over real HTTP: users, records, JSONL upload, export, delete,
+facts, and the workbench's compare and overview."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from serve_harness import ALICE_DOCS, Live
+
+from tailorlm.data import Fact
+
+
+def _jsonl(*rows: dict) -> bytes:
+    return "\n".join(json.dumps(r) for r in rows).encode() + b"\n"
+
+
+def test_create_read_update_and_list_users(live: Live) -> None:
+    with live.admin() as c:
+        r = c.post("/v1/users", json={"user_id": "carol", "age": 41, "attributes": {"instrument": "cello"}})
+        assert r.status_code == 200 and r.json()["attributes"] == {"instrument": "cello"}
+        assert c.get("/v1/users/carol").json()["age"] == 41
+        c.post("/v1/users", json={"user_id": "carol", "occupation": "luthier"})  # upsert replaces
+        carol = c.get("/v1/users/carol").json()
+        assert (carol["age"], carol["occupation"]) == (None, "luthier")
+        assert {"alice", "bob", "carol"} <= set(c.get("/v1/users").json()["data"])
+        assert c.get("/v1/users", params={"limit": 1, "offset": 1}).json()["data"] == ["bob"]
+    with live.as_user("bob") as c:
+        assert c.get("/v1/users").json()["data"] == ["bob"]  # a user key sees only itself
+
+
+def test_records_round_trip(live: Live) -> None:
+    with live.as_user("alice") as c:
+        doc = c.post("/v1/users/alice/documents", json={"text": "Bright steel strings.", "doc_kind": "Review"})
+        assert doc.status_code == 201
+        assert doc.json()["doc_id"] and doc.json()["doc_kind"] == "review"  # derived id, normalized kind
+        assert "Bright steel strings." in [d["text"] for d in c.get("/v1/users/alice/documents").json()["data"]]
+        assert c.get("/v1/users/alice/documents", params={"limit": 1}).json()["data"][0]["text"] == ALICE_DOCS[0]
+        inter = c.post("/v1/users/alice/interactions", json={"item_id": "capo-3", "interaction": "like"})
+        assert inter.status_code == 201
+        likes = c.get("/v1/users/alice/interactions", params={"interaction": "like"}).json()["data"]
+        assert [i["item_id"] for i in likes] == ["capo-3"]
+        pref = {"prompt": "Tone?", "chosen": "Warm", "rejected": "Harsh", "dimension": "tone", "source": "test"}
+        assert c.post("/v1/users/alice/preferences", json=pref).status_code == 201
+        stored = c.get("/v1/users/alice/preferences", params={"dimension": "tone"}).json()["data"]
+        assert [(p["chosen"], p["source"]) for p in stored] == [("Warm", "test")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "text"),
+    [
+        ("documents", {"user_id": "bob", "text": "x"}, "body.user_id", "path names user 'alice'"),
+        ("documents", {"text": "x", "rating": "five"}, "body.rating", "valid number"),
+        ("interactions", {"item_id": "i", "interaction": "hover"}, "body.interaction", "'rating'"),
+        ("preferences", {"prompt": "p", "chosen": "same", "rejected": "same"}, "body", "identical"),
+        ("documents", {"text": "x", "colour": "red"}, "body.colour", "Extra inputs"),
+    ],
+    ids=["other-user-in-body", "wrong-type", "bad-literal", "identical-pair", "unknown-field"],
+)
+def test_invalid_records_are_refused_naming_the_field(live: Live, path: str, body: dict, param: str, text: str) -> None:
+    with live.admin() as c:
+        before = c.get("/v1/users/alice/export").json()
+        r = c.post(f"/v1/users/alice/{path}", json=body)
+        assert r.status_code == 422
+        assert r.json()["error"]["param"] == param and text in r.json()["error"]["message"]
+        assert c.get("/v1/users/alice/export").json() == before
+
+
+def test_upload_stores_every_line_in_one_go(live: Live) -> None:
+    body = _jsonl(
+        {"kind": "user", "age": 29, "occupation": "drummer"},
+        {"text": "Sticks feel balanced.", "doc_kind": "review", "rating": 5, "timestamp": "2014-03-01"},
+        {"kind": "interaction", "item_id": 42, "interaction": "rating", "value": 4, "timestamp": 1393632000},
+        {"kind": "preference", "prompt": "Snare?", "chosen": "Maple", "rejected": "Steel", "source": "survey"},
+    )
+    with live.admin() as c:
+        c.post("/v1/users", json={"user_id": "dave"})
+        r = c.post("/v1/users/dave/upload", content=body, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        assert r.json() == {
+            "user_id": "dave", "records": 4, "by_kind": {"user": 1, "document": 1, "interaction": 1, "preference": 1}
+        }  # fmt: skip
+        export = c.get("/v1/users/dave/export").json()
+    assert export["user"]["occupation"] == "drummer"
+    assert [d["text"] for d in export["documents"]] == ["Sticks feel balanced."]
+    assert export["interactions"][0]["item_id"] == "42"
+    assert export["preferences"][0]["pref_source"] == "survey"
+    with live.admin() as c:  # the same file twice changes nothing
+        c.post("/v1/users/dave/upload", content=body)
+        assert c.get("/v1/users/dave/export").json() == export
+
+
+@pytest.mark.parametrize(
+    ("lines", "where"),
+    [
+        ([b'{"text": "ok"}', b'{"text": "ok2", "rating": "x"}'], "line 2, field 'rating'"),
+        ([b'{"text": "ok"}', b"", b'{"text": "broken"'], "line 3: not valid JSON"),
+        ([b'{"text": "ok"}', b'{"text": "caf\xe9"}'], "line 2: not valid UTF-8: byte 0xe9"),
+        ([b'{"user_id": "alice", "text": "mine now"}'], "line 1, field 'user_id': is 'alice'"),
+        ([b'{"kind": "item", "item_id": "x"}'], "line 1, field 'kind'"),
+        ([b"[1, 2]"], "line 1: must be a JSON object"),
+        ([b'{"kind": "interaction"}'], "line 1, field 'item_id': Field required"),
+    ],
+    ids=["wrong-type", "bad-json", "bad-utf8", "other-user", "bad-kind", "not-object", "missing-field"],
+)
+def test_upload_is_all_or_nothing_and_names_line_and_field(live: Live, lines: list[bytes], where: str) -> None:
+    with live.admin() as c:
+        c.post("/v1/users", json={"user_id": "erin"})
+        before = c.get("/v1/users/erin/export").json()
+        alice = c.get("/v1/users/alice/export").json()
+        r = c.post("/v1/users/erin/upload", content=b"\n".join(lines))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert where in error["message"] and "nothing was stored" in error["message"]
+        assert error["errors"][0]["line"] == int(where.split(",")[0].split(":")[0].split()[1])
+        assert c.get("/v1/users/erin/export").json() == before
+        assert c.get("/v1/users/alice/export").json() == alice
+
+
+def test_upload_to_unknown_user_and_empty_upload(live: Live) -> None:
+    with live.admin() as c:
+        assert c.post("/v1/users/nobody/upload", content=b'{"text": "x"}').status_code == 404
+        r = c.post("/v1/users/alice/upload", content=b"\n\n")
+        assert r.status_code == 422 and "no records" in r.json()["error"]["message"]
+
+
+def test_export_and_delete_remove_exactly_one_user(live: Live) -> None:
+    with live.admin() as c:
+        c.post("/v1/users", json={"user_id": "frank"})
+        c.post("/v1/users/frank/documents", json={"text": "Frank's only review."})
+        key = live.user_key("frank")
+        bob = c.get("/v1/users/bob/export").json()
+        export = c.get("/v1/users/frank/export").json()
+        assert export["user"]["user_id"] == "frank" and len(export["documents"]) == 1
+        r = c.delete("/v1/users/frank")
+        assert r.status_code == 200
+        assert r.json()["rows"]["documents"] == 1 and r.json()["rows"]["users"] == 1 and r.json()["keys_deleted"] == 1
+        assert c.get("/v1/users/frank").status_code == 404
+        assert c.get("/v1/users/frank/export").status_code == 404
+        assert c.delete("/v1/users/frank").status_code == 404
+        assert c.get("/v1/users/bob/export").json() == bob
+    with live.client(key) as c:  # the deleted user's key went with the user
+        assert c.get("/v1/users/frank").status_code == 401
+
+
+def test_facts_list_and_forget(live: Live) -> None:
+    live.store.add_fact(Fact(user_id="bob", fact_id="f1", text="Bob plays bass.", valid_from=1, valid_to=5))
+    live.store.add_fact(Fact(user_id="bob", fact_id="f2", text="Bob plays guitar.", valid_from=5))
+    with live.as_user("bob") as c:
+        assert [f["text"] for f in c.get("/v1/users/bob/facts").json()["data"]] == ["Bob plays guitar."]
+        every = c.get("/v1/users/bob/facts", params={"include_invalid": True}).json()["data"]
+        assert [(f["fact_id"], f["valid_to"]) for f in every] == [("f1", 5), ("f2", None)]
+        r = c.delete("/v1/users/bob/facts/f2")
+        assert r.json() == {"user_id": "bob", "fact_id": "f2", "forgotten": 1}
+        assert c.get("/v1/users/bob/facts").json()["data"] == []
+        assert c.delete("/v1/users/bob/facts/f2").status_code == 404
+
+
+def test_compare_gives_both_answers_and_the_preference_can_be_stored(live: Live) -> None:
+    with live.as_user("alice") as c:
+        r = c.post("/v1/users/alice/compare", json={"message": "Which strings for me?", "max_tokens": 16})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["personalized"]["text"] == out["baseline"]["text"] == "echo: Which strings for me?"
+        usage = out["personalized"]["tailorlm"]
+        assert usage["method"] == "rag-bm25+profile" and usage["methods"] == ["rag-bm25", "profile"]
+        assert any(item["text"] in ALICE_DOCS for item in usage["retrieved"])
+        personalized, baseline = live.generator.calls[-1].batch  # one batch of two
+        assert "Warm nylon" in personalized[0]["content"] and "Warm nylon" not in baseline[0]["content"]
+        r = c.post("/v1/users/alice/compare", json={"message": "x", "method": "nope"})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "method"
+
+
+def test_overview_has_what_the_workbench_shows(live: Live) -> None:
+    with live.as_user("alice") as c:
+        ov = c.get("/v1/users/alice/overview").json()
+    assert ov["user"]["occupation"] == "teacher" and ov["user"]["attributes"] == {"plays": "classical guitar"}
+    assert ov["counts"]["documents"] >= 3 and ov["counts"]["interactions"] >= 1
+    stamps = [d["timestamp"] for d in ov["recent_documents"]]
+    dated = [t for t in stamps if t is not None]
+    assert dated == sorted(dated, reverse=True) and stamps[: len(dated)] == dated  # newest first, undated last
+    assert ov["scope"] == "user" and ov["pooled_context"] is False
+    assert isinstance(ov["facts"], list)

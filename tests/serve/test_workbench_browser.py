@@ -1,0 +1,245 @@
+"""Browser acceptance test of the web workbench (issue 5, item 4).
+
+A real chromium (Debian's, at /usr/bin/chromium; ``playwright install`` cannot download a
+browser here) driven by Playwright clicks through the page served by the real app on
+127.0.0.1: enter the key, choose a user, compare answers, prefer the personalized one; the
+preference must then be in the store. It also checks the key-in-fragment path, that user
+data is shown as text (never as HTML) and that deleting a user asks first.
+
+Skipped with the reason when chromium or playwright is missing, except in CI (``CI=true``),
+where that fails. The screenshot goes to ``$TAILORLM_SCREENSHOT_DIR`` (else ``tmp_path``);
+``TAILORLM_SAVE_SCREENSHOT=1`` also copies it to ``benchmarks/results/workbench.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tailorlm import Document, Store, User
+from tailorlm.models.base import GenerationConfig, Messages, normalize_batch
+from tailorlm.testing import FakeGenerator
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ADMIN_KEY = "tlm_00000000000000aa_workbench-browser-test-secret-0123456789"  # the API key format
+USER = "amazon:guitarist-7"
+XSS = "<img src=x onerror=\"document.title='pwned'\"><b>not bold</b>"
+TIMEOUT_MS = 20_000
+
+
+class ContextNotingFake(FakeGenerator):
+    """FakeGenerator that also says how many lines of user context its system prompt quoted.
+
+    FakeGenerator echoes the user message, which the personalized and the baseline prompt
+    share, so both answers would be identical and no preference could be stored between them
+    (a Preference with chosen == rejected is invalid).
+    """
+
+    def generate(
+        self,
+        batch: Sequence[Messages],
+        *,
+        config: GenerationConfig | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+    ) -> list[str]:
+        answers = super().generate(batch, config=config, adapter=adapter)
+        return [_context_note(conv) + answer for conv, answer in zip(normalize_batch(batch), answers, strict=True)]
+
+
+def _context_note(conv: list[dict[str, str]]) -> str:
+    system = "\n".join(m["content"] for m in conv if m["role"] == "system")
+    lines = len(re.findall(r"^\d+\. ", system, flags=re.MULTILINE))
+    return f"(drawing on {lines} things you wrote) " if lines else ""
+
+
+def _browser_or_skip() -> Any:
+    """playwright's sync API, or skip (fail in CI) with what is missing and how to get it."""
+    missing = None
+    if not CHROMIUM.exists():
+        missing = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing = missing or "the playwright package is not installed (pip install -e '.[dev]')"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run in CI: {missing}")
+        pytest.skip(missing)
+    return sync_api
+
+
+# (title, rating, timestamp, text) of the chosen user's reviews
+REVIEWS = [
+    ("Warm and quiet", 5, 1_400_000_000, "These nylon strings sound warm and stay in tune; great for quiet practice."),
+    ("Too bright", 2, 1_410_000_000, "Steel strings were far too bright for my classical guitar, and they buzzed."),
+    ("Solid pop filter", 4, 1_420_000_000, "A pop filter that clamps well to my home studio microphone stand."),
+]
+
+
+def _fill_store(store: Store) -> None:
+    guitarist = User(
+        user_id=USER, age=34, occupation="session musician", location="Lyon", attributes={"plays": "guitar"}
+    )
+    reviews = [
+        Document(user_id=USER, doc_kind="review", title=title, rating=rating, timestamp=ts, text=text)
+        for title, rating, ts, text in REVIEWS
+    ]
+    store.add(
+        [
+            guitarist,
+            *reviews,
+            Document(user_id=USER, doc_kind="post", timestamp=1_430_000_000, text=XSS),
+            User(user_id="movielens:42", age=25, occupation="student"),
+            Document(user_id="movielens:42", doc_kind="review", text="Loved the soundtrack of this film."),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def sync_api() -> Any:
+    api = _browser_or_skip()
+    api.expect.set_options(timeout=TIMEOUT_MS)
+    return api
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(f"sqlite:///{tmp_path / 'workbench.db'}", files_dir=tmp_path / "files") as store:
+        _fill_store(store)
+        yield store
+
+
+@pytest.fixture
+def base_url(store: Store, tmp_path: Path) -> Iterator[str]:
+    """The real app on 127.0.0.1; memory extraction is off, as this test is about the page."""
+    from tailorlm.serve import create_app, run_in_thread
+    from tailorlm.settings import load_settings
+
+    settings = load_settings(cache_dir=tmp_path / "cache", serve={"memory": False})
+    app = create_app(settings, store=store, generator=ContextNotingFake(), admin_key=ADMIN_KEY)
+    with run_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture
+def page(sync_api: Any) -> Iterator[Any]:
+    """A fresh chromium page; fails the test on any JavaScript error or console error."""
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+            page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+            yield page
+        finally:
+            browser.close()
+    assert not errors, errors
+
+
+def _save_screenshot(page: Any, tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TAILORLM_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "workbench.png"
+    page.evaluate("window.scrollTo(0, 0)")  # the user list is sticky: show it at the top
+    page.screenshot(path=str(path), full_page=True)
+    print(f"workbench screenshot: {path}")
+    if os.environ.get("TAILORLM_SAVE_SCREENSHOT") == "1":
+        copy = REPO / "benchmarks" / "results" / "workbench.png"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        print(f"workbench screenshot copied to: {copy}")
+    return path
+
+
+def test_compare_and_prefer_stores_the_preference(
+    sync_api: Any, page: Any, base_url: str, store: Store, tmp_path: Path
+) -> None:
+    expect = sync_api.expect
+    page.goto(f"{base_url}/")
+    page.get_by_label("API key", exact=True).fill(ADMIN_KEY)
+    page.get_by_role("button", name="Use this key").click()
+
+    page.get_by_label("Filter users", exact=True).fill("guitar")
+    expect(page.locator("#user-list button")).to_have_count(1)
+    page.get_by_role("button", name=USER, exact=True).click()
+    expect(page.locator("#attributes")).to_contain_text("session musician")
+    expect(page.locator("#documents")).to_contain_text("Warm and quiet")
+    # Untrusted text is shown literally: no element is made from it and its handler never ran.
+    expect(page.locator("#documents")).to_contain_text("<b>not bold</b>")
+    assert page.locator("#documents img, #documents b").count() == 0
+    assert page.title() != "pwned"
+
+    page.get_by_label("Method", exact=True).select_option("rag-bm25")
+    page.get_by_label("Message", exact=True).fill("Which strings should I buy for quiet practice?")
+    page.get_by_role("button", name="Compare answers").click()
+    expect(page.locator("#pers-text")).to_contain_text("quiet practice")
+    expect(page.locator("#base-text")).to_contain_text("quiet practice")
+    expect(page.locator("#retrieved tbody tr").first).to_be_visible()
+    personalized = page.locator("#pers-text").text_content()
+    baseline = page.locator("#base-text").text_content()
+    assert personalized and baseline and personalized != baseline
+
+    page.get_by_role("button", name="This one is better: personalized answer").click()
+    expect(page.locator("#pref-state")).to_contain_text("Saved")
+    expect(page.locator("#preferences")).to_contain_text("workbench")
+    _save_screenshot(page, tmp_path)
+
+    prefs = store.get_preferences(user_id=USER)
+    assert [(p.chosen, p.rejected, p.source) for p in prefs] == [(personalized, baseline, "workbench")]
+    assert prefs[0].prompt == "Which strings should I buy for quiet practice?"
+    assert store.get_preferences(user_id="movielens:42") == []
+
+
+def test_key_from_fragment_and_delete_user(sync_api: Any, page: Any, base_url: str, store: Store) -> None:
+    expect = sync_api.expect
+    page.goto(f"{base_url}/#key={ADMIN_KEY}")
+    page.get_by_role("button", name="movielens:42", exact=True).click()
+    expect(page.locator("#attributes")).to_contain_text("student")
+    assert "#" not in page.url, "the key must be removed from the address bar"
+
+    prompts: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    page.get_by_role("button", name="Delete this user's data").click()
+    expect(page.locator("#status")).to_contain_text("Deleted")
+    assert prompts and "movielens:42" in prompts[0]
+    assert not store.has_user(user_id="movielens:42")
+    assert store.has_user(user_id=USER)
+    expect(page.get_by_role("button", name="movielens:42", exact=True)).to_have_count(0)
+
+
+def test_page_and_assets_are_public_and_nothing_else_is_served(base_url: str) -> None:
+    """The page needs no key (it holds no data until the API accepts one); only its own files are served."""
+    import httpx
+
+    with httpx.Client(base_url=base_url) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        for name in ("app.js", "render.js", "style.css"):
+            assert client.get(f"/static/{name}").status_code == 200, name
+        for path in ("/static/index.html.bak", "/static/..%2Fworkbench.py", "/static/../workbench.py"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/v1/users").status_code == 401

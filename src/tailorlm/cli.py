@@ -444,11 +444,13 @@ def bench(
 def demo(
     ctx: typer.Context,
     users: Annotated[int, typer.Option(help="how many users to show")] = 3,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="then start the service (the main job)")] = True,
+    port: Annotated[int | None, typer.Option(help="TCP port for the service (default: serve.port, 8000)")] = None,
 ) -> None:
-    """Fetch and load real data, then answer for real users with and without personalization."""
+    """Load real data, answer for real users with and without personalization, then serve on 127.0.0.1."""
     from tailorlm.demo import run_demo
 
-    run_demo(_settings(ctx), console=console, n_users=users)
+    run_demo(_settings(ctx), console=console, n_users=users, serve=serve, port=port)
 
 
 if __name__ == "__main__":  # pragma: no cover

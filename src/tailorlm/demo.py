@@ -8,7 +8,9 @@ the user's earlier reviews, or their recent ratings plus attributes) and print
 both side by side with the context used. Loads are skipped when the same file is
 already loaded.
 
-Until the service lands this is the main job; then it starts ``tailorlm serve``.
+Then the main job: the service (``tailorlm serve``) on 127.0.0.1 with a fresh demo
+admin key, printing the workbench URL (the key travels in the URL fragment, which
+browsers never send to a server), the key and a curl example for a real user.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
     from tailorlm.personalize import Query
     from tailorlm.settings import Settings
 
-__all__ = ["run_demo", "shared_data_dir", "side_by_side"]
+__all__ = ["demo_admin_key", "run_demo", "shared_data_dir", "side_by_side"]
+
+DEMO_KEY_LABEL = "demo admin (make demo)"
 
 
 def side_by_side(console: Console, baseline: str, personalized: str, *, title: str | None = None) -> None:
@@ -96,7 +100,45 @@ def _cases(store: Store) -> list[tuple[str, str, str, Query]]:
     return cases
 
 
-def run_demo(settings: Settings, *, console: Console, n_users: int = 3) -> None:
+def demo_admin_key(store: Store) -> str:
+    """A new admin key for this demo run; the previous demo's key is revoked.
+
+    Keys are stored only as hashes, so a key printed by an earlier run cannot be shown
+    again. Rotating only the demo's own key leaves any other admin key (first start,
+    ``--rotate-admin-key``) working.
+    """
+    from tailorlm.serve import KeyStore
+
+    keys = KeyStore(store)
+    for info in keys.list_keys():
+        if info.label == DEMO_KEY_LABEL and info.revoked_at is None:
+            keys.revoke(info.key_id)
+    return keys.create(role="admin", label=DEMO_KEY_LABEL)
+
+
+def _print_service(console: Console, *, url: str, key: str, user_id: str | None) -> None:
+    user = user_id or "<user id>"
+    console.rule("tailorlm serve")
+    console.print(f"workbench:  {url}/#key={key}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"admin key:  {key}   (stored only as a hash; a new one each demo run)", soft_wrap=True, markup=False)
+    console.print(f"API docs:   {url}/docs", markup=False)
+    body = (
+        f'{{"model": "tailorlm/rag-bm25", "user": "{user}", '
+        '"messages": [{"role": "user", "content": "Suggest a microphone for my home studio."}]}'
+    )
+    console.print(
+        f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
+    console.print("Ctrl-C stops the service.", markup=False)
+
+
+def run_demo(
+    settings: Settings, *, console: Console, n_users: int = 3, serve: bool = True, port: int | None = None
+) -> None:
     from tailorlm.data import Store
     from tailorlm.data.fetch import fetch_movielens_100k
     from tailorlm.models import GenerationConfig, build_generator
@@ -132,6 +174,18 @@ def run_demo(settings: Settings, *, console: Console, n_users: int = 3) -> None:
                 [personal.messages, identity.personalize(user_id, query).messages], config=config
             )
         side_by_side(console, baseline, answer)
-    console.print(
-        'Next: `tailorlm generate --user USER --compare "..."`, `tailorlm run --help`, `tailorlm data stats`.'
+    if not serve:
+        console.print('Next: `tailorlm serve`, `tailorlm generate --user USER --compare "..."`, `tailorlm run --help`.')
+        return
+
+    from tailorlm.serve import create_app
+    from tailorlm.serve.server import serve_forever
+
+    host, port = settings.serve.host, settings.serve.port if port is None else port
+    # The model already in memory serves the API too: no second load.
+    application = create_app(settings, store=store, generator=generator)
+    cases = _cases(store)
+    _print_service(
+        console, url=f"http://{host}:{port}", key=demo_admin_key(store), user_id=cases[0][0] if cases else None
     )
+    serve_forever(application, host=host, port=port)

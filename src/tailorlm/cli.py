@@ -453,5 +453,217 @@ def demo(
     run_demo(_settings(ctx), console=console, n_users=users, serve=serve, port=port)
 
 
+# -- training (offline; never in the request path) ----------------------------------------
+
+train_app = typer.Typer(
+    help="Train adapters (LoRA, DPO, ...) offline: one job, a resumable queue, or list the registry.",
+    invoke_without_command=True,
+)
+app.add_typer(train_app, name="train")
+
+_TrainMethod = Annotated[str, typer.Option(help="trainer: lora | dpo | softprompt | ...")]
+_TrainScope = Annotated[str, typer.Option(help="user | persona | global")]
+_TrainOpt = Annotated[
+    list[str] | None, typer.Option("--option", "-O", help="extra trainer option KEY=VALUE (JSON values allowed)")
+]
+
+
+def _train_config(steps, lr, r, batch_size, max_length, init_from, balanced, options) -> dict:
+    config: dict = {}
+    for name, value in (("steps", steps), ("lr", lr), ("r", r), ("batch_size", batch_size)):
+        if value is not None:
+            config[name] = value
+    if max_length is not None:
+        config["max_length"] = max_length
+    if init_from:
+        config["init_from"] = init_from
+    if balanced:
+        config["balanced"] = True
+    for opt in options or []:
+        key, sep, raw = opt.partition("=")
+        if not sep or not key:
+            err.print(f"[red]--option must be KEY=VALUE, got {opt!r}[/red]")
+            raise typer.Exit(2)
+        try:
+            config[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            config[key] = raw
+    return config
+
+
+def _train_context(ctx: typer.Context, store, users=None, progress=None):
+    from tailorlm.adapters import AdapterRegistry
+    from tailorlm.eval.cache import model_fingerprint
+    from tailorlm.models import build_generator
+    from tailorlm.train.jobs import TrainContext
+
+    settings = _settings(ctx)
+    with err.status("loading the base model"):
+        generator = build_generator(settings)
+    if not hasattr(generator, "tokenizer"):
+        err.print("[red]training needs the local backend (--backend local)[/red]")
+        raise typer.Exit(2)
+    registry = AdapterRegistry(store, base_model=model_fingerprint(generator))
+    embedder = None
+    return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)
+
+
+@train_app.callback()
+def train(
+    ctx: typer.Context,
+    method: _TrainMethod = "lora",
+    scope: _TrainScope = "user",
+    user: Annotated[str | None, typer.Option(help="user id (scope user)")] = None,
+    persona: Annotated[str | None, typer.Option(help="persona id 'attribute=value' (scope persona)")] = None,
+    task: Annotated[str | None, typer.Option(help="task, e.g. amazon-title, amazon-rating")] = None,
+    users: Annotated[int | None, typer.Option(help="population size for persona/global scope (default all)")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per example")] = None,
+    init_from: Annotated[str | None, typer.Option(help="'global': start a user adapter from the global one")] = None,
+    balanced: Annotated[bool, typer.Option(help="class-balanced sampling (label tasks)")] = False,
+    option: _TrainOpt = None,
+) -> None:
+    """Train one adapter (e.g. --method lora --scope user --user U --task amazon-title --steps 20)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tailorlm.train.jobs import TrainJob, get_trainer
+
+    if task is None:
+        err.print("[red]--task is required (e.g. --task amazon-title)[/red]")
+        raise typer.Exit(2)
+    owner = {"user": user, "persona": persona}.get(scope) or ""
+    config = _train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
+    try:
+        job = TrainJob(method=method, scope=scope, owner=owner, task=task, config=config)
+        trainer = get_trainer(method)
+    except (ValueError, KeyError) as exc:
+        err.print(f"[red]{exc}[/red] (scope user needs --user, scope persona needs --persona)")
+        raise typer.Exit(2) from None
+    store = _store(ctx)
+    population = store.list_users(limit=users) if users else None
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        bar_task = bar.add_task(f"{method} {scope} {owner or 'global'} / {task}", total=None, loss="-")
+        tctx = _train_context(
+            ctx,
+            store,
+            population,
+            lambda step, total, loss: bar.update(bar_task, completed=step, total=total, loss=f"{loss:.4f}"),
+        )
+        try:
+            record = trainer(job, tctx)
+        except (ValueError, KeyError) as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    curve = record.meta.get("loss_curve") or [float("nan")]
+    console.print(
+        f"registered [bold]{record.name}[/bold] ({record.meta.get('size_bytes', 0) / 1e6:.2f} MB, "
+        f"{record.meta.get('steps')} steps, loss {curve[0]:.4f} -> {curve[-1]:.4f}, "
+        f"{record.meta.get('seconds', 0):.1f} s) at {record.path}"
+    )
+
+
+@train_app.command("queue")
+def train_queue(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="task, e.g. amazon-title")],
+    method: _TrainMethod = "lora",
+    scope: _TrainScope = "user",
+    users: Annotated[int, typer.Option(help="users to queue (those with the most examples of the task)")] = 20,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per example")] = None,
+    init_from: Annotated[str | None, typer.Option(help="'global': start user adapters from the global one")] = None,
+    balanced: Annotated[bool, typer.Option(help="class-balanced sampling (label tasks)")] = False,
+    option: _TrainOpt = None,
+    queue_file: Annotated[
+        Path | None, typer.Option(help="queue database (default: <cache>/train-queue.sqlite)")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option(help="retry jobs that failed before")] = False,
+) -> None:
+    """Queue per-user jobs and run them; rerunning resumes (finished jobs are not retrained)."""
+    from collections import Counter
+
+    from tailorlm.train.jobs import TrainJob
+    from tailorlm.train.queue import TrainQueue
+
+    config = _train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
+    store = _store(ctx)
+    if scope == "user":
+        counts = Counter(e.user_id for e in store.get_examples(task=task))
+        owners = [u for u, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n > 1][:users]
+        if not owners:
+            err.print(f"[red]no user has two or more examples of task {task!r}[/red]")
+            raise typer.Exit(2)
+    elif scope == "global":
+        owners = [""]
+    else:
+        err.print("[red]queue scope must be 'user' or 'global' (train personas one at a time)[/red]")
+        raise typer.Exit(2)
+    try:
+        jobs = [TrainJob(method=method, scope=scope, owner=o, task=task, config=config) for o in owners]
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    queue = TrainQueue(queue_file or Path(_settings(ctx).cache_dir) / "train-queue.sqlite")
+    queue.add(jobs)
+    tctx = _train_context(ctx, store)
+    result = queue.run(
+        tctx,
+        retry_failed=retry_failed,
+        progress=lambda qj, i, n: err.print(f"[{i}/{n}] {qj.job.method} {qj.job.scope} {qj.job.owner} {qj.job.task}"),
+    )
+    console.print(f"queue {queue.path}: {result}")
+    for qj in queue.jobs("failed"):
+        err.print(f"[red]failed[/red] {qj.job.owner or 'global'}: {qj.error}")
+
+
+@train_app.command("list")
+def train_list(
+    ctx: typer.Context,
+    method: Annotated[str | None, typer.Option(help="only this method")] = None,
+    task: Annotated[str | None, typer.Option(help="only this task")] = None,
+) -> None:
+    """Registered adapters of every base model: key, size, steps, final loss."""
+    from tailorlm.adapters.registry import ADAPTER_KIND
+
+    store = _store(ctx)
+    table = Table(title="adapters")
+    for col in ("method", "scope", "owner", "task", "variant", "name", "MB", "steps", "final loss", "base model"):
+        table.add_column(col)
+    for art in store.list_artifacts(kind=ADAPTER_KIND):
+        p = art.payload or {}
+        key, meta = p.get("key") or {}, p.get("meta") or {}
+        if (method and key.get("method") != method) or (task and key.get("task") != task):
+            continue
+        curve = meta.get("loss_curve") or []
+        table.add_row(
+            key.get("method", "?"),
+            art.scope,
+            art.owner,
+            key.get("task", "?"),
+            key.get("variant", "?"),
+            p.get("name", "?"),
+            f"{meta.get('size_bytes', 0) / 1e6:.2f}",
+            str(meta.get("steps", "")),
+            f"{curve[-1]:.4f}" if curve else "",
+            str(art.model or ""),
+        )
+    console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

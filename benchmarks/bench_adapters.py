@@ -1,0 +1,128 @@
+"""Per-user LoRA adapters on the local model: training cost, size, switching and mixed batches.
+
+Measures, on real Amazon reviews (``../shared/data``): per-user training time and data size,
+adapter size on disk, switch latency (load an adapter; select it), and generation throughput
+of one mixed-adapter batch of N users versus one adapter at a time (same prompts, same tokens).
+Writes benchmarks/results/adapters.json and a Markdown table beside it.
+
+Quick smoke run: ``python benchmarks/bench_adapters.py --users 2 --steps 1 --new-tokens 4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from tailorlm.adapters import AdapterRegistry
+from tailorlm.data import Store
+from tailorlm.data.loaders import load_dataset
+from tailorlm.eval.cache import model_fingerprint
+from tailorlm.models import TransformersGenerator
+from tailorlm.models.base import GenerationConfig
+from tailorlm.settings import default_cache_dir
+from tailorlm.train.data import sft_examples, user_examples
+from tailorlm.train.jobs import TrainContext, TrainJob, get_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+AMAZON = ROOT.parent / "shared" / "data" / "amazon-musical-instruments" / "reviews_Musical_Instruments_5.json.gz"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--r", type=int, default=8)
+    ap.add_argument("--task", default="amazon-title")
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "adapters.json")
+    args = ap.parse_args()
+    if not AMAZON.is_file():
+        raise SystemExit(f"needs the Amazon reviews at {AMAZON}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
+    store = Store(f"sqlite:///{tmp / 's.db'}")
+    load_dataset(store, "amazon", AMAZON)
+    counts = Counter(e.user_id for e in store.get_examples(task=args.task))
+    users = [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][: args.users]
+    gen = TransformersGenerator("smollm2", cache_dir=default_cache_dir())
+    reg = AdapterRegistry(store, base_model=model_fingerprint(gen))
+    ctx = TrainContext(store, reg, gen)
+    config = {"steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length, "r": args.r}
+
+    train, records = get_trainer("lora"), []
+    for u in users:
+        records.append(train(TrainJob("lora", "user", u, args.task, config), ctx))
+    per_user = [
+        {
+            "user": r.key.owner,
+            "seconds": r.meta["seconds"],
+            "examples": r.meta["examples"],
+            "tokens": r.meta["tokens"],
+            "size_bytes": r.meta["size_bytes"],
+            "loss_first": r.meta["loss_curve"][0],
+            "loss_last": r.meta["loss_curve"][-1],
+        }
+        for r in records
+    ]
+
+    load_ms, set_ms = [], []
+    for r in records:
+        t = time.perf_counter()
+        gen.add_adapter(r.name, r.path)
+        load_ms.append((time.perf_counter() - t) * 1e3)
+    for r in records:
+        t = time.perf_counter()
+        gen.model.set_adapter(r.name)
+        set_ms.append((time.perf_counter() - t) * 1e3)
+
+    prompts = [sft_examples(user_examples(store, args.task, u, exclude_latest=False))[-1].chat() for u in users]
+    cfg = GenerationConfig(max_new_tokens=args.new_tokens)
+    names = [r.name for r in records]
+    t = time.perf_counter()
+    mixed = gen.generate(prompts, config=cfg, adapter=names)
+    mixed_s = time.perf_counter() - t
+    t = time.perf_counter()
+    singles = [gen.generate([p], config=cfg, adapter=n)[0] for p, n in zip(prompts, names, strict=True)]
+    single_s = time.perf_counter() - t
+    for n in names:
+        gen.delete_adapter(n)
+
+    result = {
+        "task": args.task,
+        "users": len(users),
+        "config": config,
+        "per_user": per_user,
+        "train_seconds_mean": statistics.mean(p["seconds"] for p in per_user),
+        "adapter_bytes_mean": statistics.mean(p["size_bytes"] for p in per_user),
+        "load_ms_median": statistics.median(load_ms),
+        "set_adapter_ms_median": statistics.median(set_ms),
+        "mixed_batch_seconds": mixed_s,
+        "one_at_a_time_seconds": single_s,
+        "new_tokens": args.new_tokens,
+        "mixed_equals_single": mixed == singles,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    md = [
+        "| users | steps | train s/user | examples/user | adapter MB | load ms | set ms | mixed batch s |"
+        " one-by-one s |"
+        " mixed == single |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {len(users)} | {args.steps} | {result['train_seconds_mean']:.1f} | "
+        f"{statistics.mean(p['examples'] for p in per_user):.1f} | {result['adapter_bytes_mean'] / 1e6:.2f} | "
+        f"{result['load_ms_median']:.1f} | {result['set_adapter_ms_median']:.2f} | {mixed_s:.2f} | {single_s:.2f} | "
+        f"{result['mixed_equals_single']} |",
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Training jobs and the trainer registry: one seam between "what to train" and "how".
+
+A :class:`TrainJob` names an adapter to produce (method, scope, owner, task and
+method-specific options); a trainer turns it into an :class:`~tailorlm.adapters.AdapterRecord`
+using a :class:`TrainContext` (store, registry, the base generator). Jobs are plain data
+so a queue can persist them and a scale-out runner (Ray, one task per user) can ship them.
+Trainer modules register themselves when imported; :func:`get_trainer` imports
+``tailorlm.train.<method>`` lazily, because training libraries are slow to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tailorlm.adapters.registry import AdapterKey, AdapterRecord, AdapterRegistry
+    from tailorlm.data import Store
+    from tailorlm.models.local import TransformersGenerator
+
+__all__ = ["SCOPES", "TrainContext", "TrainJob", "Trainer", "get_trainer", "register_trainer", "trainers"]
+
+SCOPES = ("user", "persona", "global")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One adapter to train. ``owner``: user id (scope user), persona id (persona), '' (global)."""
+
+    method: str
+    scope: str
+    owner: str
+    task: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not self.method.strip():
+            raise ValueError(f"TrainJob.method must be a non-empty string, got {self.method!r}")
+        if not isinstance(self.task, str) or not self.task.strip():
+            raise ValueError(f"TrainJob.task must be a non-empty string, got {self.task!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"TrainJob.scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.scope == "global" and self.owner:
+            raise ValueError(f"TrainJob.owner must be '' for scope 'global', got {self.owner!r}")
+        if self.scope != "global" and not self.owner:
+            raise ValueError(f"TrainJob.owner is required for scope {self.scope!r} (a user or persona id)")
+        if not isinstance(self.config, Mapping):
+            raise ValueError(f"TrainJob.config must be a mapping, got {type(self.config).__name__}")
+
+    def key(self, variant: str = "default") -> AdapterKey:
+        """The registry key this job writes (trainers pick the variant, e.g. 'init=global')."""
+        from tailorlm.adapters.registry import AdapterKey
+
+        return AdapterKey(method=self.method, scope=self.scope, owner=self.owner, task=self.task, variant=variant)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "scope": self.scope,
+            "owner": self.owner,
+            "task": self.task,
+            "config": dict(self.config),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainJob:
+        return cls(
+            method=data["method"],
+            scope=data["scope"],
+            owner=data.get("owner", ""),
+            task=data["task"],
+            config=dict(data.get("config") or {}),
+        )
+
+
+@dataclass
+class TrainContext:
+    """What a trainer may use. ``generator`` must come back usable and unchanged."""
+
+    store: Store
+    registry: AdapterRegistry
+    generator: TransformersGenerator
+    embedder: Any | None = None
+    users: Sequence[str] | None = None
+    progress: Callable[[int, int, float], None] | None = None
+
+
+Trainer = Callable[[TrainJob, TrainContext], "AdapterRecord"]
+_TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(method: str, fn: Trainer) -> None:
+    """Make ``fn`` the trainer for ``method`` (a later registration replaces an earlier one)."""
+    if not isinstance(method, str) or not method.strip():
+        raise ValueError(f"trainer method must be a non-empty string, got {method!r}")
+    _TRAINERS[method] = fn
+
+
+def get_trainer(method: str) -> Trainer:
+    """The trainer for ``method``, importing ``tailorlm.train.<method>`` on first use.
+
+    Raises:
+        KeyError: no trainer module registers ``method``.
+    """
+    if method not in _TRAINERS and method.isidentifier():
+        module = f"tailorlm.train.{method}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    if method not in _TRAINERS:
+        raise KeyError(f"no trainer for method {method!r}; known: {sorted(set(_TRAINERS) | set(trainers()))}")
+    return _TRAINERS[method]
+
+
+def trainers() -> list[str]:
+    """Methods with a trainer module (registered or importable), without importing them."""
+    import pkgutil
+
+    import tailorlm.train as pkg
+
+    skip = {"jobs", "data", "queue", "pairs"}
+    found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip and not m.name.startswith("_")}
+    return sorted(found | set(_TRAINERS))

@@ -31,7 +31,7 @@ from tailorlm.models.base import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TransformersGenerator"]
+__all__ = ["TransformersGenerator", "soft_prompt_inputs"]
 
 
 class TransformersGenerator:
@@ -104,27 +104,91 @@ class TransformersGenerator:
         *,
         config: GenerationConfig | None = None,
         adapter: str | Sequence[str | None] | None = None,
+        soft_prompt: Sequence[Any | None] | None = None,
     ) -> list[str]:
-        """Answer each conversation in ``batch``; returns only the new text, stripped."""
+        """Answer each conversation in ``batch``; returns only the new text, stripped.
+
+        ``soft_prompt`` gives one entry per row: None, or a (n_tokens, hidden size) tensor or
+        array of input embeddings prepended to that row's prompt (see :func:`soft_prompt_inputs`).
+        Rows without one take exactly the path they take without the argument.
+        """
         config = config or GenerationConfig()
         convs = normalize_batch(batch)
         rows = resolve_adapters(adapter, len(convs))
+        soft = self._resolve_soft(soft_prompt, len(convs))
         if not convs:
             return []
         with self._lock:
             unknown = sorted({r for r in rows if r is not None} - set(self.adapters))
             if unknown:
                 raise ValueError(f"unknown adapter {unknown[0]!r}; loaded: {self.adapters}")
-            return self._generate(convs, config, rows)
+            return self._split_soft(
+                soft, lambda idx, sp: self._generate([convs[i] for i in idx], config, [rows[i] for i in idx], sp)
+            )
+
+    def _resolve_soft(self, soft_prompt: Sequence[Any | None] | None, n: int) -> list[Any | None]:
+        """One soft prompt (a float tensor on the model's device and dtype) or None per row."""
+        if soft_prompt is None:
+            return [None] * n
+        if isinstance(soft_prompt, str | bytes) or not isinstance(soft_prompt, Sequence):
+            got = type(soft_prompt).__name__
+            raise ValueError(f"soft_prompt must be a sequence with one entry (tensor or None) per row, got {got}")
+        if len(soft_prompt) != n:
+            raise ValueError(f"soft_prompt has {len(soft_prompt)} entries but the batch has {n} conversations")
+        import torch
+
+        hidden = self.base_model.get_input_embeddings().weight.shape[1]
+        out: list[Any | None] = []
+        for i, sp in enumerate(soft_prompt):
+            if sp is None:
+                out.append(None)
+                continue
+            t = torch.as_tensor(sp)
+            if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] != hidden or not t.is_floating_point():
+                raise ValueError(
+                    f"soft_prompt[{i}] must be a float (n_tokens >= 1, {hidden}) tensor, got shape {tuple(t.shape)}"
+                )
+            out.append(t.detach().to(device=self.device, dtype=getattr(torch, self.dtype)))
+        return out
+
+    @staticmethod
+    def _split_soft(soft: list[Any | None], run: Any) -> list[Any]:
+        """Run rows without a soft prompt through the plain path (bit-identical to a call
+        without ``soft_prompt``) and the others through the embeddings path, in row order."""
+        plain = [i for i, sp in enumerate(soft) if sp is None]
+        if len(plain) == len(soft):
+            return list(run(plain, None))
+        with_soft = [i for i, sp in enumerate(soft) if sp is not None]
+        out: list[Any] = [None] * len(soft)
+        for idx, sp in ((plain, None), (with_soft, [soft[i] for i in with_soft])):
+            if idx:
+                for i, value in zip(idx, run(idx, sp), strict=True):
+                    out[i] = value
+        return out
 
     def _generate(
-        self, convs: list[list[dict[str, str]]], config: GenerationConfig, rows: list[str | None]
+        self,
+        convs: list[list[dict[str, str]]],
+        config: GenerationConfig,
+        rows: list[str | None],
+        soft: list[Any] | None = None,
     ) -> list[str]:
         import torch
 
-        enc = self.tokenizer.apply_chat_template(
-            convs, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
-        ).to(self.device)
+        if soft is None:
+            enc = self.tokenizer.apply_chat_template(
+                convs, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+            ).to(self.device)
+        else:
+            ids = [
+                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
+                for c in convs
+            ]
+            with torch.inference_mode():
+                embeds, mask, _ = soft_prompt_inputs(
+                    self.model.get_input_embeddings(), ids, soft, pad_token_id=self.tokenizer.pad_token_id
+                )
+            enc = {"inputs_embeds": embeds, "attention_mask": mask}
         kwargs: dict[str, Any] = {
             "max_new_tokens": config.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -144,7 +208,8 @@ class TransformersGenerator:
             if seeded:
                 torch.manual_seed(config.seed)
             out = self.model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        # with inputs_embeds alone, generate returns only the new tokens
+        new_tokens = out[:, enc["input_ids"].shape[1] :] if soft is None else out
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(t, config.stop).strip() for t in texts]
 
@@ -175,21 +240,29 @@ class TransformersGenerator:
         finally:
             self.model.train(was_training)
 
-    def score_choices(self, batch: Sequence[Messages], choices: Sequence[str], *, adapter: str | None = None) -> Any:
+    def score_choices(
+        self,
+        batch: Sequence[Messages],
+        choices: Sequence[str],
+        *,
+        adapter: str | Sequence[str | None] | None = None,
+        soft_prompt: Sequence[Any | None] | None = None,
+    ) -> Any:
         """Log-probability of each choice as the assistant's whole answer, per conversation.
 
         Returns a numpy array of shape (len(batch), len(choices)). This is constrained
         choice: the model can only "answer" one of ``choices``, so nothing is unparsable.
         Single-token choices (ratings "1".."5") cost one forward pass per batch; longer
         choices are scored by summing token log-probabilities of prompt + choice.
+        ``soft_prompt`` works as in :meth:`generate` (rows without one are scored as before).
         """
         import numpy as np
-        import torch
 
         if not choices:
             raise ValueError("choices is empty")
         convs = normalize_batch(batch)
         rows = resolve_adapters(adapter, len(convs))
+        soft = self._resolve_soft(soft_prompt, len(convs))
         with self._lock:
             unknown = sorted({r for r in rows if r is not None} - set(self.adapters))
             if unknown:
@@ -201,30 +274,52 @@ class TransformersGenerator:
             choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
             if any(not ids for ids in choice_ids):
                 raise ValueError("a choice tokenizes to nothing")
-            seqs = [p + ids for p in prompts for ids in choice_ids]
-            single = all(len(ids) == 1 for ids in choice_ids)
-            if single:
-                seqs = prompts
-            width = max(len(s) for s in seqs)
-            pad = self.tokenizer.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-            kwargs: dict[str, Any] = {}
-            row_adapters = rows if single else [r for r in rows for _ in choices]
-            with self._adapter_context(row_adapters, kwargs), self._eval_mode(), torch.inference_mode():
-                logits = self.model(input_ids=input_ids, attention_mask=mask, **kwargs).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            if single:
-                first = [ids[0] for ids in choice_ids]
-                return logp[:, -1, first].cpu().numpy().astype(np.float64)
-            out = np.zeros((len(convs), len(choices)))
-            for n in range(len(seqs)):
-                i, j = divmod(n, len(choices))
-                ids = choice_ids[j]
-                # token t of the choice sits at position width-len(ids)+t, predicted at the position before
-                pos = torch.arange(width - len(ids) - 1, width - 1, device=self.device)
-                out[i, j] = float(logp[n, pos, torch.tensor(ids, device=self.device)].sum())
-            return out
+            scored = self._split_soft(
+                soft,
+                lambda idx, sp: list(self._score([prompts[i] for i in idx], choice_ids, [rows[i] for i in idx], sp)),
+            )
+            return np.stack(scored).astype(np.float64) if scored else np.zeros((0, len(choices)))
+
+    def _score(
+        self, prompts: list[list[int]], choice_ids: list[list[int]], rows: list[str | None], soft: list[Any] | None
+    ) -> Any:
+        import numpy as np
+        import torch
+
+        n_choices = len(choice_ids)
+        seqs = [p + ids for p in prompts for ids in choice_ids]
+        single = all(len(ids) == 1 for ids in choice_ids)
+        if single:
+            seqs = prompts
+        kwargs: dict[str, Any] = {}
+        row_adapters = rows if single else [r for r in rows for _ in choice_ids]
+        with self._adapter_context(row_adapters, kwargs), self._eval_mode(), torch.inference_mode():
+            if soft is None:
+                width = max(len(s) for s in seqs)
+                pad = self.tokenizer.pad_token_id
+                input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+                mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+                inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask}
+            else:
+                seq_soft = soft if single else [sp for sp in soft for _ in choice_ids]
+                embeds, mask, positions = soft_prompt_inputs(
+                    self.model.get_input_embeddings(), seqs, seq_soft, pad_token_id=self.tokenizer.pad_token_id
+                )
+                inputs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
+                width = embeds.shape[1]
+            logits = self.model(**inputs, **kwargs).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        if single:
+            first = [ids[0] for ids in choice_ids]
+            return logp[:, -1, first].cpu().numpy().astype(np.float64)
+        out = np.zeros((len(prompts), n_choices))
+        for n in range(len(seqs)):
+            i, j = divmod(n, n_choices)
+            ids = choice_ids[j]
+            # token t of the choice sits at position width-len(ids)+t, predicted at the position before
+            pos = torch.arange(width - len(ids) - 1, width - 1, device=self.device)
+            out[i, j] = float(logp[n, pos, torch.tensor(ids, device=self.device)].sum())
+        return out
 
     def count_tokens(self, messages: Messages) -> int:
         """Prompt length in tokens after the chat template (what a context budget counts)."""
@@ -276,3 +371,36 @@ class TransformersGenerator:
             if not self.model.peft_config:
                 self.model = self.model.unload()
                 self._peft_wrapped = False
+
+
+def soft_prompt_inputs(
+    embedding: Any, token_rows: Sequence[Sequence[int]], soft: Sequence[Any], *, pad_token_id: int
+) -> tuple[Any, Any, Any]:
+    """Input embeddings for rows that start with a soft prompt: ``[pad.. | soft | tokens]``.
+
+    The soft tokens go at the very front of each row, before the chat template's first
+    token, as in PPlug (the user embedding is prepended to the whole input): the template
+    and the task text stay exactly as the model was tuned on, and the position is the
+    same for every task and pipeline. Rows are left-padded (the generator's convention,
+    so new tokens start at the same column); padding sits before the soft tokens and is
+    masked out. Returns ``(inputs_embeds, attention_mask, position_ids)`` with positions
+    counted from each row's first real (soft) token, as ``generate`` derives them from the
+    mask. Gradients flow into ``soft`` (training uses this too).
+    """
+    import torch
+
+    if len(token_rows) != len(soft):
+        raise ValueError(f"{len(token_rows)} token rows but {len(soft)} soft prompts")
+    weight = embedding.weight
+    lengths = [len(ids) + sp.shape[0] for ids, sp in zip(token_rows, soft, strict=True)]
+    width = max(lengths)
+    pad = embedding(torch.tensor([pad_token_id], device=weight.device))[0]
+    rows, masks = [], []
+    for ids, sp, n in zip(token_rows, soft, lengths, strict=True):
+        tok = embedding(torch.tensor(list(ids), dtype=torch.long, device=weight.device))
+        parts = [pad.expand(width - n, -1), sp.to(device=weight.device, dtype=weight.dtype), tok]
+        rows.append(torch.cat(parts, dim=0))
+        masks.append([0] * (width - n) + [1] * n)
+    mask = torch.tensor(masks, device=weight.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return torch.stack(rows), mask, positions

@@ -124,6 +124,11 @@ class Contribution:
     adapter: str | None = None
     scope: ServedScope = "none"
     persona_id: str | None = None
+    # Input embeddings (n_tokens x hidden size) prepended to the prompt (PPlug-style user
+    # embedding); only the local generator consumes them. ``soft_prompt_info`` says what
+    # built them (projector name, history items) for the usage record.
+    soft_prompt: Any | None = None
+    soft_prompt_info: dict[str, Any] | None = None
 
 
 @dataclass
@@ -137,6 +142,7 @@ class UsageRecord:
     retrieved: list[dict[str, Any]] = field(default_factory=list)  # {block, id, score}
     prompt_tokens: int = 0
     dropped_items: int = 0  # context lines cut by the token budget
+    soft_prompt: dict[str, Any] | None = None  # e.g. {method, projector, history_items, n_tokens}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,6 +154,7 @@ class PersonalizedInput:
     adapter: str | None
     record: UsageRecord
     blocks: list[ContextBlock] = field(default_factory=list)  # after budget truncation
+    soft_prompt: Any | None = None  # (n_tokens, hidden) embeddings for generate(soft_prompt=[...])
 
 
 @runtime_checkable

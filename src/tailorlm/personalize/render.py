@@ -58,6 +58,11 @@ def render(
     adapters = {c.adapter for c in contributions if c.adapter}
     if len(adapters) > 1:
         raise ValueError(f"contributions ask for several adapters {sorted(adapters)}; a pipeline can use one")
+    soft = [c for c in contributions if c.soft_prompt is not None]
+    if len(soft) > 1:
+        raise ValueError(
+            f"contributions of {[c.method for c in soft]} each bring a soft prompt; a pipeline can use one"
+        )
     request = task.request(query.text, query.choices)
     used = count(task.system) + count(request)
 
@@ -100,5 +105,12 @@ def render(
         ],
         prompt_tokens=count(system) + count(request),
         dropped_items=dropped,
+        soft_prompt=next((c.soft_prompt_info for c in contributions if c.soft_prompt_info is not None), None),
     )
-    return PersonalizedInput(messages=messages, adapter=record.adapter, record=record, blocks=final)
+    return PersonalizedInput(
+        messages=messages,
+        adapter=record.adapter,
+        record=record,
+        blocks=final,
+        soft_prompt=soft[0].soft_prompt if soft else None,
+    )

@@ -75,11 +75,23 @@ class GeneratePredictor:
             chunk = inputs[i : i + self.batch_size]
             adapters = [p.adapter for p in chunk]
             texts = self.generator.generate(
-                [p.messages for p in chunk], config=config, adapter=adapters if any(adapters) else None
+                [p.messages for p in chunk],
+                config=config,
+                adapter=adapters if any(adapters) else None,
+                **_soft_kwargs(chunk),
             )
             for text, ch in zip(texts, choices[i : i + self.batch_size], strict=True):
                 out.append(Prediction(task.parse(text, tuple(ch)), raw=text))
         return out
+
+
+def _soft_kwargs(inputs: Sequence[Any], repeat: int = 1) -> dict[str, Any]:
+    """``soft_prompt=[...]`` (each row's repeated ``repeat`` times) when any input carries one;
+    nothing otherwise, so generators without soft-prompt support are called as before."""
+    soft = [getattr(p, "soft_prompt", None) for p in inputs]
+    if all(s is None for s in soft):
+        return {}
+    return {"soft_prompt": [s for s in soft for _ in range(repeat)]}
 
 
 def content_free(messages: list[dict[str, str]], task: Task, choices: Sequence[str]) -> list[dict[str, str]]:
@@ -113,7 +125,9 @@ class ChoicePredictor:
         for p, ch in zip(inputs, choices, strict=True):
             labels = _labels(task, ch)
             batch = [p.messages] + ([content_free(p.messages, task, ch)] if self.calibrate else [])
-            logp = np.asarray(self.scorer.score_choices(batch, labels, adapter=p.adapter), dtype=float)
+            # the content-free row keeps the same personalization (context and soft prompt)
+            soft = _soft_kwargs([p], repeat=len(batch))
+            logp = np.asarray(self.scorer.score_choices(batch, labels, adapter=p.adapter, **soft), dtype=float)
             probs = _softmax(logp[0])
             if self.calibrate:
                 probs = probs / np.maximum(_softmax(logp[1]), 1e-12)

@@ -1,9 +1,9 @@
 """Personalization methods: one folder per technique, all satisfying :class:`Personalizer`.
 
-Importing this package registers every method (identity, rag, profile, persona).
+Importing this package registers every method (identity, rag, profile, persona, softprompt, lora, dpo, soups).
 """
 
-from tailorlm.personalize import identity, persona, profile, rag  # noqa: F401  (registration)
+from tailorlm.personalize import dpo, identity, lora, persona, profile, rag, softprompt, soups  # noqa: F401
 from tailorlm.personalize.base import (
     REGISTRY,
     BasePersonalizer,

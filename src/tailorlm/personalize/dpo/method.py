@@ -1,0 +1,31 @@
+"""Serve the best registered DPO adapter for the user: user -> persona -> global.
+
+A DPO adapter is a LoRA adapter trained with a preference loss (``train/dpo.py``), so
+finding and loading one is exactly the LoRA method's job with another registry
+method name: this reuses :class:`~tailorlm.personalize.lora.LoraPersonalizer` (the
+cold-start rule, the LRU adapter cache, the error naming the train command) with
+``adapter_method="dpo"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tailorlm.personalize.lora.config import LoraMethodConfig
+from tailorlm.personalize.lora.method import LoraPersonalizer
+
+__all__ = ["DpoMethodConfig", "DpoPersonalizer"]
+
+
+@dataclass
+class DpoMethodConfig(LoraMethodConfig):
+    """:class:`LoraMethodConfig` looking up ``dpo`` adapters (variant "init=lora" for SFT-then-DPO ones)."""
+
+    adapter_method: str = "dpo"
+
+
+class DpoPersonalizer(LoraPersonalizer):
+    """Contributes ``adapter=<name>`` of the user's, their persona's or the global DPO adapter."""
+
+    name = "dpo"
+    config_cls = DpoMethodConfig

@@ -281,3 +281,70 @@ def test_rouge_agreement_counts_only_decisive_comparable_pairs() -> None:
     s = rouge_agreement(v, [0.5, 0.5, 0.9], [0.1, 0.2, 0.1])
     assert s["rouge_comparable_pairs"] == 2 and s["agreement_with_rouge"] == pytest.approx(0.5)
     assert s["ties"] == 1 and s["position_consistent"] == pytest.approx(2 / 3)
+
+
+class _SoftPromptEcho(FakeGenerator):
+    """Answers with the sum of the row's soft prompt, so a stale cache entry would show."""
+
+    def generate(self, batch, *, config=None, adapter=None, soft_prompt=None):
+        self.calls += 1
+        softs = soft_prompt or [None] * len(batch)
+        return ["none" if s is None else f"{float(np.asarray(s).sum()):.1f}" for s in softs]
+
+
+def test_generation_cache_keys_rows_on_their_soft_prompt_values(tmp_path: Path) -> None:
+    gen = _SoftPromptEcho()
+    gen.calls = 0
+    cached = CachedGenerator(gen, tmp_path / "gen.sqlite")
+    conv = [{"role": "user", "content": "same text"}]
+    a, b = np.ones((2, 4), dtype=np.float32), np.full((2, 4), 2.0, dtype=np.float32)
+    assert cached.generate([conv, conv, conv], soft_prompt=[a, b, None]) == ["8.0", "16.0", "none"]
+    assert cached.misses == 3
+    assert cached.generate([conv, conv], soft_prompt=[b.copy(), a.copy()]) == ["16.0", "8.0"]
+    assert cached.generate([conv]) == ["none"]  # no soft prompt: the plain row's entry
+    assert (cached.hits, cached.misses, gen.calls) == (3, 3, 1)
+
+
+def test_suite_training_plan_follows_the_split(title_store: Store) -> None:
+    """Global/persona adapters learn from the population only; user adapters stop before the query."""
+    from tailorlm.eval.splits import make_split
+    from tailorlm.eval.training import plan_jobs
+
+    for u in range(12):
+        title_store.add([User(user_id=f"u{u}", gender="woman" if u % 2 else "man")])
+    suite = SuiteConfig.from_dict(
+        {
+            "name": "t",
+            "rows": [{"task": "amazon-title", "method": "lora-user", "predictor": "generate", "users": 5}],
+            "train": [
+                {"method": "lora", "scope": "global", "task": "amazon-title", "config": {"steps": 2}},
+                {"method": "lora", "scope": "user", "task": "amazon-title", "users": 3},
+                {"method": "lora", "scope": "persona", "task": "amazon-title", "users": 3,
+                 "config": {"persona_by": "gender"}},
+            ],
+        }
+    )  # fmt: skip
+    jobs, populations = plan_jobs(suite, title_store)
+    widest, _ = make_split(title_store, "amazon-title", n_users=5, seed=0)
+    held_out = {u for u, _ in widest.queries}
+    assert populations["amazon-title"] == widest.population and not held_out & set(widest.population)
+
+    by_scope: dict[str, list] = {}
+    for job in jobs:
+        by_scope.setdefault(job.scope, []).append(job)
+    assert [(j.owner, dict(j.config)) for j in by_scope["global"]] == [("", {"steps": 2})]
+    _, queries = make_split(title_store, "amazon-title", n_users=3, seed=0)
+    assert {j.owner for j in by_scope["user"]} == {u for u, _ in queries} <= held_out  # the rows' nested sample
+    for job in by_scope["user"]:
+        (query,) = [ex for (u, _), ex in queries.items() if u == job.owner]
+        assert job.config["before"] == query.timestamp  # strictly before the query: never it, never its future
+    assert {j.owner for j in by_scope["persona"]} <= {"gender=man", "gender=woman"}
+    assert all(j.config["persona_by"] == "gender" for j in by_scope["persona"])
+
+
+def test_suite_train_entries_are_validated() -> None:
+    bad = {"name": "x", "rows": [{"task": "amazon-title", "method": "identity"}]}
+    with pytest.raises(ValueError, match=r"train\[0\]: 'users' must be >= 1"):
+        SuiteConfig.from_dict(bad | {"train": [{"method": "lora", "scope": "user", "task": "amazon-title"}]})
+    with pytest.raises(ValueError, match=r"train\[0\]: unknown key"):
+        SuiteConfig.from_dict(bad | {"train": [{"method": "lora", "scope": "global", "task": "amazon-title", "x": 1}]})

@@ -62,7 +62,16 @@ def run_bench(
             generator_factory=lambda: CachedGenerator(make_generator(), gen_cache),
             embedder_factory=embedder_factory or (lambda: build_embedder(settings)),
         )
+        training: list[dict[str, Any]] = []
+        if suite.train:
+            from tailorlm.eval.training import run_training
+
+            training = run_training(
+                suite, store, generator=env.generator, embedder=env.embedder, work=work, log=log, progress=progress
+            )
         report = run_suite(suite, out_dir=out_dir, env=env, force=force, log=log, progress=progress, datasets=datasets)
+        if training:
+            report["training"] = training
         if suite.judge.get("pairs", 0) > 0 and env.generator is not None:
             log("judging generation rows against their baselines (both orders)")
             judge_gen = _judge_generator(suite.judge, env.generator, work / "judge.sqlite")

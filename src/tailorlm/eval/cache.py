@@ -90,14 +90,19 @@ class CachedGenerator:
         *,
         config: GenerationConfig | None = None,
         adapter: str | Sequence[str | None] | None = None,
+        soft_prompt: Sequence[Any] | None = None,
     ) -> list[str]:
         config = config or GenerationConfig()
         convs = normalize_batch(batch)
         adapters = resolve_adapters(adapter, len(convs))
+        softs = _soft_rows(soft_prompt, len(convs))
         if not config.greedy and config.seed is None:
-            return self.generator.generate(batch, config=config, adapter=adapter)
+            return self.generator.generate(batch, config=config, adapter=adapter, **_soft_kw(soft_prompt))
         cfg = asdict(config)
-        keys = [self._key("generate", c, {"config": cfg, "adapter": a}) for c, a in zip(convs, adapters, strict=True)]
+        keys = [
+            self._key("generate", c, {"config": cfg, "adapter": a} | _soft_key(sp))
+            for c, a, sp in zip(convs, adapters, softs, strict=True)
+        ]
         found = self._get(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(keys) - len(todo)
@@ -105,22 +110,31 @@ class CachedGenerator:
         if todo:
             sub_adapters = [adapters[i] for i in todo]
             texts = self.generator.generate(
-                [convs[i] for i in todo], config=config, adapter=sub_adapters if any(sub_adapters) else None
+                [convs[i] for i in todo],
+                config=config,
+                adapter=sub_adapters if any(sub_adapters) else None,
+                **_soft_kw(soft_prompt and [softs[i] for i in todo]),
             )
             self._put("generate", [(keys[i], json.dumps(t)) for i, t in zip(todo, texts, strict=True)])
             found.update({keys[i]: json.dumps(t) for i, t in zip(todo, texts, strict=True)})
         return [json.loads(found[k]) for k in keys]
 
     def score_choices(
-        self, batch: Sequence[Messages], choices: Sequence[str], *, adapter: str | None = None
+        self,
+        batch: Sequence[Messages],
+        choices: Sequence[str],
+        *,
+        adapter: str | Sequence[str | None] | None = None,
+        soft_prompt: Sequence[Any] | None = None,
     ) -> np.ndarray:
         if not hasattr(self.generator, "score_choices"):
             raise TypeError(f"{type(self.generator).__name__} cannot score choices")
         convs = normalize_batch(batch)
         adapters = resolve_adapters(adapter, len(convs))
+        softs = _soft_rows(soft_prompt, len(convs))
         keys = [
-            self._key("score", c, {"choices": list(choices), "adapter": a})
-            for c, a in zip(convs, adapters, strict=True)
+            self._key("score", c, {"choices": list(choices), "adapter": a} | _soft_key(sp))
+            for c, a, sp in zip(convs, adapters, softs, strict=True)
         ]
         found = self._get(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
@@ -130,7 +144,10 @@ class CachedGenerator:
             sub_adapters = [adapters[i] for i in todo]
             scores = np.asarray(
                 self.generator.score_choices(
-                    [convs[i] for i in todo], choices, adapter=sub_adapters if any(sub_adapters) else None
+                    [convs[i] for i in todo],
+                    choices,
+                    adapter=sub_adapters if any(sub_adapters) else None,
+                    **_soft_kw(soft_prompt and [softs[i] for i in todo]),
                 ),
                 dtype=float,
             )
@@ -138,3 +155,30 @@ class CachedGenerator:
             self._put("score", rows)
             found.update(dict(rows))
         return np.asarray([json.loads(found[k]) for k in keys], dtype=float)
+
+
+def _soft_rows(soft_prompt: Sequence[Any] | None, n: int) -> list[Any]:
+    if soft_prompt is None:
+        return [None] * n
+    if len(soft_prompt) != n:
+        raise ValueError(f"soft_prompt has {len(soft_prompt)} rows for a batch of {n}")
+    return list(soft_prompt)
+
+
+def _soft_kw(soft_prompt: Sequence[Any] | None) -> dict[str, Any]:
+    """Pass soft prompts on only when there are some: other generators do not take the argument."""
+    return (
+        {"soft_prompt": list(soft_prompt)}
+        if soft_prompt is not None and any(s is not None for s in soft_prompt)
+        else {}
+    )
+
+
+def _soft_key(soft: Any) -> dict[str, str]:
+    """A row's soft prompt is part of its input: key the cache on its exact values."""
+    if soft is None:
+        return {}
+    arr = np.ascontiguousarray(
+        soft.detach().cpu().float().numpy() if hasattr(soft, "detach") else np.asarray(soft, dtype=np.float32)
+    )
+    return {"soft_prompt": hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()}

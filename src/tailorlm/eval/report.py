@@ -91,6 +91,30 @@ def _system_tables(report: dict[str, Any]) -> list[str]:
             f"| {r['task']} | {r['name']} | {lat} | {m.get('prompt_tokens', 0):.0f} |"
             f" {sm.get('predict_seconds', 0):.1f} | {tps} | {sm.get('peak_rss_mb', 0):,.0f} |"
         )
+    return out + _training_table(report)
+
+
+def _training_table(report: dict[str, Any]) -> list[str]:
+    """The suite's trained adapters: what each cost and whether its loss moved."""
+    rows = report.get("training") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "### System: training (adapters the parametric rows use)",
+        "",
+        "| method | scope | owner | task | status | steps | seconds | examples | tokens | MB | loss first → last |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for t in rows:
+        size = f"{t['size_bytes'] / 1e6:.2f}" if t.get("size_bytes") else ""
+        loss = f"{t['loss_first']:.3f} → {t['loss_last']:.3f}" if t.get("loss_first") is not None else ""
+        secs = f"{t['seconds']:.0f}" if t.get("seconds") is not None else ""
+        status = t["status"] if t["status"] != "failed" else f"failed: {(t.get('error') or '')[:80]}"
+        out.append(
+            f"| {t['method']} | {t['scope']} | {t['owner'] or '-'} | {t['task']} | {status} | {t.get('steps') or ''} |"
+            f" {secs} | {t.get('examples') or ''} | {t.get('tokens') or ''} | {size} | {loss} |"
+        )
     return out
 
 

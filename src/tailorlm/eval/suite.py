@@ -41,6 +41,7 @@ from tailorlm.data import Store
 from tailorlm.eval.metrics import METRIC_DIRECTION
 from tailorlm.eval.runner import PREDICTORS, run_method
 from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
+from tailorlm.eval.training import TrainSpec
 from tailorlm.tasks import get_task
 
 __all__ = ["DatasetSpec", "RowSpec", "SuiteConfig", "load_suite", "primary_metrics", "run_suite"]
@@ -90,13 +91,25 @@ class SuiteConfig:
     budget_tokens: int = 1024
     description: str = ""
     judge: dict[str, Any] = field(default_factory=dict)
+    train: tuple[TrainSpec, ...] = ()  # adapters the parametric rows need, trained first
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> SuiteConfig:
         def fail(msg: str) -> ValueError:
             return ValueError(f"{source}: {msg}")
 
-        known = {"name", "rows", "datasets", "seed", "split", "meteor", "budget_tokens", "description", "judge"}
+        known = {
+            "name",
+            "rows",
+            "datasets",
+            "seed",
+            "split",
+            "meteor",
+            "budget_tokens",
+            "description",
+            "judge",
+            "train",
+        }
         if unknown := sorted(set(data) - known):
             raise fail(f"unknown key(s) {unknown}; known: {sorted(known)}")
         if not data.get("rows"):
@@ -130,8 +143,20 @@ class SuiteConfig:
             if n > 1:
                 raise fail(f"task {task!r} has {n} baseline rows; mark one")
         datasets = tuple(DatasetSpec(**d) for d in data.get("datasets", []))
-        rest = {k: v for k, v in data.items() if k not in ("rows", "datasets")}
-        return cls(rows=tuple(rows), datasets=datasets, **rest)
+        train: list[TrainSpec] = []
+        for i, t in enumerate(data.get("train", [])):
+            allowed = {"method", "scope", "task", "users", "config"}
+            if unknown := sorted(set(t) - allowed):
+                raise fail(f"train[{i}]: unknown key(s) {unknown}; known: {sorted(allowed)}")
+            if missing := sorted({"method", "scope", "task"} - set(t)):
+                raise fail(f"train[{i}]: missing {missing}")
+            try:
+                get_task(t["task"])
+                train.append(TrainSpec(**t))
+            except (KeyError, ValueError, TypeError) as e:
+                raise fail(f"train[{i}]: {e}") from None
+        rest = {k: v for k, v in data.items() if k not in ("rows", "datasets", "train")}
+        return cls(rows=tuple(rows), datasets=datasets, train=tuple(train), **rest)
 
 
 def load_suite(name_or_path: str | Path) -> SuiteConfig:
@@ -214,8 +239,12 @@ class SuiteEnv:
         return self._embedder
 
 
+# Methods that embed: dense retrieval, clustered personas (also for persona adapters), user vectors.
+EMBEDDING_METHODS = ("rag-dense", "rag-hybrid", "persona", "lora", "lora-persona", "dpo", "dpo-persona", "softprompt")
+
+
 def _needs_embedder(row: RowSpec) -> bool:
-    return any(p in ("rag-dense", "rag-hybrid", "persona") for p in row.method.split("+")) or any(
+    return any(p in EMBEDDING_METHODS for p in row.method.split("+")) or any(
         cfg.get("persona_by") == "cluster" or cfg.get("retriever") in ("dense", "hybrid")
         for cfg in row.overrides.values()
     )

@@ -53,6 +53,7 @@ class BM25Ranker:
     def _index(self, entries: Sequence[HistoryEntry]) -> Any:
         import bm25s
 
+        _quiet_bm25s()
         key = tuple((e.user_id, e.entry_id, e.title, e.text) for e in entries)
         fp = hash(key)
         with self._lock:
@@ -90,3 +91,11 @@ class BM25Ranker:
         with self._lock:
             for fp in [fp for fp, (_, _, users) in self._indexes.items() if user_id in users]:
                 del self._indexes[fp]
+
+
+def _quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG; once any library adds a root handler (rouge-score's
+    absl does), every index build would print a line. Warnings still come through."""
+    import logging
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)

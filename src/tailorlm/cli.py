@@ -504,7 +504,11 @@ def _train_context(ctx: typer.Context, store, users=None, progress=None):
         err.print("[red]training needs the local backend (--backend local)[/red]")
         raise typer.Exit(2)
     registry = AdapterRegistry(store, base_model=model_fingerprint(generator))
-    embedder = None
+    from tailorlm.models import build_embedder
+    from tailorlm.models.embedders import LazyEmbedder
+
+    # Built on first use: soft prompts and clustered personas embed, LoRA and DPO do not.
+    embedder = LazyEmbedder(lambda: build_embedder(settings))
     return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tailorlm.models._packaged import MINILM_NAME, minilm_folder, offline_hub
 
 if TYPE_CHECKING:
     import numpy
 
-__all__ = ["SentenceTransformerEmbedder"]
+    from tailorlm.models.base import Embedder
+
+__all__ = ["LazyEmbedder", "SentenceTransformerEmbedder"]
 
 
 class SentenceTransformerEmbedder:
@@ -90,3 +93,33 @@ def _folder_hash(path: Path) -> str:
                 for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()[:12]
+
+
+class LazyEmbedder:
+    """Builds the real embedder on first use, so specs that never embed never load it (~10 s)."""
+
+    def __init__(self, build: Callable[[], Embedder]) -> None:
+        self._build = build
+        self._inner: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Embedder:
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._build()
+            return self._inner
+
+    @property
+    def name(self) -> str:
+        return self._get().name
+
+    @property
+    def version(self) -> str:
+        return self._get().version
+
+    @property
+    def dim(self) -> int:
+        return self._get().dim
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return self._get().embed(texts)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tailorlm.data import Store
 from tailorlm.models.base import BackendError, Embedder, GenerationConfig, Generator, Messages
+from tailorlm.models.embedders import LazyEmbedder
 from tailorlm.personalize import ALIASES, REGISTRY, PersonalizedInput, Query, parse_method_spec
 from tailorlm.serve.errors import ApiError
 from tailorlm.tasks import get_task
@@ -63,36 +64,6 @@ class LockedGenerator:
 
     def __getattr__(self, name: str) -> Any:  # adapters, path, ... (read-only attributes)
         return getattr(self.inner, name)
-
-
-class LazyEmbedder:
-    """Builds the real embedder on first use, so specs that never embed never load it (~10 s)."""
-
-    def __init__(self, build: Callable[[], Embedder]) -> None:
-        self._build = build
-        self._inner: Embedder | None = None
-        self._lock = threading.Lock()
-
-    def _get(self) -> Embedder:
-        with self._lock:
-            if self._inner is None:
-                self._inner = self._build()
-            return self._inner
-
-    @property
-    def name(self) -> str:
-        return self._get().name
-
-    @property
-    def version(self) -> str:
-        return self._get().version
-
-    @property
-    def dim(self) -> int:
-        return self._get().dim
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        return self._get().embed(texts)
 
 
 @dataclass

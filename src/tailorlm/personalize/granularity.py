@@ -18,9 +18,11 @@ everyone (global level). Here:
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,22 @@ from tailorlm.tasks import Task
 __all__ = ["Granularity", "ScopeDecision"]
 
 _ATTRS = ("age", "age_band", "gender", "occupation", "location")
+
+# Text vectors shared by every Granularity that uses the same embedder object: fitting
+# personas again (another task, a persona adapter's trainer, an evaluation row) must not
+# embed the same population's history again; on 2 CPUs one pass over 10k reviews takes
+# minutes. Keyed by the object (not its name), so two embedders never share vectors.
+_MAX_SHARED_VECTORS = 200_000
+_SHARED_VECTORS: weakref.WeakKeyDictionary[Any, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _shared_text_vectors(embedder: Embedder | None) -> dict[str, np.ndarray]:
+    if embedder is None:
+        return {}
+    try:
+        return _SHARED_VECTORS.setdefault(embedder, {})
+    except TypeError:  # not weak-referenceable: a private cache
+        return {}
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,7 @@ class Granularity:
         self.population_ = set(users)
         self.persona_of_: dict[str, str] = {}
         self._pools: dict[tuple[str | None, str], list[HistoryEntry]] = {}
-        self._text_vectors: dict[str, np.ndarray] = {}
+        self._text_vectors = _shared_text_vectors(self.embedder)
         if self.persona_by == "cluster":
             self._fit_clusters(store, sorted(self.population_))
         elif self.persona_by is not None:
@@ -109,6 +127,8 @@ class Granularity:
         todo = [t for t in dict.fromkeys(texts) if t not in self._text_vectors]
         if todo:  # users share items (POPQUORN comments, movies): embed each text once
             self._text_vectors.update(zip(todo, self.embedder.embed(todo), strict=True))
+            while len(self._text_vectors) > _MAX_SHARED_VECTORS:  # oldest first
+                self._text_vectors.pop(next(iter(self._text_vectors)))
         vec = np.mean([self._text_vectors[t] for t in texts], axis=0)
         return vec / (np.linalg.norm(vec) or 1.0)
 

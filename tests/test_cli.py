@@ -96,3 +96,17 @@ def test_bad_input_gets_a_clear_error(env: Path, args: tuple[str, ...], message:
     r = _invoke(*args)
     assert r.exit_code != 0
     assert message in r.output
+
+
+def test_train_pairs_derives_preferences_from_other_users_earlier_titles(env: Path) -> None:
+    assert _invoke("data", "load", str(env / "reviews.json.gz")).exit_code == 0
+    r = _invoke("train", "pairs", "--task", "amazon-title", "--user", "amazon:U1")
+    assert r.exit_code == 0, r.output
+    store = Store.from_settings(load_settings())
+    prefs = store.get_preferences(user_id="amazon:U1")
+    assert prefs and all(p.source == "derived:other-user-title" for p in prefs)
+    assert all("U1 title" in p.chosen for p in prefs)  # the user's own title is the chosen one
+    assert all("U1" not in p.rejected for p in prefs)  # always another user's title
+    again = _invoke("train", "pairs", "--task", "amazon-title", "--user", "amazon:U1")
+    assert again.exit_code == 0 and len(store.get_preferences(user_id="amazon:U1")) == len(prefs)
+    assert not store.get_preferences(user_id="amazon:U2")  # only the users asked for

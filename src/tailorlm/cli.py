@@ -635,6 +635,52 @@ def train_queue(
         err.print(f"[red]failed[/red] {qj.job.owner or 'global'}: {qj.error}")
 
 
+@train_app.command("pairs")
+def train_pairs(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="the task whose examples are paired (e.g. amazon-title)")] = "amazon-title",
+    user: Annotated[list[str] | None, typer.Option(help="user id (repeatable); default: --users of them")] = None,
+    users: Annotated[int, typer.Option(help="users with the most examples of the task")] = 20,
+    base_output: Annotated[bool, typer.Option(help="also prefer the user's text to the base model's output")] = False,
+    dimensions: Annotated[bool, typer.Option(help="also derive concise/detailed pairs (Soups)")] = False,
+) -> None:
+    """Derive preference pairs from the users' real data for DPO (stored as Preference records).
+
+    The user's own text is preferred to another user's text for a similar, earlier item
+    (and, with --base-output, to the base model's answer). Rerunning changes nothing.
+    """
+    from collections import Counter
+
+    from tailorlm.train.pairs import PairConfig, derive_pairs
+
+    store = _store(ctx)
+    if user:
+        owners = list(user)
+    else:
+        counts = Counter(e.user_id for e in store.get_examples(task=task))
+        owners = [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:users]
+    if not owners:
+        err.print(f"[red]no user has examples of task {task!r}; load a dataset that provides them[/red]")
+        raise typer.Exit(2)
+    generator = None
+    if base_output:
+        from tailorlm.models import build_generator
+
+        with err.status("loading the base model"):
+            generator = build_generator(_settings(ctx))
+    with err.status(f"deriving pairs for {len(owners)} users"):
+        report = derive_pairs(
+            store,
+            owners,
+            config=PairConfig(task=task, base_output=base_output, dimensions=dimensions),
+            generator=generator,
+        )
+    for source, n in sorted(report.stored.items()):
+        console.print(f"stored  {source:40s} {n:6d}")
+    for reason, n in sorted(report.skipped.items()):
+        console.print(f"skipped {reason:40s} {n:6d}")
+
+
 @train_app.command("list")
 def train_list(
     ctx: typer.Context,

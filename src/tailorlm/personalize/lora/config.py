@@ -18,7 +18,8 @@ class LoraMethodConfig(MethodConfig):
 
     Args:
         task: the adapters' task; None: the query's task.
-        scope: "auto" (user -> persona -> global by the cold-start rule) or one fixed scope.
+        scope: "auto" (user -> persona -> global by the cold-start rule) or one fixed scope;
+            "persona" falls back to global for a user with no persona yet (no history).
         min_user_items: eligible own history entries needed before a user adapter is served.
         persona_by: the persona attribute (or "cluster"); None: inferred from the
             registered persona adapters' ids ("gender=F" -> "gender").

@@ -77,6 +77,9 @@ class LoraPersonalizer(BasePersonalizer):
         if scope == "auto":
             enough = len(eligible_history(self.store_, user_id, query)) >= self.cfg.min_user_items
             order = ["user", "persona", "global"] if enough else ["persona", "global"]
+        elif scope == "persona":
+            # The granularity rule: a user with no persona yet (no history) is served at global scope.
+            order = ["persona", "global"]
         else:
             order = [scope]
         for s in order:

@@ -348,3 +348,14 @@ def test_suite_train_entries_are_validated() -> None:
         SuiteConfig.from_dict(bad | {"train": [{"method": "lora", "scope": "user", "task": "amazon-title"}]})
     with pytest.raises(ValueError, match=r"train\[0\]: unknown key"):
         SuiteConfig.from_dict(bad | {"train": [{"method": "lora", "scope": "global", "task": "amazon-title", "x": 1}]})
+
+
+def test_model_fingerprint_sees_through_the_generation_cache(tmp_path: Path) -> None:
+    """Adapters are registered under the base model's fingerprint; a cached evaluation must find them."""
+    from tailorlm.eval.cache import model_fingerprint
+
+    fake = FakeGenerator()
+    fake.path = "/models/smollm2"  # what tells two builds of a model apart
+    cached = CachedGenerator(fake, tmp_path / "gen.sqlite")
+    assert model_fingerprint(cached) == model_fingerprint(fake)
+    assert "gen.sqlite" not in model_fingerprint(cached)

@@ -26,7 +26,9 @@ class LoraMethodConfig(MethodConfig):
         variant: the user adapters' variant ("default", or "init=global" for OPPU-style ones).
         adapter_method: the registry method name to look up (LoRA-family trainers may reuse this).
         if_missing: "error" (raise, naming the train command) or "skip" (serve the base model).
-        cache_capacity: adapters kept loaded in the generator at once (LRU).
+        cache_capacity: adapters kept loaded in the generator at once (LRU, ~2 MB each). An
+            evaluation personalizes a whole batch before predicting, so this must exceed the
+            number of distinct adapters one prediction batch needs.
     """
 
     task: str | None = None
@@ -36,7 +38,7 @@ class LoraMethodConfig(MethodConfig):
     variant: str = "default"
     adapter_method: str = "lora"
     if_missing: Literal["error", "skip"] = "error"
-    cache_capacity: int = 8
+    cache_capacity: int = 64
 
     def __post_init__(self) -> None:
         if self.scope not in _SCOPES:

@@ -99,6 +99,7 @@ def main() -> None:
         singles = [gen.generate([p], config=cfg, adapter=n)[0] for p, n in zip(prompts, names, strict=True)]
         single_runs.append(time.perf_counter() - t)
     mixed_s, single_s = statistics.median(mixed_runs), statistics.median(single_runs)
+    fixed = fixed_length_throughput(gen, prompts, names, args.new_tokens, args.repeats)
     for n in names:
         gen.delete_adapter(n)
 
@@ -122,6 +123,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "new_tokens": args.new_tokens,
         "mixed_equals_single": mixed == singles,
+        "fixed_length": fixed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
@@ -134,8 +136,64 @@ def main() -> None:
         f"{result['load_ms_median']:.1f} | {result['set_adapter_ms_median']:.2f} | {mixed_s:.2f} | {single_s:.2f} | "
         f"{single_s / mixed_s:.2f}x | {result['mixed_equals_single']} |",
     ]
+    md += [
+        "",
+        f"Decoding throughput with exactly {args.new_tokens} new tokens per row (end-of-sequence ignored):",
+        "",
+        "| mode | seconds (median) | tokens/s | vs one at a time |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode, label in (("mixed", "8 users, one mixed-adapter batch"), ("same", "8 rows, one adapter, one batch"),
+                        ("single", "8 users one at a time")):  # fmt: skip
+        f = fixed[mode]
+        md.append(f"| {label} | {f['seconds']:.2f} | {f['tokens_per_s']:.1f} | {f['speedup']:.2f}x |")
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def fixed_length_throughput(gen, prompts, names, new_tokens: int, repeats: int) -> dict:
+    """Tokens/s when every row decodes exactly ``new_tokens`` (no early stop), so a batch and
+    one-at-a-time calls do the same work: the fair throughput comparison. Calls the PEFT model
+    directly because GenerationConfig has no minimum length."""
+    import torch
+
+    tok = gen.tokenizer
+    kw = {
+        "min_new_tokens": new_tokens,
+        "max_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": tok.pad_token_id,
+    }
+
+    def batch(adapter_names=None):
+        enc = tok.apply_chat_template(prompts, add_generation_prompt=True, padding=True, return_tensors="pt",
+                                      return_dict=True)  # fmt: skip
+        if adapter_names is None:
+            gen.model.set_adapter(names[0])
+            return gen.model.generate(**enc, **kw)
+        return gen.model.generate(**enc, adapter_names=adapter_names, **kw)
+
+    def one_by_one():
+        for name, p in zip(names, prompts, strict=True):
+            enc = tok.apply_chat_template([p], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            gen.model.set_adapter(name)
+            gen.model.generate(**enc, **kw)
+
+    runs = {"mixed": lambda: batch(names), "same": lambda: batch(None), "single": one_by_one}
+    out: dict = {}
+    with torch.inference_mode():
+        for mode, fn in runs.items():
+            fn()  # warm-up
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            sec = statistics.median(times)
+            out[mode] = {"seconds": sec, "runs": times, "tokens_per_s": len(prompts) * new_tokens / sec}
+    for mode in out:
+        out[mode]["speedup"] = out["single"]["seconds"] / out[mode]["seconds"]
+    return out
 
 
 if __name__ == "__main__":

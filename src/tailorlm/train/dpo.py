@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tailorlm.train.jobs import TrainContext, TrainJob, register_trainer
+from tailorlm.train.jobs import TrainContext, TrainJob, config_from_mapping, register_trainer
 from tailorlm.train.pairs import training_pairs
 
 if TYPE_CHECKING:
@@ -113,17 +113,7 @@ class DpoTrainConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DpoTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"DpoTrainConfig: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
-        values = dict(data)
-        for name in ("target_modules", "sources"):
-            if isinstance(values.get(name), str):
-                values[name] = tuple(values[name].split(","))
-            elif values.get(name) is not None:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return config_from_mapping(cls, data, tuples=("target_modules", "sources"))
 
     @property
     def key_variant(self) -> str:

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from tailorlm.data import Store
     from tailorlm.models.local import TransformersGenerator
 
-__all__ = ["SCOPES", "TrainContext", "TrainJob", "Trainer", "get_trainer", "register_trainer", "trainers"]
+__all__ = [
+    "SCOPES",
+    "TrainContext",
+    "TrainJob",
+    "Trainer",
+    "config_from_mapping",
+    "get_trainer",
+    "register_trainer",
+    "trainers",
+]
 
 SCOPES = ("user", "persona", "global")
 
@@ -123,3 +132,23 @@ def trainers() -> list[str]:
     skip = {"jobs", "data", "queue", "pairs"}
     found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip and not m.name.startswith("_")}
     return sorted(found | set(_TRAINERS))
+
+
+def config_from_mapping(cls: type, data: Mapping[str, Any], *, tuples: Sequence[str] = ()) -> Any:
+    """A trainer's config dataclass from a job's options (CLI ``-O``, suite TOML, JSON).
+
+    Unknown options are an error that lists the known ones; the fields in ``tuples``
+    accept a comma-separated string or any sequence (TOML and JSON have no tuples).
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    if unknown := set(data) - names:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
+    values = dict(data)
+    for name in tuples:
+        if isinstance(values.get(name), str):
+            values[name] = tuple(values[name].split(","))
+        elif values.get(name) is not None:
+            values[name] = tuple(values[name])
+    return cls(**values)

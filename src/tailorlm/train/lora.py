@@ -35,7 +35,7 @@ from tailorlm.train.data import (
     sft_examples,
     user_examples,
 )
-from tailorlm.train.jobs import TrainContext, TrainJob, register_trainer
+from tailorlm.train.jobs import TrainContext, TrainJob, config_from_mapping, register_trainer
 
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord
@@ -85,15 +85,7 @@ class LoraTrainConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LoraTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"LoraTrainConfig: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
-        values = dict(data)
-        if "target_modules" in values:
-            tm = values["target_modules"]
-            values["target_modules"] = tuple(tm.split(",")) if isinstance(tm, str) else tuple(tm)
-        return cls(**values)
+        return config_from_mapping(cls, data, tuples=("target_modules",))
 
     @property
     def key_variant(self) -> str:

@@ -47,7 +47,7 @@ from tailorlm.train.data import (
     population_examples,
     sft_examples,
 )
-from tailorlm.train.jobs import TrainContext, TrainJob, register_trainer
+from tailorlm.train.jobs import TrainContext, TrainJob, config_from_mapping, register_trainer
 
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord
@@ -94,11 +94,7 @@ class SoftPromptTrainConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SoftPromptTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"SoftPromptTrainConfig: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**data)
+        return config_from_mapping(cls, data, tuples=())
 
 
 def encode_row(tokenizer: Any, row: SFTExample, max_length: int) -> tuple[list[int], list[int]]:

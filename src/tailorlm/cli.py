@@ -306,13 +306,17 @@ def run(
     settings = _settings(ctx)
     store = _store(ctx)
     needs_llm = predictor in ("auto", "generate", "choice", "choice-calibrated") or "profile" in method
-    needs_emb = any(part in method for part in ("dense", "hybrid", "persona"))
+    # Dense retrieval, clustered personas (also for persona adapters) and soft prompts embed;
+    # the embedder is built on first use, so a lora-global run never loads it.
+    needs_emb = any(part in method for part in ("dense", "hybrid", "persona", "lora", "dpo", "softprompt"))
     generator = embedder = None
     with err.status("loading models"):
         if needs_llm:
             generator = build_generator(settings)
         if needs_emb:
-            embedder = build_embedder(settings)
+            from tailorlm.models.embedders import LazyEmbedder
+
+            embedder = LazyEmbedder(lambda: build_embedder(settings))
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -137,6 +137,20 @@ def test_lora_method_serves_user_then_global_and_names_the_missing_command(smoll
     assert smollm.adapters == trained["loaded_before"]
 
 
+def test_persona_scope_serves_a_user_without_a_persona_at_global_scope(smollm, trained: dict) -> None:
+    """The granularity rule: no attribute to group by (or no history) means no persona, so global."""
+    q = Query("These worked well on my guitar, number 2.", task=TASK, timestamp=102)
+    method = parse_method_spec(
+        "lora-persona", collaborators={"generator": smollm}, overrides={"lora-persona": {"persona_by": "occupation"}}
+    ).fit(trained["store"], ["alice", "bob"])
+    try:
+        out = method.personalize("nobody", q)
+        assert out.record.scope == "global" and out.adapter == trained["global"].name
+    finally:
+        method._cache.unload_all()
+    assert smollm.adapters == trained["loaded_before"]
+
+
 def test_clear_errors(trained: dict) -> None:
     train, ctx = get_trainer("lora"), trained["ctx"]
     with pytest.raises(ValueError, match="no training examples of task 'amazon-title' for user 'nobody'"):

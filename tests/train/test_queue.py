@@ -92,3 +92,16 @@ def test_long_prompts_lose_their_middle_not_the_instruction_or_the_assistant_hea
     assert kept[:5] == [0, 1, 2, 3, 4]  # the start: system message and instruction
     assert kept[-15:] == list(range(85, 100))  # the end: the question and the assistant header
     assert trim_middle(ids, 200) == ids
+
+
+def test_persona_members_come_from_the_population_only(tmp_path) -> None:
+    from tailorlm.data import Store, User
+    from tailorlm.train.data import persona_members
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.add([User(user_id=f"u{i}", gender="woman" if i % 2 else "man") for i in range(6)])
+    assert persona_members(store, "gender=woman", ["u0", "u1", "u2", "u3"]) == ["u1", "u3"]  # not u5
+    with pytest.raises(ValueError, match="no members in the population"):
+        persona_members(store, "gender=other", ["u0", "u1"])
+    with pytest.raises(ValueError, match="is not 'attribute=value'"):
+        persona_members(store, "women", ["u0"])

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.eval.splits import make_split
+from tailorlm.train.jobs import SCOPES
 
 __all__ = ["TrainSpec", "plan_jobs", "run_training"]
-
-SCOPES = ("user", "persona", "global")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "batch_order",
     "data_snapshot",
     "encode_sft",
+    "persona_members",
     "population_examples",
     "sft_examples",
     "trim_middle",
@@ -159,3 +160,28 @@ def trim_middle(ids: list[int], budget: int, *, head_share: float = 0.25) -> lis
         return ids
     head = int(budget * head_share)
     return ids[:head] + ids[len(ids) - (budget - head) :]
+
+
+def persona_members(
+    store: Store,
+    persona_id: str,
+    population: Sequence[str],
+    *,
+    persona_by: str | None = None,
+    n_clusters: int = 8,
+    embedder: Any = None,
+    seed: int = 0,
+) -> list[str]:
+    """The population's members of ``persona_id`` ("attribute=value" or "cluster=k"), found the way
+    the methods find a user's persona at inference (:class:`~tailorlm.personalize.granularity.Granularity`)."""
+    from tailorlm.personalize.granularity import Granularity
+
+    if "=" not in persona_id and persona_by is None:
+        raise ValueError(f"persona id {persona_id!r} is not 'attribute=value' and no persona_by option was given")
+    attr = persona_by or persona_id.partition("=")[0]
+    gran = Granularity(persona_by=attr, n_clusters=n_clusters, embedder=embedder, seed=seed)
+    gran.fit(store, list(population))
+    members = sorted(gran.members_.get(persona_id, []))
+    if not members:
+        raise ValueError(f"persona {persona_id!r} has no members in the population; known: {sorted(gran.members_)}")
+    return members

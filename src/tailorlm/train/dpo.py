@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tailorlm.train.data import persona_members
 from tailorlm.train.jobs import TrainContext, TrainJob, config_from_mapping, register_trainer
 from tailorlm.train.pairs import training_pairs
 
@@ -128,17 +129,10 @@ def _members(job: TrainJob, ctx: TrainContext, cfg: DpoTrainConfig) -> list[str]
         return [job.owner]
     if job.scope == "global":
         return sorted(population)
-    from tailorlm.personalize.granularity import Granularity
-
-    if "=" not in job.owner and cfg.persona_by is None:
-        raise ValueError(f"persona id {job.owner!r} is not 'attribute=value' and no persona_by option was given")
-    attr = cfg.persona_by or job.owner.partition("=")[0]
-    gran = Granularity(persona_by=attr, n_clusters=cfg.n_clusters, embedder=ctx.embedder, seed=cfg.seed)
-    gran.fit(store, population)
-    members = sorted(gran.members_.get(job.owner, []))
-    if not members:
-        raise ValueError(f"persona {job.owner!r} has no members in the population; known: {sorted(gran.members_)}")
-    return members
+    return persona_members(
+        store, job.owner, population, persona_by=cfg.persona_by, n_clusters=cfg.n_clusters,
+        embedder=ctx.embedder, seed=cfg.seed,
+    )  # fmt: skip
 
 
 def dpo_pairs(job: TrainJob, ctx: TrainContext, cfg: DpoTrainConfig) -> tuple[list[Preference], list[str]]:

@@ -31,6 +31,7 @@ from tailorlm.train.data import (
     batch_order,
     data_snapshot,
     encode_sft,
+    persona_members,
     population_examples,
     sft_examples,
     user_examples,
@@ -99,19 +100,11 @@ def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tup
         exs = user_examples(store, job.task, job.owner, before=cfg.before, exclude_latest=cfg.exclude_latest)
         users = [job.owner]
     elif job.scope == "persona":
-        from tailorlm.personalize.granularity import Granularity
-
-        attr = cfg.persona_by or job.owner.partition("=")[0]
-        if not attr or ("=" not in job.owner and cfg.persona_by is None):
-            raise ValueError(f"persona id {job.owner!r} is not 'attribute=value' and no persona_by option was given")
         population = list(ctx.users) if ctx.users is not None else store.list_users()
-        gran = Granularity(persona_by=attr, n_clusters=cfg.n_clusters, embedder=ctx.embedder, seed=cfg.seed)
-        gran.fit(store, population)
-        users = sorted(gran.members_.get(job.owner, []))
-        if not users:
-            raise ValueError(
-                f"persona {job.owner!r} has no members in the population; known personas: {sorted(gran.members_)}"
-            )
+        users = persona_members(
+            store, job.owner, population, persona_by=cfg.persona_by, n_clusters=cfg.n_clusters,
+            embedder=ctx.embedder, seed=cfg.seed,
+        )  # fmt: skip
         exs = population_examples(store, job.task, users)
     else:
         users = sorted(ctx.users) if ctx.users is not None else store.list_users()

@@ -9,6 +9,7 @@ filter) yields a fresh index, never a stale one: no invalidation is needed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -93,6 +94,7 @@ class BM25Ranker:
                 del self._indexes[fp]
 
 
+@functools.cache
 def _quiet_bm25s() -> None:
     """bm25s sets its own logger to DEBUG; once any library adds a root handler (rouge-score's
     absl does), every index build would print a line. Warnings still come through."""

@@ -31,6 +31,15 @@ def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj["settings"]
 
 
+def _cached_embedder(settings: Settings):
+    """The configured embedder behind a vector cache in the cache folder: persona discovery
+    re-embeds a population's whole history in every process, minutes on a laptop."""
+    from tailorlm.eval.cache import CachedEmbedder
+    from tailorlm.models import build_embedder
+
+    return CachedEmbedder(build_embedder(settings), Path(settings.cache_dir) / "embeddings.sqlite")
+
+
 def _store(ctx: typer.Context):
     from tailorlm.data import Store
 
@@ -298,7 +307,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from tailorlm.eval import run_method
-    from tailorlm.models import build_embedder, build_generator
+    from tailorlm.models import build_generator
 
     if split not in ("user", "time"):
         err.print(f"[red]--split must be 'user' or 'time', got {split!r}[/red]")
@@ -316,7 +325,7 @@ def run(
         if needs_emb:
             from tailorlm.models.embedders import LazyEmbedder
 
-            embedder = LazyEmbedder(lambda: build_embedder(settings))
+            embedder = LazyEmbedder(lambda: _cached_embedder(settings))
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -508,11 +517,10 @@ def _train_context(ctx: typer.Context, store, users=None, progress=None):
         err.print("[red]training needs the local backend (--backend local)[/red]")
         raise typer.Exit(2)
     registry = AdapterRegistry(store, base_model=model_fingerprint(generator))
-    from tailorlm.models import build_embedder
     from tailorlm.models.embedders import LazyEmbedder
 
     # Built on first use: soft prompts and clustered personas embed, LoRA and DPO do not.
-    embedder = LazyEmbedder(lambda: build_embedder(settings))
+    embedder = LazyEmbedder(lambda: _cached_embedder(settings))
     return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.data import Store
-from tailorlm.eval.cache import CachedGenerator
+from tailorlm.eval.cache import CachedEmbedder, CachedGenerator
 from tailorlm.eval.judge import PairwiseJudge, judge_report
 from tailorlm.eval.report import write_reports
 from tailorlm.eval.suite import SuiteConfig, SuiteEnv, load_datasets, run_suite
@@ -60,7 +60,10 @@ def run_bench(
         env = SuiteEnv(
             store,
             generator_factory=lambda: CachedGenerator(make_generator(), gen_cache),
-            embedder_factory=embedder_factory or (lambda: build_embedder(settings)),
+            # Vectors persist in the work folder: planning persona adapters and fitting
+            # clustered personas re-embed the population's history in every run otherwise.
+            embedder_factory=embedder_factory
+            or (lambda: CachedEmbedder(build_embedder(settings), work / "embeddings.sqlite")),
         )
         training: list[dict[str, Any]] = []
         if suite.train:

@@ -5,7 +5,11 @@ adapter size on disk, switch latency (load an adapter; select it), and generatio
 of one mixed-adapter batch of N users versus one adapter at a time (same prompts, same tokens).
 Writes benchmarks/results/adapters.json and a Markdown table beside it.
 
-Quick smoke run: ``python benchmarks/bench_adapters.py --users 2 --steps 1 --new-tokens 4``.
+Inference is timed in each ``--dtypes`` (default fp32 and bf16): on CPUs with AVX512-BF16,
+bf16 matrix products pay off at batch 8 but not at batch 1, so each side of the comparison
+is also reported at its own best setting.
+
+Quick smoke run: ``python benchmarks/bench_adapters.py --users 2 --steps 1 --new-tokens 4 --repeats 1``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def main() -> None:
     ap.add_argument("--task", default="amazon-title")
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each inference mode (median)")
+    ap.add_argument(
+        "--dtypes", default="float32,bfloat16", help="model dtypes to time inference in (training uses float32)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "adapters.json")
     args = ap.parse_args()
     if not AMAZON.is_file():
@@ -87,21 +94,34 @@ def main() -> None:
         set_ms.append((time.perf_counter() - t) * 1e3)
 
     prompts = [sft_examples(user_examples(store, args.task, u, exclude_latest=False))[-1].chat() for u in users]
-    cfg = GenerationConfig(max_new_tokens=args.new_tokens)
     names = [r.name for r in records]
-    gen.generate(prompts[:2], config=cfg, adapter=names[:2])  # warm-up (first mixed batch, kernels)
-    mixed_runs, single_runs = [], []
-    for _ in range(args.repeats):  # alternate, so background load hits both alike
-        t = time.perf_counter()
-        mixed = gen.generate(prompts, config=cfg, adapter=names)
-        mixed_runs.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        singles = [gen.generate([p], config=cfg, adapter=n)[0] for p, n in zip(prompts, names, strict=True)]
-        single_runs.append(time.perf_counter() - t)
-    mixed_s, single_s = statistics.median(mixed_runs), statistics.median(single_runs)
-    fixed = fixed_length_throughput(gen, prompts, names, args.new_tokens, args.repeats)
+    by_dtype: dict[str, dict] = {}
+    for dtype in args.dtypes.split(","):
+        g = gen
+        if dtype != gen.dtype:  # the same adapters in a second copy of the model in this dtype
+            g = TransformersGenerator("smollm2", cache_dir=default_cache_dir(), dtype=dtype)
+            for r in records:
+                g.add_adapter(r.name, r.path)
+        by_dtype[dtype] = inference(g, prompts, names, args.new_tokens, args.repeats)
+        if g is not gen:
+            del g
     for n in names:
         gen.delete_adapter(n)
+    base = by_dtype[gen.dtype]
+    mixed_s, single_s = base["mixed_batch_seconds"], base["one_at_a_time_seconds"]
+    fixed = base["fixed_length"]
+    # Each side at its best setting: the fastest one-at-a-time dtype vs the fastest mixed batch.
+    best_single = min(by_dtype, key=lambda d: by_dtype[d]["fixed_length"]["single"]["seconds"])
+    best_mixed = min(by_dtype, key=lambda d: by_dtype[d]["fixed_length"]["mixed"]["seconds"])
+    best = {
+        "one_at_a_time_dtype": best_single,
+        "mixed_dtype": best_mixed,
+        "speedup": by_dtype[best_single]["fixed_length"]["single"]["seconds"]
+        / by_dtype[best_mixed]["fixed_length"]["mixed"]["seconds"],
+    }
+    if len(by_dtype) > 1:  # does the batch dtype change what users get?
+        ref, other = by_dtype[gen.dtype]["outputs"], by_dtype[best_mixed]["outputs"]
+        best["outputs_equal_to_" + gen.dtype] = sum(a == b for a, b in zip(ref, other, strict=True)) / len(ref)
 
     result = {
         "task": args.task,
@@ -116,14 +136,14 @@ def main() -> None:
         "one_at_a_time_seconds": single_s,
         "mixed_speedup": single_s / mixed_s,
         "repeats": args.repeats,
-        "mixed_runs_seconds": mixed_runs,
-        "one_at_a_time_runs_seconds": single_runs,
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "new_tokens": args.new_tokens,
-        "mixed_equals_single": mixed == singles,
+        "mixed_equals_single": base["mixed_equals_single"],
         "fixed_length": fixed,
+        "by_dtype": by_dtype,
+        "best": best,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
@@ -140,15 +160,48 @@ def main() -> None:
         "",
         f"Decoding throughput with exactly {args.new_tokens} new tokens per row (end-of-sequence ignored):",
         "",
-        "| mode | seconds (median) | tokens/s | vs one at a time |",
-        "|---|---:|---:|---:|",
+        "| dtype | mode | seconds (median) | tokens/s | vs one at a time, same dtype |",
+        "|---|---|---:|---:|---:|",
     ]
-    for mode, label in (("mixed", "8 users, one mixed-adapter batch"), ("same", "8 rows, one adapter, one batch"),
-                        ("single", "8 users one at a time")):  # fmt: skip
-        f = fixed[mode]
-        md.append(f"| {label} | {f['seconds']:.2f} | {f['tokens_per_s']:.1f} | {f['speedup']:.2f}x |")
+    for dtype, res in by_dtype.items():
+        for mode, label in (("mixed", f"{len(users)} users, one mixed-adapter batch"),
+                            ("same", f"{len(users)} rows, one adapter, one batch"),
+                            ("single", f"{len(users)} users one at a time")):  # fmt: skip
+            f = res["fixed_length"][mode]
+            md.append(f"| {dtype} | {label} | {f['seconds']:.2f} | {f['tokens_per_s']:.1f} | {f['speedup']:.2f}x |")
+    md += [
+        "",
+        f"Best one-at-a-time ({best_single}) vs best mixed batch ({best_mixed}): **{best['speedup']:.2f}x**"
+        + (
+            f"; titles equal to {gen.dtype}'s: {best['outputs_equal_to_' + gen.dtype]:.0%}" if len(by_dtype) > 1 else ""
+        ),
+    ]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def inference(gen, prompts, names, new_tokens: int, repeats: int) -> dict:
+    """End-to-end and fixed-length timings of one generator: a mixed-adapter batch vs one at a time."""
+    cfg = GenerationConfig(max_new_tokens=new_tokens)
+    gen.generate(prompts[:2], config=cfg, adapter=names[:2])  # warm-up (first mixed batch, kernels)
+    mixed_runs, single_runs = [], []
+    for _ in range(repeats):  # alternate, so background load hits both alike
+        t = time.perf_counter()
+        mixed = gen.generate(prompts, config=cfg, adapter=names)
+        mixed_runs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        singles = [gen.generate([p], config=cfg, adapter=n)[0] for p, n in zip(prompts, names, strict=True)]
+        single_runs.append(time.perf_counter() - t)
+    return {
+        "mixed_batch_seconds": statistics.median(mixed_runs),
+        "one_at_a_time_seconds": statistics.median(single_runs),
+        "mixed_speedup": statistics.median(single_runs) / statistics.median(mixed_runs),
+        "mixed_runs_seconds": mixed_runs,
+        "one_at_a_time_runs_seconds": single_runs,
+        "mixed_equals_single": mixed == singles,
+        "outputs": singles,
+        "fixed_length": fixed_length_throughput(gen, prompts, names, new_tokens, repeats),
+    }
 
 
 def fixed_length_throughput(gen, prompts, names, new_tokens: int, repeats: int) -> dict:

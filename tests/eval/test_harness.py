@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tailorlm.data import Document, Store, TaskExample, User
+from tailorlm.data import Store, User
 from tailorlm.eval.cache import CachedGenerator
 from tailorlm.eval.judge import JudgeVerdict, PairwiseJudge, rouge_agreement
 from tailorlm.eval.metrics import WordNetMissing, meteor_per_example, ranking_per_example, ranking_scores
@@ -155,37 +155,6 @@ def test_packaged_suites_parse() -> None:
 def test_suite_config_errors_name_the_place(data: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SuiteConfig.from_dict(data, source="my.toml")
-
-
-@pytest.fixture
-def title_store(tmp_path: Path) -> Store:
-    """12 users with 4 dated reviews each; the review-title task (latest review of each user is a query)."""
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    words = ["warm tone", "bright strings", "sturdy stand", "quiet pedal", "loud amp", "soft pick"]
-    recs: list = []
-    for u in range(12):
-        uid = f"u{u}"
-        recs.append(User(user_id=uid))
-        for i in range(4):
-            w = words[(u + i) % len(words)]
-            text, title = f"I like the {w} a lot", f"{w} rocks"
-            doc_id = f"{uid}-{i}"
-            recs.append(
-                Document(user_id=uid, doc_id=doc_id, doc_kind="review", text=text, title=title, timestamp=1000 + i)
-            )
-            recs.append(
-                TaskExample(
-                    task="amazon-title",
-                    example_id=doc_id,
-                    user_id=uid,
-                    input=text,
-                    target=title,
-                    timestamp=1000 + i,
-                    doc_id=doc_id,
-                )
-            )
-    store.add(recs)
-    return store
 
 
 def test_suite_runs_resumes_from_cache_and_writes_every_report(title_store: Store, tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ PREDICTORS = (
     "majority",
     "user-mean",
 )
+PREDICT_CHUNK = 8  # examples personalized, then predicted, at a time: the predictors' batch (see run_method)
 
 
 @dataclass
@@ -114,26 +115,39 @@ def run_method(
     the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed)
     personalizer.fit(store, list(the_split.population))
     examples = [queries[key] for key in the_split.queries]
-    inputs, qs, latency_ms = [], [], []
-    for i, ex in enumerate(examples):
-        q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
-        qs.append(q)
-        t0 = time.perf_counter()
-        inputs.append(personalizer.personalize(ex.user_id, q))
-        latency_ms.append((time.perf_counter() - t0) * 1e3)
-        if progress:
-            progress(i + 1, 2 * len(examples))
+    population = set(the_split.population)
     population_labels = [
-        ex.target
-        for ex in store.get_examples(task=task)
-        if ex.target is not None and ex.user_id in set(the_split.population)
+        ex.target for ex in store.get_examples(task=task) if ex.target is not None and ex.user_id in population
     ]
-    users = [ex.user_id for ex in examples]
-    t_predict = time.perf_counter()
-    predictions = _predict(pred_name, t, inputs, qs, users, store, generator, population_labels)
-    predict_s = time.perf_counter() - t_predict
-    if progress:
-        progress(2 * len(examples), 2 * len(examples))
+    inputs, qs, latency_ms, predictions = [], [], [], []
+    predict_s = 0.0
+    # Personalize and predict a chunk at a time: a parametric method loads one adapter per
+    # user, and its LRU must still hold a chunk's adapters when the chunk is predicted.
+    # The predictors' batch size, so generator batches are the same as in one pass.
+    for lo in range(0, len(examples), PREDICT_CHUNK):
+        chunk = examples[lo : lo + PREDICT_CHUNK]
+        for ex in chunk:
+            q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
+            qs.append(q)
+            t0 = time.perf_counter()
+            inputs.append(personalizer.personalize(ex.user_id, q))
+            latency_ms.append((time.perf_counter() - t0) * 1e3)
+            if progress:
+                progress(len(inputs) + len(predictions), 2 * len(examples))
+        t_predict = time.perf_counter()
+        predictions += _predict(
+            pred_name,
+            t,
+            inputs[lo:],
+            qs[lo:],
+            [ex.user_id for ex in chunk],
+            store,
+            generator,
+            population_labels,
+        )
+        predict_s += time.perf_counter() - t_predict
+        if progress:
+            progress(len(inputs) + len(predictions), 2 * len(examples))
 
     golds = [ex.target or "" for ex in examples]
     answers = [p.answer for p in predictions]

@@ -362,6 +362,28 @@ class TransformersGenerator:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False).eval()
                 self._peft_wrapped = True
 
+    def add_weighted_adapter(
+        self, name: str, sources: Sequence[str], weights: Sequence[float], *, combination: str = "linear"
+    ) -> bool:
+        """Load adapter ``name``, a weighted merge of loaded ``sources`` (PEFT ``add_weighted_adapter``).
+
+        Under the generator's lock, since it changes the model concurrent generations use.
+        Returns False, merging nothing, when ``name`` is already loaded: callers name a merge
+        after its sources and weights, so two threads asking for it need it only once.
+        """
+        if len(sources) != len(weights) or not sources:
+            raise ValueError(f"need one weight per source adapter, got {len(sources)} sources, {len(weights)} weights")
+        with self._lock:
+            missing = [s for s in sources if s not in self.adapters]
+            if missing:
+                raise ValueError(f"source adapters {missing} are not loaded; loaded: {self.adapters}")
+            if name in self.adapters:
+                return False
+            self.model.add_weighted_adapter(
+                adapters=list(sources), weights=list(weights), adapter_name=name, combination_type=combination
+            )
+            return True
+
     def delete_adapter(self, name: str) -> None:
         """Unload adapter ``name``; after the last one the plain model is restored."""
         with self._lock:

@@ -16,7 +16,6 @@ The weights used are reported in the usage record's ``retrieved`` list as
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -92,17 +91,11 @@ class SoupsPersonalizer(BasePersonalizer):
             return name
         assert self._sources is not None
         names = [self._sources.ensure(r) for r in sources]
-        # The generator serialises generation and adapter changes with its lock; merging
-        # adds an adapter to the same PEFT model, so it must not run beside a generation.
-        with getattr(self.generator, "_lock", contextlib.nullcontext()):
-            if name not in self.generator.adapters:
-                self.generator.model.add_weighted_adapter(
-                    adapters=names,
-                    weights=[weights[d] for d in self.cfg.dimensions],
-                    adapter_name=name,
-                    combination_type=self.cfg.combination,
-                )
-                self.merges += 1
+        # Under the generator's lock; False when another request merged the same soup first.
+        if self.generator.add_weighted_adapter(
+            name, names, [weights[d] for d in self.cfg.dimensions], combination=self.cfg.combination
+        ):
+            self.merges += 1
         self._merged[name] = None
         while len(self._merged) > self.cfg.cache_capacity:
             old, _ = self._merged.popitem(last=False)

@@ -204,6 +204,12 @@ def test_soups_merges_dimension_adapters_with_per_user_weights(smollm, trained: 
     assert not np.allclose(score[a.adapter], score[b.adapter], atol=1e-4)  # other weights, other policy
     merges = soups.merges
     assert soups.personalize("only-concise", query).adapter == a.adapter and soups.merges == merges  # cached
+    assert smollm.add_weighted_adapter(a.adapter, [concise.name], [1.0]) is False  # merged already: no-op
+    with pytest.raises(ValueError, match="not loaded"):
+        smollm.add_weighted_adapter("soup-x", ["no-such-adapter"], [1.0])
+    with pytest.raises(ValueError, match="one weight per source"):
+        smollm.add_weighted_adapter("soup-x", [concise.name], [0.5, 0.5])
+    assert "soup-x" not in smollm.adapters
 
 
 def test_deleting_the_user_removes_their_dpo_adapter_files(trained: Trained) -> None:  # keep last

@@ -85,7 +85,8 @@ def main() -> None:
             return time.perf_counter() - t
 
         with torch.inference_mode():
-            batch(2), one_at_a_time(2)  # warm-up
+            batch(2)  # warm-up
+            one_at_a_time(2)
             prefill = {"batch": batch(1), "one_at_a_time": one_at_a_time(1)}
             for n_new in lens:
                 total = {"batch": batch(n_new), "one_at_a_time": one_at_a_time(n_new)}

@@ -50,6 +50,30 @@ def model_fingerprint(generator: Any) -> str:
     return "|".join(parts)
 
 
+def _open(path: Path, ddl: str) -> sqlite3.Connection:
+    """One cache file (WAL, autocommit; callers serialize with their own lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(ddl)
+    return db
+
+
+def _rows_for(db: sqlite3.Connection, select: str, keys: list[str]) -> list[tuple[Any, ...]]:
+    """``select ... WHERE key IN (keys)``, in chunks that stay under SQLite's variable limit."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        rows += db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+    return rows
+
+
+def _insert(db: sqlite3.Connection, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    db.execute("BEGIN")
+    db.executemany(insert, rows)
+    db.execute("COMMIT")
+
+
 class CachedGenerator:
     """A generator that answers from ``path`` when it can and records what it computes.
 
@@ -62,10 +86,7 @@ class CachedGenerator:
         self.name = getattr(generator, "name", type(generator).__name__)
         self.fingerprint = model_fingerprint(generator)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, value TEXT)")
+        self._db = _open(self.path, "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, value TEXT)")
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -82,20 +103,12 @@ class CachedGenerator:
 
     def _get(self, keys: list[str]) -> dict[str, str]:
         with self._lock:
-            found: dict[str, str] = {}
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = f"SELECT key, value FROM calls WHERE key IN ({','.join('?' * len(chunk))})"
-                found.update(dict(self._db.execute(q, chunk).fetchall()))
-            return found
+            return dict(_rows_for(self._db, "SELECT key, value FROM calls", keys))
 
     def _put(self, kind: str, items: list[tuple[str, str]]) -> None:
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO calls (key, kind, value) VALUES (?, ?, ?)", [(k, kind, v) for k, v in items]
-            )
-            self._db.execute("COMMIT")
+            rows = [(k, kind, v) for k, v in items]
+            _insert(self._db, "INSERT OR REPLACE INTO calls (key, kind, value) VALUES (?, ?, ?)", rows)
 
     def generate(
         self,
@@ -209,10 +222,9 @@ class CachedEmbedder:
     def __init__(self, embedder: Any, path: str | Path) -> None:
         self.embedder = embedder
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, value BLOB)")
+        self._db = _open(
+            self.path, "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, value BLOB)"
+        )
         self._lock = threading.Lock()
         self._model: str | None = None
         self.hits = 0
@@ -243,23 +255,17 @@ class CachedEmbedder:
         if not texts:
             return self.embedder.embed(texts)
         keys = [self._key(t) for t in texts]
-        found: dict[str, np.ndarray] = {}
         with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = f"SELECT key, dim, value FROM vectors WHERE key IN ({','.join('?' * len(chunk))})"
-                for key, dim, blob in self._db.execute(q, chunk):
-                    found[key] = np.frombuffer(blob, dtype=np.float32, count=dim)
+            rows = _rows_for(self._db, "SELECT key, dim, value FROM vectors", keys)
+        found = {key: np.frombuffer(blob, dtype=np.float32, count=dim) for key, dim, blob in rows}
         missing = list(dict.fromkeys(k for k in keys if k not in found))  # a repeated text is embedded once
         self.misses += sum(k not in found for k in keys)
         self.hits += sum(k in found for k in keys)
         if missing:
             text_of = dict(zip(keys, texts, strict=True))
             vectors = np.asarray(self.embedder.embed([text_of[k] for k in missing]), dtype=np.float32)
-            rows = [(k, int(v.shape[0]), v.tobytes()) for k, v in zip(missing, vectors, strict=True)]
+            new = [(k, int(v.shape[0]), v.tobytes()) for k, v in zip(missing, vectors, strict=True)]
             with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO vectors (key, dim, value) VALUES (?, ?, ?)", rows)
-                self._db.execute("COMMIT")
+                _insert(self._db, "INSERT OR REPLACE INTO vectors (key, dim, value) VALUES (?, ?, ?)", new)
             found.update(zip(missing, vectors, strict=True))
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

@@ -28,12 +28,12 @@ from pathlib import Path
 from tailorlm.adapters import AdapterRegistry
 from tailorlm.data import Store
 from tailorlm.data.loaders import load_dataset
-from tailorlm.eval.cache import model_fingerprint
 from tailorlm.models import TransformersGenerator
-from tailorlm.models.base import GenerationConfig
+from tailorlm.models.base import GenerationConfig, model_fingerprint
+from tailorlm.personalize.registry import get_trainer
+from tailorlm.personalize.training.data import sft_examples, user_examples
+from tailorlm.personalize.training.jobs import TrainContext, TrainJob
 from tailorlm.settings import default_cache_dir
-from tailorlm.train.data import sft_examples, user_examples
-from tailorlm.train.jobs import TrainContext, TrainJob, get_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 AMAZON = ROOT.parent / "shared" / "data" / "amazon-musical-instruments" / "reviews_Musical_Instruments_5.json.gz"

@@ -11,6 +11,8 @@ load only when a model is built.
 
 from typing import TYPE_CHECKING, Any
 
+from tailorlm._version import __version__
+
 if TYPE_CHECKING:
     from tailorlm.data import Artifact, Document, Fact, Interaction, Item, Preference, Store, TaskExample, User
     from tailorlm.settings import Settings, load_settings
@@ -34,8 +36,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tailorlm' has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Artifact",

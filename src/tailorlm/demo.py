@@ -142,6 +142,7 @@ def run_demo(
     from tailorlm.data import Store
     from tailorlm.data.fetch import fetch_movielens_100k
     from tailorlm.models import GenerationConfig, build_generator
+    from tailorlm.models.inputs import generate_inputs
     from tailorlm.personalize import parse_method_spec
 
     store = Store.from_settings(settings)
@@ -159,7 +160,7 @@ def run_demo(
         generator = build_generator(settings)
     identity = parse_method_spec("identity").fit(store, [])
     for user_id, method, caption, query in _cases(store)[:n_users]:
-        personalizer = parse_method_spec(method).fit(store, [user_id])
+        personalizer = parse_method_spec(method, collaborators={"generator": generator}).fit(store, [user_id])
         personal = personalizer.personalize(user_id, query)
         console.rule(f"user {user_id}: {caption}")
         rec = personal.record
@@ -170,8 +171,8 @@ def run_demo(
                 console.print(f"  - {item.text[:120]}{label}", markup=False)
         config = GenerationConfig(max_new_tokens=get_task(query.task).max_new_tokens if query.task != "chat" else 64)
         with console.status("generating"):
-            answer, baseline = generator.generate(
-                [personal.messages, identity.personalize(user_id, query).messages], config=config
+            answer, baseline = generate_inputs(
+                generator, [personal, identity.personalize(user_id, query)], config=config
             )
         side_by_side(console, baseline, answer)
     if not serve:

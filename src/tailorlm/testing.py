@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tailorlm.models.base import (
@@ -24,12 +25,14 @@ from tailorlm.models.base import (
     GenerationConfig,
     Generator,
     Messages,
+    count_prompt_tokens,
+    count_text_tokens,
     cut_at_stop,
     normalize_batch,
     resolve_adapters,
 )
 
-__all__ = ["FakeCall", "FakeGenerator", "openai_test_server"]
+__all__ = ["FakeCall", "FakeGenerator", "amazon_subset", "openai_test_server"]
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,8 @@ def _complete(generator: Generator, body: dict[str, Any]) -> dict[str, Any]:
     )
     adapter = None if model == generator.name else model
     text = generator.generate([messages], config=config, adapter=adapter)[0]
-    prompt_tokens = _count_prompt(generator, messages)
-    completion_tokens = _count_text(generator, text)
+    prompt_tokens = count_prompt_tokens(generator, messages)
+    completion_tokens = count_text_tokens(generator, text)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -210,16 +213,18 @@ def _complete(generator: Generator, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _count_prompt(generator: Generator, messages: Any) -> int:
-    """Real token counts when the generator can give them, word counts otherwise."""
-    count_tokens = getattr(generator, "count_tokens", None)
-    if count_tokens is not None:
-        return int(count_tokens(messages))
-    return sum(len(str(m.get("content", "")).split()) for m in messages)
+def amazon_subset(path: Path, out: Path, *, n_users: int = 8, min_reviews: int = 6) -> Path:
+    """The first ``n_users`` reviewers (sorted by id) with at least ``min_reviews`` reviews of
+    an Amazon reviews file (gzipped JSON lines), written to ``out`` as a small JSONL file:
+    real data at test size."""
+    import gzip
+    import json
+    from collections import defaultdict
 
-
-def _count_text(generator: Generator, text: str) -> int:
-    tokenizer = getattr(generator, "tokenizer", None)
-    if tokenizer is not None:
-        return len(tokenizer.encode(text, add_special_tokens=False))
-    return len(text.split())
+    by_user: dict[str, list[str]] = defaultdict(list)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            by_user[json.loads(line)["reviewerID"]].append(line)
+    users = sorted(u for u, lines in by_user.items() if len(lines) >= min_reviews)[:n_users]
+    out.write_text("".join(line for u in users for line in by_user[u]), encoding="utf-8")
+    return out

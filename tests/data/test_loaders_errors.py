@@ -204,280 +204,113 @@ CSV_OPTS = {"record": "interaction"}
 BAD_UTF8 = "caf\u00e9".encode("latin-1")  # b"caf\xe9": not UTF-8
 
 
-def _cases(gz: bool) -> list[tuple[str, Case]]:
-    a, g = AMAZON_GOOD + 1, GEN_GOOD + 1
+def _amazon_cases(gz: bool) -> list[tuple[str, Case]]:
+    def case(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("amazon", _amazon(gz), bad, "reviews.json.gz", AMAZON_GOOD + 1, field, message)
+
+    bad_utf8 = b'{"reviewerID": "U1", "asin": "B1", "overall": 5, "reviewText": "' + BAD_UTF8 + b'"}\n'
     return [
-        (
-            "amazon-bad-json",
-            Case(
-                "amazon",
-                _amazon(gz),
-                b'{"reviewerID": "U1", "asin": \n',
-                "reviews.json.gz",
-                a,
-                None,
-                "bad JSON",
-            ),
-        ),
-        (
-            "amazon-missing-field",
-            Case(
-                "amazon",
-                _amazon(gz),
-                b'{"reviewerID": "U1", "overall": 5.0, "reviewText": "x"}\n',
-                "reviews.json.gz",
-                a,
-                "asin",
-                "missing",
-            ),
-        ),
+        ("amazon-bad-json", case(b'{"reviewerID": "U1", "asin": \n', None, "bad JSON")),
+        ("amazon-missing-field", case(b'{"reviewerID": "U1", "overall": 5.0, "reviewText": "x"}\n', "asin", "missing")),
         (
             "amazon-wrong-type",
-            Case(
-                "amazon",
-                _amazon(gz),
+            case(
                 b'{"reviewerID": "U1", "asin": "B1", "overall": "five", "reviewText": "x"}\n',
-                "reviews.json.gz",
-                a,
                 "overall",
                 "must be a number, got 'five'",
             ),
         ),
-        (
-            "amazon-invalid-utf8",
-            Case(
-                "amazon",
-                _amazon(gz),
-                b'{"reviewerID": "U1", "asin": "B1", "overall": 5, "reviewText": "' + BAD_UTF8 + b'"}\n',
-                "reviews.json.gz",
-                a,
-                None,
-                "invalid UTF-8",
-            ),
-        ),
-        (
-            "recbole-short-row",
-            Case(
-                "movielens",
-                _recbole(gz),
-                b"3\t77\t4\n",
-                "tiny.inter",
-                ML_GOOD + 2,
-                "timestamp",
-                "expected 4 fields, got 3",
-            ),
-        ),
-        (
-            "recbole-wrong-type",
-            Case(
-                "movielens",
-                _recbole(gz),
-                b"3\t77\tfour\t880000000\n",
-                "tiny.inter",
-                ML_GOOD + 2,
-                "rating",
-                "must be a number, got 'four'",
-            ),
-        ),
-        (
-            "recbole-invalid-utf8",
-            Case(
-                "movielens",
-                _recbole(gz),
-                b"3\t" + BAD_UTF8 + b"\t4\t880000000\n",
-                "tiny.inter",
-                ML_GOOD + 2,
-                None,
-                "invalid UTF-8",
-            ),
-        ),
-        (
-            "grouplens-short-row",
-            Case(
-                "movielens",
-                _grouplens(gz),
-                b"3\t77\n",
-                "u.data",
-                ML_GOOD + 1,
-                "rating",
-                "expected 4 fields, got 2",
-            ),
-        ),
-        (
-            "popquorn-short-row",
-            Case(
-                "popquorn",
-                _popquorn(gz),
-                b"5,3,short row,2.0,Man\n",
-                "offensiveness.csv",
-                PQ_BAD_LINE,
-                "race",
-                "expected 9 fields, got 5",
-            ),
-        ),
+        ("amazon-invalid-utf8", case(bad_utf8, None, "invalid UTF-8")),
+    ]
+
+
+def _movielens_cases(gz: bool) -> list[tuple[str, Case]]:
+    def recbole(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("movielens", _recbole(gz), bad, "tiny.inter", ML_GOOD + 2, field, message)
+
+    def grouplens(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("movielens", _grouplens(gz), bad, "u.data", ML_GOOD + 1, field, message)
+
+    return [
+        ("recbole-short-row", recbole(b"3\t77\t4\n", "timestamp", "expected 4 fields, got 3")),
+        ("recbole-wrong-type", recbole(b"3\t77\tfour\t880000000\n", "rating", "must be a number, got 'four'")),
+        ("recbole-invalid-utf8", recbole(b"3\t" + BAD_UTF8 + b"\t4\t880000000\n", None, "invalid UTF-8")),
+        ("grouplens-short-row", grouplens(b"3\t77\n", "rating", "expected 4 fields, got 2")),
+    ]
+
+
+def _popquorn_cases(gz: bool) -> list[tuple[str, Case]]:
+    def case(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("popquorn", _popquorn(gz), bad, "offensiveness.csv", PQ_BAD_LINE, field, message)
+
+    return [
+        ("popquorn-short-row", case(b"5,3,short row,2.0,Man\n", "race", "expected 9 fields, got 5")),
         (
             "popquorn-wrong-type",
-            Case(
-                "popquorn",
-                _popquorn(gz),
+            case(
                 b'5,3,"multi\nline",five,Man,White,18-24,Student,College\n',
-                "offensiveness.csv",
-                PQ_BAD_LINE,
                 "offensiveness",
                 "must be a number, got 'five'",
             ),
         ),
         (
             "popquorn-invalid-utf8",
-            Case(
-                "popquorn",
-                _popquorn(gz),
-                b"5,3," + BAD_UTF8 + b",2.0,Man,White,18-24,Student,College\n",
-                "offensiveness.csv",
-                PQ_BAD_LINE,
-                None,
-                "invalid UTF-8",
-            ),
+            case(b"5,3," + BAD_UTF8 + b",2.0,Man,White,18-24,Student,College\n", None, "invalid UTF-8"),
         ),
-        (
-            "personachat-no-tab",
-            Case(
-                "personachat",
-                _personachat(gz),
-                b"10 a message without a reply\n",
-                "valid.txt",
-                PC_BAD_LINE,
-                "reply",
-                "needs 'partner message<TAB>reply'",
-            ),
-        ),
-        (
-            "personachat-no-number",
-            Case(
-                "personachat",
-                _personachat(gz),
-                b"hello\tthere\n",
-                "valid.txt",
-                PC_BAD_LINE,
-                None,
-                "expected 'N text'",
-            ),
-        ),
-        (
-            "personachat-invalid-utf8",
-            Case(
-                "personachat",
-                _personachat(gz),
-                b"10 hi\t" + BAD_UTF8 + b"\n",
-                "valid.txt",
-                PC_BAD_LINE,
-                None,
-                "invalid UTF-8",
-            ),
-        ),
-        (
-            "lamp-missing-field",
-            Case(
-                "lamp",
-                _lamp(gz),
-                b'{"id": "bad", "profile": []}',
-                "dev_questions.json",
-                LAMP_GOOD + 2,
-                "input",
-                "missing",
-            ),
-        ),
-        (
-            "lamp-wrong-type",
-            Case(
-                "lamp",
-                _lamp(gz),
-                b'{"id": "bad", "input": "x", "profile": [{"text": "a", '
-                b'"score": "4", "id": "b1"}, {"text": "b", "score": "five", "id": "b2"}]}',
-                "dev_questions.json",
-                LAMP_GOOD + 2,
-                "profile[1].score",
-                "must be a number, got 'five'",
-            ),
-        ),
-        (
-            "jsonl-bad-json",
-            Case(
-                "jsonl",
-                _jsonl(gz),
-                b'{"author": "u1", "body": "x"\n',
-                "posts.jsonl",
-                g,
-                None,
-                "bad JSON",
-                JSONL_OPTS,
-            ),
-        ),
-        (
-            "jsonl-missing-field",
-            Case(
-                "jsonl",
-                _jsonl(gz),
-                b'{"author": "u1", "text": "x"}\n',
-                "posts.jsonl",
-                g,
-                "body",
-                "Field required",
-                JSONL_OPTS,
-            ),
-        ),
-        (
-            "jsonl-wrong-type",
-            Case(
-                "jsonl",
-                _jsonl(gz),
-                b'{"author": "u1", "body": "x", "rating": "five"}\n',
-                "posts.jsonl",
-                g,
-                "rating",
-                "valid number",
-                JSONL_OPTS,
-            ),
-        ),
-        (
-            "csv-short-row",
-            Case(
-                "csv",
-                _csv(gz),
-                b"u1,i9\n",
-                "clicks.csv",
-                g + 1,
-                "value",
-                "expected 4 fields, got 2",
-                CSV_OPTS,
-            ),
-        ),
-        (
-            "csv-wrong-type",
-            Case(
-                "csv",
-                _csv(gz),
-                b"u1,i9,five,7\n",
-                "clicks.csv",
-                g + 1,
-                "value",
-                "valid number",
-                CSV_OPTS,
-            ),
-        ),
-        (
-            "csv-invalid-utf8",
-            Case(
-                "csv",
-                _csv(gz),
-                b"u1," + BAD_UTF8 + b",1,7\n",
-                "clicks.csv",
-                g + 1,
-                None,
-                "invalid UTF-8",
-                CSV_OPTS,
-            ),
-        ),
+    ]
+
+
+def _personachat_cases(gz: bool) -> list[tuple[str, Case]]:
+    def case(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("personachat", _personachat(gz), bad, "valid.txt", PC_BAD_LINE, field, message)
+
+    return [
+        ("personachat-no-tab", case(b"10 a message without a reply\n", "reply", "needs 'partner message<TAB>reply'")),
+        ("personachat-no-number", case(b"hello\tthere\n", None, "expected 'N text'")),
+        ("personachat-invalid-utf8", case(b"10 hi\t" + BAD_UTF8 + b"\n", None, "invalid UTF-8")),
+    ]
+
+
+def _lamp_cases(gz: bool) -> list[tuple[str, Case]]:
+    def case(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("lamp", _lamp(gz), bad, "dev_questions.json", LAMP_GOOD + 2, field, message)
+
+    wrong_type = (
+        b'{"id": "bad", "input": "x", "profile": [{"text": "a", '
+        b'"score": "4", "id": "b1"}, {"text": "b", "score": "five", "id": "b2"}]}'
+    )
+    return [
+        ("lamp-missing-field", case(b'{"id": "bad", "profile": []}', "input", "missing")),
+        ("lamp-wrong-type", case(wrong_type, "profile[1].score", "must be a number, got 'five'")),
+    ]
+
+
+def _generic_cases(gz: bool) -> list[tuple[str, Case]]:
+    def jsonl(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("jsonl", _jsonl(gz), bad, "posts.jsonl", GEN_GOOD + 1, field, message, JSONL_OPTS)
+
+    def csv(bad: bytes, field: str | None, message: str) -> Case:
+        return Case("csv", _csv(gz), bad, "clicks.csv", GEN_GOOD + 2, field, message, CSV_OPTS)
+
+    return [
+        ("jsonl-bad-json", jsonl(b'{"author": "u1", "body": "x"\n', None, "bad JSON")),
+        ("jsonl-missing-field", jsonl(b'{"author": "u1", "text": "x"}\n', "body", "Field required")),
+        ("jsonl-wrong-type", jsonl(b'{"author": "u1", "body": "x", "rating": "five"}\n', "rating", "valid number")),
+        ("csv-short-row", csv(b"u1,i9\n", "value", "expected 4 fields, got 2")),
+        ("csv-wrong-type", csv(b"u1,i9,five,7\n", "value", "valid number")),
+        ("csv-invalid-utf8", csv(b"u1," + BAD_UTF8 + b",1,7\n", None, "invalid UTF-8")),
+    ]
+
+
+def _cases(gz: bool) -> list[tuple[str, Case]]:
+    """Every malformed-input case, in one order for plain and gzip files."""
+    return [
+        *_amazon_cases(gz),
+        *_movielens_cases(gz),
+        *_popquorn_cases(gz),
+        *_personachat_cases(gz),
+        *_lamp_cases(gz),
+        *_generic_cases(gz),
     ]
 
 

@@ -1,4 +1,7 @@
-"""The store contract, run on SQLite and on a real PostgreSQL server (see conftest.store_url)."""
+"""The store contract, run on SQLite and on a real PostgreSQL server (see conftest.store_url).
+
+Record validation is in ``test_records``, schema versions in ``test_migrations``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
-from sqlalchemy import inspect, text
 
 from tailorlm.data import (
     Artifact,
@@ -20,7 +21,6 @@ from tailorlm.data import (
     TaskExample,
     User,
 )
-from tailorlm.data._migrations import SCHEMA_VERSION, Migration, SchemaVersionError, migrate
 
 
 def _user_data(uid: str, n_docs: int = 3) -> list:
@@ -236,66 +236,9 @@ def test_artifact_files_outside_files_dir_are_never_deleted(store: Store, tmp_pa
     assert outside.exists()
 
 
-def test_schema_version_is_stamped(store: Store) -> None:
-    with store.engine.connect() as conn:
-        stamped = conn.execute(text("SELECT value FROM tailorlm_meta WHERE key='schema_version'")).scalar()
-    assert stamped == str(SCHEMA_VERSION)
-    assert store.schema_version == SCHEMA_VERSION
-
-
-def test_migration_runs_pending_steps_in_order(store: Store) -> None:
-    def add_mood(ops, conn) -> None:
-        ops.add_column("users", __import__("sqlalchemy").Column("mood", __import__("sqlalchemy").Text))
-
-    nxt = SCHEMA_VERSION + 1
-    store.add([User(user_id="u1", age=3)])
-    v = migrate(store.engine, migrations=[Migration(nxt, "users.mood", add_mood)])
-    assert v == nxt
-    assert "mood" in {c["name"] for c in inspect(store.engine).get_columns("users")}
-    assert store.get_user(user_id="u1").age == 3  # data survived
-    assert migrate(store.engine, migrations=[Migration(nxt, "users.mood", add_mood)]) == nxt  # no re-run
-    with pytest.raises(SchemaVersionError, match="newer than this tailorlm"):
-        migrate(store.engine)  # code knows only up to SCHEMA_VERSION
-
-
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError, match="only sqlite and postgresql"):
         Store("mysql://x@localhost/db")
-
-
-@pytest.mark.parametrize(
-    ("factory", "field"),
-    [
-        (lambda: Document(user_id="", text="x"), "user_id"),
-        (lambda: Document(user_id="u", text="x", timestamp="yesterday"), "timestamp"),
-        (lambda: Document(user_id="u", text="x", doc_kind=" "), "doc_kind"),
-        (lambda: User(user_id="u", age=-1), "age"),
-        (lambda: Interaction(user_id="u", item_id="i", interaction="hover"), "interaction"),
-        (lambda: Preference(user_id="u", prompt="p", chosen="same", rejected="same"), "identical"),
-        (lambda: Document(user_id="u", text="x", unknown=1), "unknown"),
-        (lambda: Artifact(scope="user", kind="profile"), "owner"),
-    ],
-    ids=[
-        "empty-user",
-        "bad-timestamp",
-        "blank-kind",
-        "negative-age",
-        "unknown-interaction",
-        "chosen-equals-rejected",
-        "extra-field",
-        "user-artifact-without-owner",
-    ],
-)
-def test_bad_records_name_the_field(factory, field: str) -> None:
-    with pytest.raises(ValidationError, match=field):
-        factory()
-
-
-def test_content_ids_make_reloads_idempotent() -> None:
-    """Two identical lines without ids map to one row; a changed text is a new document."""
-    a = Document(user_id="u", text="same", timestamp=1)
-    assert a.doc_id == Document(user_id="u", text="same", timestamp=1).doc_id
-    assert a.doc_id != Document(user_id="u", text="other", timestamp=1).doc_id
 
 
 def test_lean_document_rows_match_records(store: Store) -> None:

@@ -24,17 +24,17 @@ from tailorlm.testing import FakeGenerator
 
 
 def test_ranking_metrics_by_hand() -> None:
-    """Relevant 'b' at rank 2: NDCG = (1/log2 3) / 1, HR@10 = 1, MRR = 1/2.
+    """Relevant 'b' at rank 2: NDCG = (1/log2 3) / 1, Hit@10 = 1, MRR = 1/2.
     Relevant {b, z}, z never ranked: DCG = 1/log2 3, ideal DCG = 1 + 1/log2 3.
-    Relevant 'c' at rank 3 with k=2: NDCG@2 = 0, HR@2 = 0, MRR (uncut) = 1/3."""
+    Relevant 'c' at rank 3 with k=2: NDCG@2 = 0, Hit@2 = 0, MRR (uncut) = 1/3."""
     one = ranking_per_example([["a", "b", "c"]], ["b"], k=10)
     assert one["ndcg@10"] == [pytest.approx(1 / math.log2(3))]
-    assert one["hr@10"] == [1.0] and one["mrr"] == [0.5]
+    assert one["hit@10"] == [1.0] and one["mrr"] == [0.5]
     two = ranking_per_example([["a", "b", "c"]], [["b", "z"]], k=10)
     assert two["ndcg@10"] == [pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))]
     cut = ranking_per_example([["a", "b", "c"]], ["c"], k=2)
-    assert cut == {"ndcg@2": [0.0], "hr@2": [0.0], "mrr": [pytest.approx(1 / 3)]}
-    assert ranking_scores([["a"], ["b"]], ["a", "x"], k=10)["hr@10"] == pytest.approx(0.5)
+    assert cut == {"ndcg@2": [0.0], "hit@2": [0.0], "mrr": [pytest.approx(1 / 3)]}
+    assert ranking_scores([["a"], ["b"]], ["a", "x"], k=10)["hit@10"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no relevant item"):
         ranking_per_example([["a"]], [[]])
 
@@ -321,7 +321,7 @@ def test_suite_train_entries_are_validated() -> None:
 
 def test_model_fingerprint_sees_through_the_generation_cache(tmp_path: Path) -> None:
     """Adapters are registered under the base model's fingerprint; a cached evaluation must find them."""
-    from tailorlm.eval.cache import model_fingerprint
+    from tailorlm.models.base import model_fingerprint
 
     fake = FakeGenerator()
     fake.path = "/models/smollm2"  # what tells two builds of a model apart

@@ -19,14 +19,14 @@ from tailorlm.data import Interaction, Item, Store, TaskExample
 from tailorlm.eval.recsys import (
     RECBOLE_PROTOCOL,
     LLMReranker,
-    _recbole_counts,
-    _top_k,
     prepare_recommendation,
     ranking_metrics,
     rating_anchor,
     rating_heldout,
     recommendation,
 )
+from tailorlm.eval.recsys.bpr import top_k
+from tailorlm.eval.recsys.splits import _recbole_counts
 from tailorlm.personalize.base import eligible_history
 
 NS = "toy"
@@ -124,7 +124,7 @@ def test_recbole_split_counts_and_top_k_ties() -> None:
     assert _recbole_counts(5, (0.8, 0.1, 0.1)) == [3, 1, 1]
     assert _recbole_counts(1, (0.8, 0.1, 0.1)) == [1, 0, 0]
     scores = np.array([[1.0, 3.0, 3.0, -np.inf], [0.0, 0.0, 0.0, 5.0]])
-    assert _top_k(scores, 3).tolist() == [[1, 2, 0], [3, 0, 1]]
+    assert top_k(scores, 3).tolist() == [[1, 2, 0], [3, 0, 1]]
 
 
 # -- splits without leakage ---------------------------------------------------------------------

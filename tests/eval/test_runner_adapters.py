@@ -12,7 +12,7 @@ from pathlib import Path
 from tailorlm.adapters import AdapterKey, AdapterRegistry
 from tailorlm.data import Store
 from tailorlm.eval import run_method
-from tailorlm.eval.cache import model_fingerprint
+from tailorlm.models.base import model_fingerprint
 from tailorlm.testing import FakeGenerator
 
 

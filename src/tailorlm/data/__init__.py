@@ -2,6 +2,7 @@
 
 from tailorlm.data.derived import Artifact, Fact, Scope
 from tailorlm.data.records import (
+    USER_ATTRIBUTES,
     Document,
     Interaction,
     Item,
@@ -15,6 +16,7 @@ from tailorlm.data.records import (
 from tailorlm.data.store import DeletionReport, Store, Writer, WriteReport
 
 __all__ = [
+    "USER_ATTRIBUTES",
     "Artifact",
     "DeletionReport",
     "Document",

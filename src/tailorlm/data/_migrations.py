@@ -9,6 +9,10 @@ developer running ``alembic upgrade``.
 
 To change the schema: edit ``_tables.py``, append ``Migration(N + 1, ...)`` to
 ``MIGRATIONS`` that brings an N database to the new shape, bump nothing else.
+
+What this module leaves out: the table definitions (``_tables``) and opening the
+database (``store``); a store newer than this code raises
+:class:`tailorlm.errors.SchemaVersionError`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, inspect, select
 
-from tailorlm.data import _tables as t
+import tailorlm.data._tables as t
+
+# One definition for the whole package; re-exported so existing imports from here keep working.
+from tailorlm.errors import SchemaVersionError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SchemaVersionError", "migrate"]
-
-
-class SchemaVersionError(RuntimeError):
-    """The store was written by a newer tailorlm than this one."""
 
 
 @dataclass(frozen=True)

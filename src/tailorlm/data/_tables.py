@@ -3,6 +3,9 @@
 Every user-owned table carries ``user_id`` as the first primary-key column, so
 request-path queries are ``WHERE user_id = ?`` index scans and the schema can be
 sharded by user without cross-user joins. Timestamps are Unix seconds.
+
+What this module leaves out: creating and upgrading the tables (``_migrations``) and
+every query (``store`` and its private helpers).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.types import TypeEngine
+
+from tailorlm.data.records import USER_ATTRIBUTES
 
 metadata = MetaData()
 
@@ -38,16 +44,28 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
+# How each typed user attribute is stored; which attributes there are, and in what
+# order, is records.USER_ATTRIBUTES (the one list). A change there must come here too,
+# with a migration, so a drift fails at import rather than at the first insert.
+_USER_ATTRIBUTE_TYPES: dict[str, TypeEngine[object] | type[TypeEngine[object]]] = {
+    "age": Integer,
+    "age_band": String(64),
+    "gender": String(64),
+    "occupation": Text,
+    "location": Text,
+}
+if tuple(_USER_ATTRIBUTE_TYPES) != USER_ATTRIBUTES:
+    raise RuntimeError(
+        f"users table columns {tuple(_USER_ATTRIBUTE_TYPES)} differ from records.USER_ATTRIBUTES "
+        f"{USER_ATTRIBUTES}; update _tables._USER_ATTRIBUTE_TYPES (and add a migration)"
+    )
+
 users = Table(
     "users",
     metadata,
     Column("user_id", _ID, primary_key=True),
     Column("name", Text),
-    Column("age", Integer),
-    Column("age_band", String(64)),
-    Column("gender", String(64)),
-    Column("occupation", Text),
-    Column("location", Text),
+    *(Column(name, _USER_ATTRIBUTE_TYPES[name]) for name in USER_ATTRIBUTES),
     Column("attributes", JSON, nullable=False),
 )
 

@@ -9,6 +9,9 @@ reads either layout.
 
 GroupLens' terms allow research use and forbid redistribution: the data stays in
 the user's cache and is never bundled.
+
+What this module leaves out: parsing the files (``loaders.movielens``). Every failure
+is a :class:`tailorlm.errors.FetchError` whose message says what each attempt got.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+# One definition for the whole package; re-exported so ``from tailorlm.data.fetch import FetchError`` keeps working.
+from tailorlm.errors import FetchError
 
 __all__ = [
     "ML100K_RATINGS",
@@ -39,10 +45,6 @@ _WHEEL_PREFIX = "recbole/dataset_example/ml-100k/"
 _MARKER = ".complete.json"
 
 Progress = Callable[[int, int], None]
-
-
-class FetchError(RuntimeError):
-    """Every source failed; the message says what each attempt got."""
 
 
 def _complete(folder: Path) -> bool:

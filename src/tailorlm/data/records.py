@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "USER_ATTRIBUTES",
     "Document",
     "Interaction",
     "Item",
@@ -39,6 +40,13 @@ __all__ = [
 ]
 
 _ID_MAX = 256
+
+USER_ATTRIBUTES: tuple[str, ...] = ("age", "age_band", "gender", "occupation", "location")
+"""The typed attributes of :class:`User` besides ``user_id``, ``name`` and the free-form
+``attributes``: the one list of them. The users table's columns (``_tables``) are built
+from it and a test checks that :class:`User` declares exactly these fields; code that
+needs the attribute names (profiles, prompts, the API) should read them from here
+rather than spell them out again."""
 
 
 def content_id(*parts: Any) -> str:
@@ -107,7 +115,11 @@ class _Record(BaseModel):
 
 
 class User(_Record):
-    """A user with the survey's attributes A_u: common typed fields plus free key/values."""
+    """A user with the survey's attributes A_u: common typed fields plus free key/values.
+
+    The typed fields between ``name`` and ``attributes`` are :data:`USER_ATTRIBUTES`;
+    add or rename one there too (and in the users table, with a migration).
+    """
 
     kind: Literal["user"] = "user"
     user_id: str

@@ -17,186 +17,36 @@ Not here: retrieval ranking (``tailorlm.retrieval``) and dataset parsing
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, make_url
 
-from tailorlm.data import _tables as t
+import tailorlm.data._queries as queries
+import tailorlm.data._tables as t
+from tailorlm.data._lifecycle import delete_user_rows, export_user_rows, remove_file
 from tailorlm.data._migrations import migrate
+from tailorlm.data._writer import Writer, WriteReport, ensure_user, register_embedding_model, text_hash, upsert
 from tailorlm.data.derived import Artifact, Fact
-from tailorlm.data.records import (
-    Document,
-    Interaction,
-    Item,
-    Preference,
-    Record,
-    TaskExample,
-    User,
-)
+from tailorlm.data.records import Document, Interaction, Item, Preference, Record, TaskExample, User
 
+# Writer and WriteReport are defined in _writer and re-exported here: this module is the public surface.
 __all__ = ["DeletionReport", "Store", "WriteReport", "Writer"]
-
-_COUNTED = {
-    "users": t.users,
-    "items": t.items,
-    "documents": t.documents,
-    "interactions": t.interactions,
-    "preferences": t.preferences,
-    "examples": t.examples,
-    "embeddings": t.embeddings,
-    "artifacts": t.artifacts,
-    "facts": t.facts,
-}
-
-
-@dataclass
-class WriteReport:
-    """What one transaction did: records received and rows each table gained."""
-
-    records: int = 0
-    added: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class DeletionReport:
+    """What ``Store.delete_user`` removed: rows per table and the artifact files it deleted."""
+
     user_id: str
     rows: dict[str, int]
     files: list[str]
-
-
-def _row(rec: Record, source: str | None) -> tuple[Table, dict[str, Any]]:
-    if isinstance(rec, Document):
-        return t.documents, {
-            "user_id": rec.user_id,
-            "doc_id": rec.doc_id,
-            "doc_kind": rec.doc_kind,
-            "text": rec.text,
-            "title": rec.title,
-            "rating": rec.rating,
-            "item_id": rec.item_id,
-            "timestamp": rec.timestamp,
-            "metadata": rec.metadata,
-            "source": source,
-        }
-    if isinstance(rec, Interaction):
-        return t.interactions, {
-            "user_id": rec.user_id,
-            "interaction_id": rec.interaction_id,
-            "item_id": rec.item_id,
-            "interaction": rec.interaction,
-            "value": rec.value,
-            "timestamp": rec.timestamp,
-            "metadata": rec.metadata,
-            "source": source,
-        }
-    if isinstance(rec, Preference):
-        return t.preferences, {
-            "user_id": rec.user_id,
-            "pref_id": rec.pref_id,
-            "prompt": rec.prompt,
-            "chosen": rec.chosen,
-            "rejected": rec.rejected,
-            "dimension": rec.dimension,
-            "pref_source": rec.source,
-            "timestamp": rec.timestamp,
-            "source": source,
-        }
-    if isinstance(rec, TaskExample):
-        return t.examples, {
-            "user_id": rec.user_id,
-            "task": rec.task,
-            "example_id": rec.example_id,
-            "input": rec.input,
-            "target": rec.target,
-            "doc_id": rec.doc_id,
-            "timestamp": rec.timestamp,
-            "metadata": rec.metadata,
-            "source": source,
-        }
-    if isinstance(rec, User):
-        return t.users, rec.model_dump(exclude={"kind"})
-    if isinstance(rec, Item):
-        return t.items, rec.model_dump(exclude={"kind"})
-    raise TypeError(f"not a tailorlm record: {type(rec).__name__}")
-
-
-def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, update: bool) -> None:
-    """Bulk upsert by primary key (the natural key); dialect-specific ON CONFLICT."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - guarded in Store.__init__
-        raise ValueError(f"unsupported database {conn.dialect.name}")
-    pk = [c.name for c in table.primary_key.columns]
-    # The same key twice in one batch: the last one wins, as a sequential upsert would.
-    unique = list({tuple(r[k] for k in pk): r for r in rows}.values())
-    stmt = insert(table)
-    cols = [c for c in unique[0] if c not in pk]
-    if update and cols:
-        stmt = stmt.on_conflict_do_update(index_elements=pk, set_={c: stmt.excluded[c] for c in cols})
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=pk)
-    conn.execute(stmt, unique)
-
-
-class Writer:
-    """Buffers records and flushes them in batches inside the store's open transaction."""
-
-    def __init__(self, conn: Connection, *, source: str | None, batch_size: int) -> None:
-        self._conn = conn
-        self._source = source
-        self._batch_size = batch_size
-        self._buffer: list[Record] = []
-        self._known_users: set[str] = set()  # stubs already ensured in this transaction
-        self._known_items: set[str] = set()
-        self.records = 0
-
-    def add(self, record: Record) -> None:
-        self._buffer.append(record)
-        self.records += 1
-        if len(self._buffer) >= self._batch_size:
-            self.flush()
-
-    def add_all(self, records: Iterable[Record]) -> None:
-        for r in records:
-            self.add(r)
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        stub_users: set[str] = set()
-        stub_items: set[str] = set()
-        for rec in self._buffer:
-            table, row = _row(rec, self._source)
-            by_table[table.name].append(row)
-            if uid := getattr(rec, "user_id", None):
-                stub_users.add(uid)
-            if (iid := getattr(rec, "item_id", None)) and not isinstance(rec, Item):
-                stub_items.add(iid)
-        self._buffer.clear()
-        # Parents first: stubs never overwrite a known user or item; explicit records do.
-        stub_u = [{"user_id": u, "attributes": {}} for u in sorted(stub_users - self._known_users)]
-        _insert(self._conn, t.users, stub_u, update=False)
-        stub_i = [{"item_id": i, "attributes": {}} for i in sorted(stub_items - self._known_items)]
-        _insert(self._conn, t.items, stub_i, update=False)
-        self._known_users |= stub_users
-        self._known_items |= stub_items
-        for table in (t.users, t.items, t.documents, t.interactions, t.preferences, t.examples):
-            _insert(self._conn, table, by_table.get(table.name, []), update=True)
 
 
 class Store:
@@ -223,24 +73,14 @@ class Store:
             raise ValueError(f"store url {url!r}: only sqlite and postgresql are supported")
         if backend == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite_file = backend == "sqlite" and parsed.database not in (None, "", ":memory:")
+        if sqlite_file:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.url = parsed.render_as_string(hide_password=True)
-        kwargs: dict[str, Any] = {"echo": echo}
-        if backend == "sqlite":
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-            if parsed.database in (None, "", ":memory:"):
-                from sqlalchemy.pool import StaticPool
-
-                kwargs["poolclass"] = StaticPool  # one shared in-memory database
-        else:
-            kwargs["pool_pre_ping"] = True
-        self.engine: Engine = create_engine(parsed, **kwargs)
-        if backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = _create_engine(parsed, echo=echo)
         self.schema_version = migrate(self.engine)
         if files_dir is None:
-            if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            if sqlite_file:
                 files_dir = Path(parsed.database).expanduser().resolve().parent / "files"
             else:
                 files_dir = Path("tailorlm-files")
@@ -310,18 +150,14 @@ class Store:
     # -- reading -----------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """Rows per table (users, items, documents, ...), the whole store."""
         with self.engine.connect() as conn:
-            return {
-                name: conn.execute(select(func.count()).select_from(table)).scalar_one()
-                for name, table in _COUNTED.items()
-            }
+            return queries.count_rows(conn)
 
     def user_counts(self, *, user_id: str) -> dict[str, int]:
+        """Rows of ``user_id`` per user table."""
         with self.engine.connect() as conn:
-            return {
-                tb.name: conn.execute(select(func.count()).select_from(tb).where(tb.c.user_id == user_id)).scalar_one()
-                for tb in t.USER_TABLES
-            }
+            return queries.count_user_rows(conn, user_id)
 
     def list_users(self, *, limit: int | None = None, offset: int = 0) -> list[str]:
         q = select(t.users.c.user_id).order_by(t.users.c.user_id).offset(offset)
@@ -348,18 +184,6 @@ class Store:
                 out.update({r["item_id"]: Item(**r) for r in conn.execute(q).mappings()})
         return out
 
-    def _documents_query(self, cols, *, user_id, doc_kind, before, exclude_ids, limit):
-        c = t.documents.c
-        q = select(*cols).where(c.user_id == user_id)
-        if doc_kind is not None:
-            q = q.where(c.doc_kind == doc_kind)
-        if before is not None:
-            q = q.where(c.timestamp < before)
-        if exclude_ids:
-            q = q.where(c.doc_id.not_in(list(exclude_ids)))
-        q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
-        return q.limit(limit) if limit is not None else q
-
     def get_documents(
         self,
         *,
@@ -370,12 +194,12 @@ class Store:
         limit: int | None = None,
     ) -> list[Document]:
         """The user's documents, oldest first (undated last); ``before`` is strict."""
-        q = self._documents_query(
+        q = queries.documents_query(
             [t.documents], user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=limit
         )
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        return [Document(**{k: v for k, v in r.items() if k != "source"}) for r in rows]
+        return [Document(**queries.without(r, "source")) for r in rows]
 
     def get_document_rows(
         self,
@@ -393,7 +217,7 @@ class Store:
         """
         c = t.documents.c
         cols = [c.doc_id, c.text, c.doc_kind, c.timestamp, c.rating, c.title, c.item_id]
-        q = self._documents_query(
+        q = queries.documents_query(
             cols, user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=None
         )
         with self.engine.connect() as conn:
@@ -402,16 +226,11 @@ class Store:
     def get_interactions(
         self, *, user_id: str, interaction: str | None = None, before: int | None = None
     ) -> list[Interaction]:
-        c = t.interactions.c
-        q = select(t.interactions).where(c.user_id == user_id)
-        if interaction is not None:
-            q = q.where(c.interaction == interaction)
-        if before is not None:
-            q = q.where(c.timestamp < before)
-        q = q.order_by(c.timestamp.is_(None), c.timestamp, c.interaction_id)
+        """The user's interactions, oldest first (undated last); ``before`` is strict."""
+        q = queries.interactions_query(user_id=user_id, interaction=interaction, before=before)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        return [Interaction(**{k: v for k, v in r.items() if k != "source"}) for r in rows]
+        return [Interaction(**queries.without(r, "source")) for r in rows]
 
     def get_preferences(self, *, user_id: str, dimension: str | None = None) -> list[Preference]:
         c = t.preferences.c
@@ -420,13 +239,7 @@ class Store:
             q = q.where(c.dimension == dimension)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(c.timestamp, c.pref_id)).mappings().all()
-        return [
-            Preference(
-                source=r["pref_source"],
-                **{k: v for k, v in r.items() if k not in ("source", "pref_source")},
-            )
-            for r in rows
-        ]
+        return [queries.preference_from_row(r) for r in rows]
 
     def get_examples(self, *, task: str, user_id: str | None = None) -> list[TaskExample]:
         """Task examples; ``user_id=None`` lists every user's (offline evaluation only)."""
@@ -436,7 +249,7 @@ class Store:
             q = q.where(c.user_id == user_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(c.user_id, c.example_id)).mappings().all()
-        return [TaskExample(**{k: v for k, v in r.items() if k != "source"}) for r in rows]
+        return [TaskExample(**queries.without(r, "source")) for r in rows]
 
     def list_tasks(self) -> dict[str, int]:
         q = select(t.examples.c.task, func.count()).group_by(t.examples.c.task)
@@ -467,17 +280,8 @@ class Store:
         dim = int(vectors.shape[1])
         now = int(time.time())
         with self.engine.begin() as conn:
-            known = (
-                conn.execute(select(t.embedding_models).where(t.embedding_models.c.model == model)).mappings().first()
-            )
-            if known is None:
-                conn.execute(t.embedding_models.insert().values(model=model, dim=dim, version=version, created_at=now))
-            elif known["dim"] != dim:
-                raise ValueError(
-                    f"embedding model {model!r} has dimension {known['dim']} in this store, got {dim}; "
-                    "vectors of different models are never mixed: use another model name"
-                )
-            _insert(conn, t.users, [{"user_id": user_id, "attributes": {}}], update=False)
+            register_embedding_model(conn, model=model, dim=dim, version=version, now=now)
+            ensure_user(conn, user_id)
             rows = [
                 {
                     "user_id": user_id,
@@ -486,28 +290,19 @@ class Store:
                     "dim": dim,
                     "vector": vec.tobytes(),
                     "model_version": version,
-                    "text_hash": _hash(texts[i]) if texts is not None else "",
+                    "text_hash": text_hash(texts[i]) if texts is not None else "",
                     "created_at": now,
                 }
                 for i, (d, vec) in enumerate(zip(doc_ids, vectors, strict=True))
             ]
-            _insert(conn, t.embeddings, rows, update=True)
+            upsert(conn, t.embeddings, rows, update=True)
 
     def get_embeddings(
         self, *, user_id: str, model: str, doc_ids: Sequence[str] | None = None
     ) -> tuple[list[str], np.ndarray, list[str]]:
         """Return (doc_ids, matrix (n, dim) float32, text hashes) for one user and one model."""
-        c = t.embeddings.c
-        q = select(c.doc_id, c.vector, c.dim, c.text_hash).where(c.user_id == user_id, c.model == model)
-        if doc_ids is not None:
-            q = q.where(c.doc_id.in_(list(doc_ids)))
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(c.doc_id)).all()
-            if not rows:
-                dim = conn.execute(select(t.embedding_models.c.dim).where(t.embedding_models.c.model == model)).scalar()
-                return [], np.zeros((0, dim or 0), dtype=np.float32), []
-        mat = np.stack([np.frombuffer(r.vector, dtype=np.float32, count=r.dim) for r in rows])
-        return [r.doc_id for r in rows], mat, [r.text_hash for r in rows]
+            return queries.read_embeddings(conn, user_id=user_id, model=model, doc_ids=doc_ids)
 
     # -- derived artifacts and facts --------------------------------------------------
 
@@ -516,8 +311,8 @@ class Store:
         row = artifact.model_dump()
         with self.engine.begin() as conn:
             if artifact.scope == "user":
-                _insert(conn, t.users, [{"user_id": artifact.owner, "attributes": {}}], update=False)
-            _insert(conn, t.artifacts, [row], update=True)
+                ensure_user(conn, artifact.owner)
+            upsert(conn, t.artifacts, [row], update=True)
 
     def get_artifact(self, *, scope: str, owner: str, kind: str, key: str = "default") -> Artifact | None:
         c = t.artifacts.c
@@ -545,15 +340,15 @@ class Store:
         c = t.artifacts.c
         with self.engine.begin() as conn:
             conn.execute(t.artifacts.delete().where(c.scope == scope, c.owner == owner, c.kind == kind, c.key == key))
-        self._remove_file(art.path)
+        remove_file(self.files_dir, art.path)
         return True
 
     def add_fact(self, fact: Fact) -> None:
         row = fact.model_dump()
         row["fact_source"] = row.pop("source")
         with self.engine.begin() as conn:
-            _insert(conn, t.users, [{"user_id": fact.user_id, "attributes": {}}], update=False)
-            _insert(conn, t.facts, [row], update=True)
+            ensure_user(conn, fact.user_id)
+            upsert(conn, t.facts, [row], update=True)
 
     def get_facts(self, *, user_id: str, valid_only: bool = True) -> list[Fact]:
         c = t.facts.c
@@ -562,7 +357,7 @@ class Store:
             q = q.where(c.valid_to.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(c.valid_from, c.fact_id)).mappings().all()
-        return [Fact(source=r["fact_source"], **{k: v for k, v in r.items() if k != "fact_source"}) for r in rows]
+        return [queries.fact_from_row(r) for r in rows]
 
     def invalidate_fact(self, *, user_id: str, fact_id: str, at: int | None = None) -> bool:
         c = t.facts.c
@@ -591,16 +386,9 @@ class Store:
         Rows go in one transaction; files are removed after it commits (a crash in
         between leaves orphan files, never rows pointing at missing files).
         """
-        rows: dict[str, int] = {}
-        c = t.artifacts.c
         with self.engine.begin() as conn:
-            owned = (c.scope == "user") & (c.owner == user_id)
-            paths = [p for p in conn.execute(select(c.path).where(owned)).scalars() if p]
-            rows["artifacts"] = conn.execute(t.artifacts.delete().where(owned)).rowcount
-            for tb in t.USER_TABLES:
-                rows[tb.name] = conn.execute(tb.delete().where(tb.c.user_id == user_id)).rowcount
-            rows["users"] = conn.execute(t.users.delete().where(t.users.c.user_id == user_id)).rowcount
-        removed = [p for p in paths if self._remove_file(p)]
+            rows, paths = delete_user_rows(conn, user_id)
+        removed = [p for p in paths if remove_file(self.files_dir, p)]
         return DeletionReport(user_id=user_id, rows=rows, files=removed)
 
     def export_user(self, *, user_id: str) -> dict[str, Any]:
@@ -614,38 +402,28 @@ class Store:
             raise KeyError(f"unknown user {user_id!r}")
         out: dict[str, Any] = {"user": user.model_dump(exclude={"kind"})}
         with self.engine.connect() as conn:
-            for tb in t.USER_TABLES:
-                pk = [col for col in tb.primary_key.columns]
-                rows = conn.execute(select(tb).where(tb.c.user_id == user_id).order_by(*pk)).mappings()
-                out[tb.name] = [_jsonable(dict(r)) for r in rows]
+            out.update(export_user_rows(conn, user_id))
         arts = self.list_artifacts(scope="user", owner=user_id)
         out["artifacts"] = [a.model_dump() for a in arts]
         return out
 
-    # -- files ------------------------------------------------------------------------
 
-    def _remove_file(self, path: str | None) -> bool:
-        """Delete an artifact file or folder, but only inside ``files_dir``."""
-        if not path:
-            return False
-        p = Path(path).resolve()
-        if not p.is_relative_to(self.files_dir) or not p.exists():
-            return False
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-        return True
+def _create_engine(url: URL, *, echo: bool) -> Engine:
+    """The engine for a SQLite or PostgreSQL ``url`` (already checked by ``Store.__init__``)."""
+    kwargs: dict[str, Any] = {"echo": echo}
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite:
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        if url.database in (None, "", ":memory:"):
+            from sqlalchemy.pool import StaticPool
 
-
-def _hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    if "vector" in row and isinstance(row["vector"], bytes | memoryview):
-        row["vector"] = np.frombuffer(bytes(row["vector"]), dtype=np.float32).tolist()
-    return row
+            kwargs["poolclass"] = StaticPool  # one shared in-memory database
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -27,27 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from tailorlm.models.base import GenerationConfig, Messages, normalize_batch, resolve_adapters
+from tailorlm.models.base import GenerationConfig, Messages, model_fingerprint, normalize_batch, resolve_adapters
 
-__all__ = ["CachedEmbedder", "CachedGenerator", "model_fingerprint"]
-
-
-def model_fingerprint(generator: Any) -> str:
-    """Name plus whatever tells two builds of the same name apart (version, path, dtype, base URL).
-
-    Wrappers (this cache, the service's lock) are seen through: an adapter trained on the
-    model must be found again when the model is served or evaluated behind one.
-    """
-    for attr in ("generator", "inner"):  # own attributes only: wrappers forward the rest
-        inner = vars(generator).get(attr) if hasattr(generator, "__dict__") else None
-        if inner is not None and inner is not generator:
-            return model_fingerprint(inner)
-    parts = [str(getattr(generator, "name", type(generator).__name__))]
-    for attr in ("version", "path", "dtype", "base_url", "model"):
-        value = getattr(generator, attr, None)
-        if value is not None and not callable(value):
-            parts.append(f"{attr}={value}")
-    return "|".join(parts)
+__all__ = ["CachedEmbedder", "CachedGenerator"]
 
 
 def _open(path: Path, ddl: str) -> sqlite3.Connection:

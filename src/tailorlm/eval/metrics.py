@@ -2,7 +2,11 @@
 
 ROUGE via ``rouge-score`` (stemming on, as LaMP), BLEU via ``sacrebleu``, METEOR via
 ``nltk`` (WordNet from Debian's ``wordnet-base``, never downloaded at run time),
-accuracy / macro-F1 and the ranking metrics via scikit-learn, MAE / RMSE with numpy.
+accuracy / macro-F1 via scikit-learn, MAE / RMSE with numpy, and the top-k ranking
+metrics (NDCG, hit rate, MRR, recall, precision: RecBole's names and definitions) via
+Cornac. This is the only home of the ranking metrics: the MovieLens anchors
+(:mod:`tailorlm.eval.recsys`) score their lists here too, so a ranking number means the
+same thing wherever it is reported.
 An unparsable rating is scored as the label farthest from gold (LaMP), and counted.
 
 Each family also has a ``*_per_example`` form: the per-example values the bootstrap
@@ -15,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,12 @@ __all__ = [
     "classification_scores",
     "generation_scores",
     "meteor_per_example",
+    "ranking_metrics",
     "ranking_per_example",
     "ranking_scores",
     "rating_errors",
     "rating_scores",
+    "reciprocal_rank",
     "rouge_per_example",
 ]
 
@@ -48,7 +54,7 @@ METRIC_DIRECTION: dict[str, int] = {
     "bleu": 1,
     "meteor": 1,
     "ndcg@10": 1,
-    "hr@10": 1,
+    "hit@10": 1,
     "mrr": 1,
 }
 
@@ -198,38 +204,68 @@ def classification_scores(predictions: Sequence[str | None], golds: Sequence[str
     }
 
 
+def reciprocal_rank(relevant: Iterable[Any], ranked: Sequence[Any]) -> float:
+    """1 / rank of the first relevant item of ``ranked`` (best first), 0.0 if none is ranked.
+
+    Over the whole list this is the uncut MRR; over ``ranked[:k]`` it is RecBole's MRR@k
+    (the same value as Cornac's ``MRR``, which refuses a list without a hit).
+    """
+    rel = set(relevant)
+    first = next((n for n, x in enumerate(ranked) if x in rel), None)
+    return 0.0 if first is None else 1.0 / (first + 1)
+
+
+def ranking_metrics(relevant: Sequence[Any], ranked: Sequence[Any], k: int = 10) -> dict[str, float]:
+    """RecBole's top-k metrics for one user or query, computed by Cornac's implementations.
+
+    ``relevant``: the user's held-out items; ``ranked``: the recommendation list, best first
+    (only its first ``k`` count; ids are expected to be distinct, as in any ranking: a
+    repeated relevant id would count twice). NDCG's ideal list has min(len(relevant), k)
+    hits; MRR@k is 0 without a hit in the top k.
+
+    Example (derivation in tests/eval/test_recsys.py):
+        >>> {m: round(v, 4) for m, v in ranking_metrics(["a", "c"], ["b", "a", "d", "c"], k=3).items()}
+        {'ndcg@3': 0.3869, 'hit@3': 1.0, 'mrr@3': 0.5, 'recall@3': 0.5, 'precision@3': 0.3333}
+    """
+    from cornac.metrics import NDCG, HitRatio, Precision, Recall
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(relevant) == 0:
+        raise ValueError("a query has no relevant item (a user without held-out items has no ranking metrics)")
+    codes = {x: n for n, x in enumerate(dict.fromkeys([*relevant, *ranked]))}
+    gt = np.array([codes[x] for x in dict.fromkeys(relevant)])
+    top = np.array([codes[x] for x in list(ranked)[:k]], dtype=int)
+    return {
+        f"ndcg@{k}": float(NDCG(k=k).compute(gt_pos=gt, pd_rank=top)),
+        f"hit@{k}": float(HitRatio(k=k).compute(gt_pos=gt, pd_rank=top)),
+        f"mrr@{k}": reciprocal_rank(relevant, list(ranked)[:k]),
+        f"recall@{k}": float(Recall(k=k).compute(gt_pos=gt, pd_rank=top)),
+        f"precision@{k}": float(Precision(k=k).compute(gt_pos=gt, pd_rank=top)),
+    }
+
+
 def ranking_per_example(
     ranked: Sequence[Sequence[str]], relevant: Sequence[str | Sequence[str]], *, k: int = 10
 ) -> dict[str, list[float]]:
-    """NDCG@k, HR@k and MRR per query, for a ranked list of ids and the relevant id(s).
+    """NDCG@k, hit@k (:func:`ranking_metrics`) and the uncut MRR (:func:`reciprocal_rank`) per query.
 
-    Computed with scikit-learn from the binary relevance of the ranked list: NDCG via
-    ``ndcg_score`` (gains 1 for relevant ids, the ideal ranking puts every relevant id
-    first, including relevant ids the list missed), HR@k = at least one relevant id in
-    the top k, MRR = 1 / rank of the first relevant id (0 if none is ranked).
+    ``relevant`` holds one relevant id or a sequence of them per query; relevant ids the
+    list missed still count in NDCG's ideal list.
     """
-    from sklearn.metrics import ndcg_score
-
-    out: dict[str, list[float]] = {f"ndcg@{k}": [], f"hr@{k}": [], "mrr": []}
+    out: dict[str, list[float]] = {f"ndcg@{k}": [], f"hit@{k}": [], "mrr": []}
     for ids, rel in zip(ranked, relevant, strict=True):
-        rel_set = {rel} if isinstance(rel, str) else set(rel)
-        if not rel_set:
-            raise ValueError("a query has no relevant item")
-        hits = [1.0 if i in rel_set else 0.0 for i in ids]
-        missed = len(rel_set - set(ids))
-        # Relevant ids the list missed are placed after k non-relevant fillers: beyond the
-        # cut-off for the DCG, yet counted by the ideal DCG. Scores are distinct (no ties).
-        y_true = np.asarray([hits + [0.0] * k + [1.0] * missed])
-        y_score = -np.arange(y_true.shape[1], dtype=float)[None, :]
-        out[f"ndcg@{k}"].append(float(ndcg_score(y_true, y_score, k=k)) if sum(hits) else 0.0)
-        out[f"hr@{k}"].append(1.0 if any(hits[:k]) else 0.0)
-        first = next((r for r, h in enumerate(hits) if h), None)
-        out["mrr"].append(0.0 if first is None else 1.0 / (first + 1))
+        rel_ids = [rel] if isinstance(rel, str) else list(rel)
+        per = ranking_metrics(rel_ids, ids, k=k)
+        out[f"ndcg@{k}"].append(per[f"ndcg@{k}"])
+        out[f"hit@{k}"].append(per[f"hit@{k}"])
+        out["mrr"].append(reciprocal_rank(rel_ids, ids))
     return out
 
 
 def ranking_scores(
     ranked: Sequence[Sequence[str]], relevant: Sequence[str | Sequence[str]], *, k: int = 10
 ) -> dict[str, float]:
+    """Means of :func:`ranking_per_example`, and ``n`` (the number of queries)."""
     per = ranking_per_example(ranked, relevant, k=k)
     return {name: float(np.mean(v)) if v else 0.0 for name, v in per.items()} | {"n": len(ranked)}

@@ -47,7 +47,7 @@ PREDICTORS = (
     "majority",
     "user-mean",
 )
-PREDICT_CHUNK = 8  # examples personalized, then predicted, at a time: the predictors' batch (see run_method)
+PREDICT_CHUNK = 8  # examples personalized, then predicted, at a time: predictors' batch (_personalize_and_predict)
 
 
 @dataclass
@@ -74,6 +74,125 @@ def _default_predictor(kind: str) -> str:
     return "choice-calibrated" if kind in ("rating", "classification") else "generate"
 
 
+def _predictor_name(kind: str, predictor: str) -> str:
+    """The predictor to run: validated, with ``"auto"`` resolved from the task kind."""
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown predictor {predictor!r}; use one of {PREDICTORS}")
+    return _default_predictor(kind) if predictor == "auto" else predictor
+
+
+def _with_k(method: str, overrides: Mapping[str, Mapping[str, Any]] | None, k: int | None) -> dict[str, dict[str, Any]]:
+    """Copies of ``overrides``, with ``k`` set on every retrieval step of the spec."""
+    out = {part: dict(cfg) for part, cfg in (overrides or {}).items()}
+    if k is not None:  # --k applies to every retrieval step of the spec
+        for part in method.split("+"):
+            if part.startswith(("rag", "recency", "random")):
+                out.setdefault(part, {})["k"] = k
+    return out
+
+
+@dataclass
+class _Outputs:
+    """What personalizing and predicting gathered, one entry per example in order."""
+
+    inputs: list[Any] = field(default_factory=list)
+    queries: list[Query] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    predict_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _PredictContext:
+    """What every chunk's prediction needs besides the chunk itself."""
+
+    pred_name: str
+    task: Any
+    store: Store
+    generator: Any
+    population_labels: list[Any]
+
+
+def _personalize_and_predict(
+    personalizer: Any,
+    examples: Sequence[Any],
+    pc: _PredictContext,
+    progress: Callable[[int, int], None] | None,
+) -> _Outputs:
+    """Personalize and predict a chunk at a time.
+
+    A parametric method loads one adapter per user, and its LRU must still hold a chunk's
+    adapters when the chunk is predicted. The chunk is the predictors' batch size, so
+    generator batches are the same as in one pass.
+    """
+    out = _Outputs()
+    for lo in range(0, len(examples), PREDICT_CHUNK):
+        chunk = examples[lo : lo + PREDICT_CHUNK]
+        for ex in chunk:
+            q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
+            out.queries.append(q)
+            t0 = time.perf_counter()
+            out.inputs.append(personalizer.personalize(ex.user_id, q))
+            out.latency_ms.append((time.perf_counter() - t0) * 1e3)
+            if progress:
+                progress(len(out.inputs) + len(out.predictions), 2 * len(examples))
+        t_predict = time.perf_counter()
+        out.predictions += _predict(
+            pc.pred_name,
+            pc.task,
+            out.inputs[lo:],
+            out.queries[lo:],
+            [ex.user_id for ex in chunk],
+            pc.store,
+            pc.generator,
+            pc.population_labels,
+        )
+        out.predict_s += time.perf_counter() - t_predict
+        if progress:
+            progress(len(out.inputs) + len(out.predictions), 2 * len(examples))
+    return out
+
+
+def _score(
+    t: Any, answers: Sequence[Any], golds: Sequence[str], inputs: Sequence[Any], *, meteor: bool
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Aggregate metrics (plus mean prompt tokens and METEOR) and the per-query values."""
+    if t.kind == "rating":
+        metrics = rating_scores(
+            answers,
+            [float(g) for g in golds],  # type: ignore[arg-type]
+            low=int(t.labels[0]),
+            high=int(t.labels[-1]),
+        )
+    elif t.kind == "classification":
+        metrics = classification_scores(answers, golds)  # type: ignore[arg-type]
+    else:
+        metrics = generation_scores([a if isinstance(a, str) else None for a in answers], golds)
+    metrics["prompt_tokens"] = sum(p.record.prompt_tokens for p in inputs) / max(1, len(inputs))
+    per_example = _per_example(t, answers, golds, meteor=meteor)
+    if "meteor" in per_example:
+        metrics["meteor"] = sum(per_example["meteor"]) / max(1, len(per_example["meteor"]))
+    return metrics, per_example
+
+
+def _rows(examples: Sequence[Any], predictions: Sequence[Prediction], inputs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per-example rows: what was used, so any number can be traced back to prompts."""
+    return [
+        {
+            "user_id": ex.user_id,
+            "example_id": ex.example_id,
+            "gold": ex.target,
+            "answer": p.answer,
+            "raw": p.raw,
+            "scope": inp.record.scope,
+            "persona": inp.record.persona_id,
+            "prompt_tokens": inp.record.prompt_tokens,
+            "retrieved": [r["id"] for r in inp.record.retrieved],
+        }
+        for ex, p, inp in zip(examples, predictions, inputs, strict=True)
+    ]
+
+
 def run_method(
     store: Store,
     *,
@@ -97,18 +216,11 @@ def run_method(
     """
     start = time.perf_counter()
     t = get_task(task)
-    if predictor not in PREDICTORS:
-        raise ValueError(f"unknown predictor {predictor!r}; use one of {PREDICTORS}")
-    pred_name = _default_predictor(t.kind) if predictor == "auto" else predictor
-    overrides = {part: dict(cfg) for part, cfg in (overrides or {}).items()}
-    if k is not None:  # --k applies to every retrieval step of the spec
-        for part in method.split("+"):
-            if part.startswith(("rag", "recency", "random")):
-                overrides.setdefault(part, {})["k"] = k
+    pred_name = _predictor_name(t.kind, predictor)
     personalizer = parse_method_spec(
         method,
         collaborators={"generator": generator, "embedder": embedder},
-        overrides=overrides,
+        overrides=_with_k(method, overrides, k),
         budget_tokens=budget_tokens,
         token_counter=None,
     )
@@ -119,68 +231,14 @@ def run_method(
     population_labels = [
         ex.target for ex in store.get_examples(task=task) if ex.target is not None and ex.user_id in population
     ]
-    inputs, qs, latency_ms, predictions = [], [], [], []
-    predict_s = 0.0
-    # Personalize and predict a chunk at a time: a parametric method loads one adapter per
-    # user, and its LRU must still hold a chunk's adapters when the chunk is predicted.
-    # The predictors' batch size, so generator batches are the same as in one pass.
-    for lo in range(0, len(examples), PREDICT_CHUNK):
-        chunk = examples[lo : lo + PREDICT_CHUNK]
-        for ex in chunk:
-            q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
-            qs.append(q)
-            t0 = time.perf_counter()
-            inputs.append(personalizer.personalize(ex.user_id, q))
-            latency_ms.append((time.perf_counter() - t0) * 1e3)
-            if progress:
-                progress(len(inputs) + len(predictions), 2 * len(examples))
-        t_predict = time.perf_counter()
-        predictions += _predict(
-            pred_name,
-            t,
-            inputs[lo:],
-            qs[lo:],
-            [ex.user_id for ex in chunk],
-            store,
-            generator,
-            population_labels,
-        )
-        predict_s += time.perf_counter() - t_predict
-        if progress:
-            progress(len(inputs) + len(predictions), 2 * len(examples))
+    pc = _PredictContext(pred_name, t, store, generator, population_labels)
+    out = _personalize_and_predict(personalizer, examples, pc, progress)
 
     golds = [ex.target or "" for ex in examples]
-    answers = [p.answer for p in predictions]
-    if t.kind == "rating":
-        metrics = rating_scores(
-            answers,
-            [float(g) for g in golds],  # type: ignore[arg-type]
-            low=int(t.labels[0]),
-            high=int(t.labels[-1]),
-        )
-    elif t.kind == "classification":
-        metrics = classification_scores(answers, golds)  # type: ignore[arg-type]
-    else:
-        metrics = generation_scores([a if isinstance(a, str) else None for a in answers], golds)
-    metrics["prompt_tokens"] = sum(p.record.prompt_tokens for p in inputs) / max(1, len(inputs))
-    per_example = _per_example(t, answers, golds, meteor=meteor)
-    if "meteor" in per_example:
-        metrics["meteor"] = sum(per_example["meteor"]) / max(1, len(per_example["meteor"]))
-    system = _system(latency_ms, predict_s, predictions, pred_name, generator)
-    rows = [
-        {
-            "user_id": ex.user_id,
-            "example_id": ex.example_id,
-            "gold": ex.target,
-            "answer": p.answer,
-            "raw": p.raw,
-            "scope": inp.record.scope,
-            "persona": inp.record.persona_id,
-            "prompt_tokens": inp.record.prompt_tokens,
-            "retrieved": [r["id"] for r in inp.record.retrieved],
-        }
-        for ex, p, inp in zip(examples, predictions, inputs, strict=True)
-    ]
+    answers = [p.answer for p in out.predictions]
+    metrics, per_example = _score(t, answers, golds, out.inputs, meteor=meteor)
+    system = _system(out.latency_ms, out.predict_s, out.predictions, pred_name, generator)
+    rows = _rows(examples, out.predictions, out.inputs)
     return RunResult(
         method=method,
         task=task,

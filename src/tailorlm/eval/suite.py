@@ -42,6 +42,7 @@ from tailorlm.eval.metrics import METRIC_DIRECTION
 from tailorlm.eval.runner import PREDICTORS, run_method
 from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
 from tailorlm.eval.training import TrainSpec
+from tailorlm.personalize.registry import needs_of
 from tailorlm.tasks import get_task
 
 __all__ = ["DatasetSpec", "RowSpec", "SuiteConfig", "load_suite", "primary_metrics", "run_suite"]
@@ -180,7 +181,7 @@ def primary_metrics(kind: str) -> tuple[str, ...]:
         "rating": ("mae", "rmse"),
         "classification": ("accuracy",),
         "generation": ("rouge1", "rougeL", "meteor"),
-        "ranking": ("ndcg@10", "hr@10"),
+        "ranking": ("ndcg@10", "hit@10"),
     }.get(kind, ())
 
 
@@ -239,15 +240,10 @@ class SuiteEnv:
         return self._embedder
 
 
-# Methods that embed: dense retrieval, clustered personas (also for persona adapters), user vectors.
-EMBEDDING_METHODS = ("rag-dense", "rag-hybrid", "persona", "lora", "lora-persona", "dpo", "dpo-persona", "softprompt")
-
-
 def _needs_embedder(row: RowSpec) -> bool:
-    return any(p in EMBEDDING_METHODS for p in row.method.split("+")) or any(
-        cfg.get("persona_by") == "cluster" or cfg.get("retriever") in ("dense", "hybrid")
-        for cfg in row.overrides.values()
-    )
+    """Whether the row's methods embed (dense retrieval, clustered personas, user vectors),
+    as their configs declare it with the row's overrides applied."""
+    return "embedder" in needs_of(row.method, row.overrides)
 
 
 def load_datasets(
@@ -361,7 +357,7 @@ def run_suite(
 
 def _uses_generator(row: RowSpec) -> bool:
     """Profile summaries and persona descriptions are written by the model even for model-free predictors."""
-    return any(p in ("profile", "persona") for p in row.method.split("+"))
+    return "generator" in needs_of(row.method, row.overrides)
 
 
 def _finish(report: dict[str, Any], suite: SuiteConfig) -> None:

@@ -1,8 +1,8 @@
 """A suite's training step: the adapters its parametric rows need, trained before the rows run.
 
 A suite lists ``[[train]]`` entries (method, scope, task, how many users); this module
-turns them into :class:`~tailorlm.train.jobs.TrainJob`s that respect the suite's split and
-runs them through a resumable :class:`~tailorlm.train.queue.TrainQueue` in the bench's
+turns them into :class:`~tailorlm.personalize.training.jobs.TrainJob`s that respect the suite's split and
+runs them through a resumable :class:`~tailorlm.personalize.training.queue.TrainQueue` in the bench's
 work folder, so a killed run picks up where it stopped and a rerun trains nothing.
 
 The split decides who may be learned from, exactly as for the non-parametric rows:
@@ -12,7 +12,7 @@ The split decides who may be learned from, exactly as for the non-parametric row
   of any row is ever in the training data);
 - a user adapter is trained for each of the first ``users`` held-out users (the same
   nested sample the rows use), on their examples strictly before their query;
-- DPO pairs are derived first (:func:`~tailorlm.train.pairs.derive_pairs`): the user's
+- DPO pairs are derived first (:func:`~tailorlm.personalize.training.pairs.derive_pairs`): the user's
   own title against another population user's title of a similar, earlier review.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.eval.splits import make_split
-from tailorlm.train.jobs import SCOPES
+from tailorlm.personalize.training.jobs import SCOPES
 
 __all__ = ["TrainSpec", "plan_jobs", "run_training"]
 
@@ -58,7 +58,7 @@ def _task_sizes(suite: Any) -> dict[str, int]:
 def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
     """The jobs for ``suite.train`` and, per task, the population they may learn from."""
     from tailorlm.personalize.granularity import Granularity
-    from tailorlm.train.jobs import TrainJob
+    from tailorlm.personalize.training.jobs import TrainJob
 
     sizes = _task_sizes(suite)
     populations: dict[str, tuple[str, ...]] = {}
@@ -89,7 +89,7 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
 
 
 def _derive_pairs(jobs: list[Any], store: Any, populations: Mapping[str, tuple[str, ...]], generator: Any) -> None:
-    from tailorlm.train.pairs import PairConfig, derive_pairs
+    from tailorlm.personalize.training.pairs import PairConfig, derive_pairs
 
     for task in sorted({j.task for j in jobs if j.method == "dpo"}):
         users = sorted({j.owner for j in jobs if j.method == "dpo" and j.task == task and j.scope == "user"})
@@ -115,9 +115,9 @@ def run_training(
 ) -> list[dict[str, Any]]:
     """Train what ``suite.train`` asks for (resumably) and summarize every adapter it names."""
     from tailorlm.adapters.registry import AdapterRegistry
-    from tailorlm.eval.cache import model_fingerprint
-    from tailorlm.train.jobs import TrainContext
-    from tailorlm.train.queue import TrainQueue
+    from tailorlm.models.base import model_fingerprint
+    from tailorlm.personalize.training.jobs import TrainContext
+    from tailorlm.personalize.training.queue import TrainQueue
 
     base = getattr(generator, "generator", generator)  # the model itself, not the generation cache
     jobs, populations = plan_jobs(suite, store, embedder=embedder)

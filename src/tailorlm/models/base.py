@@ -16,19 +16,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
+from tailorlm.errors import BackendError
+
 if TYPE_CHECKING:
     import numpy
 
 __all__ = [
     "BASE_ADAPTER",
+    "AdapterGenerator",
     "BackendError",
     "ChatMessage",
+    "ChoiceScorer",
     "Embedder",
     "GenerationConfig",
     "Generator",
     "Messages",
+    "TokenCounter",
     "chat",
+    "count_prompt_tokens",
+    "count_text_tokens",
     "cut_at_stop",
+    "model_fingerprint",
     "normalize_batch",
     "normalize_messages",
     "resolve_adapters",
@@ -39,18 +47,6 @@ _ROLES: frozenset[str] = frozenset(("system", "user", "assistant"))
 
 #: What PEFT's mixed-adapter batches call "no adapter"; reserved, so no adapter may use it.
 BASE_ADAPTER = "__base__"
-
-
-class BackendError(RuntimeError):
-    """A model backend failed for a reason outside the caller's control (HTTP error, outage).
-
-    ``status_code`` carries the HTTP status when there is one, so a proxy (such as the test
-    server in :mod:`tailorlm.testing`) can pass an upstream failure on unchanged.
-    """
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)
@@ -229,3 +225,81 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: Sequence[str]) -> numpy.ndarray: ...
+
+
+@runtime_checkable
+class ChoiceScorer(Protocol):
+    """A generator that can score fixed answers (constrained choice) instead of generating."""
+
+    def score_choices(
+        self, batch: Sequence[Messages], choices: Sequence[str], *, adapter: str | Sequence[str | None] | None = None
+    ) -> Any:
+        """(len(batch), len(choices)) log-probabilities of each choice as the assistant's answer."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A generator that counts tokens with its own tokenizer (prompt budgets, usage reports)."""
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Tokens of ``messages`` as rendered by the chat template, generation prompt included."""
+        ...
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a bare text (a completion), without special tokens."""
+        ...
+
+
+@runtime_checkable
+class AdapterGenerator(Generator, ChoiceScorer, TokenCounter, Protocol):
+    """A generator that holds named LoRA adapters in memory and switches them per row.
+
+    The local backend implements all of it; an HTTP backend (vLLM) loads adapters on the
+    server by name and so implements only :class:`Generator`. Code that needs adapters,
+    choice scoring or token counts asks ``isinstance(gen, AdapterGenerator)`` (or the
+    narrower protocols above) instead of probing attributes one by one.
+    """
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the adapters loaded now."""
+        ...
+
+    def add_adapter(self, name: str, path: Any) -> None: ...
+
+    def delete_adapter(self, name: str) -> None: ...
+
+
+def count_prompt_tokens(generator: object, messages: Sequence[Mapping[str, str]]) -> int:
+    """Real token counts when the generator can give them, whitespace words otherwise."""
+    if isinstance(generator, TokenCounter):
+        return int(generator.count_tokens(messages))
+    return sum(len(str(m.get("content", "")).split()) for m in messages)
+
+
+def count_text_tokens(generator: object, text: str) -> int:
+    """Tokens of a completion by the generator's tokenizer when it has one, else words."""
+    if isinstance(generator, TokenCounter):
+        return int(generator.count_text_tokens(text))
+    return len(text.split())
+
+
+def model_fingerprint(generator: object) -> str:
+    """Name plus whatever tells two builds of the same name apart (version, path, dtype, base URL).
+
+    Adapters, caches and preference pairs are keyed by it, so an adapter trained on one
+    model is never served on another. Wrappers (a generation cache, the service's lock) are
+    seen through: an adapter trained on the model must be found again when the model is
+    served or evaluated behind one.
+    """
+    for attr in ("generator", "inner"):  # own attributes only: wrappers forward the rest
+        inner = vars(generator).get(attr) if hasattr(generator, "__dict__") else None
+        if inner is not None and inner is not generator:
+            return model_fingerprint(inner)
+    parts = [str(getattr(generator, "name", type(generator).__name__))]
+    for attr in ("version", "path", "dtype", "base_url", "model"):
+        value = getattr(generator, attr, None)
+        if value is not None and not callable(value):
+            parts.append(f"{attr}={value}")
+    return "|".join(parts)

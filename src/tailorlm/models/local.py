@@ -328,6 +328,10 @@ class TransformersGenerator:
         )
         return len(enc["input_ids"])
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a bare text (a completion), without special tokens."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
     # -- adapters -----------------------------------------------------------------------
 
     @property

@@ -26,15 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from tailorlm.data import Artifact, Store
+from tailorlm.data import USER_ATTRIBUTES, Artifact, Store
 from tailorlm.models.base import Embedder
-from tailorlm.personalize.base import ServedScope
+from tailorlm.personalize.types import ServedScope
 from tailorlm.retrieval import HistoryEntry, load_history
 from tailorlm.tasks import Task
 
 __all__ = ["Granularity", "ScopeDecision"]
-
-_ATTRS = ("age", "age_band", "gender", "occupation", "location")
 
 # Text vectors shared by every Granularity that uses the same embedder object: fitting
 # personas again (another task, a persona adapter's trainer, an evaluation row) must not
@@ -64,7 +62,7 @@ def _attribute(store: Store, user_id: str, name: str) -> str | None:
     user = store.get_user(user_id=user_id)
     if user is None:
         return None
-    value = getattr(user, name) if name in _ATTRS else user.attributes.get(name)
+    value = getattr(user, name) if name in USER_ATTRIBUTES else user.attributes.get(name)
     return None if value in (None, "") else str(value)
 
 

@@ -1,7 +1,8 @@
 """Composition: several personalizers feeding one prompt (e.g. profile + RAG + an adapter).
 
 A pipeline is itself a Personalizer, so evaluation and serving never special-case
-combinations. Method specs such as ``"rag-bm25+profile"`` are parsed here.
+combinations. Method specs such as ``"rag-bm25+profile"`` are parsed here, against the
+registry (``registry.py``): a spec part is an alias or a registered name.
 """
 
 from __future__ import annotations
@@ -9,17 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
-from tailorlm.personalize.base import (
-    REGISTRY,
-    BasePersonalizer,
-    Contribution,
-    PersonalizedInput,
-    Query,
-    build_method,
-)
+from tailorlm.errors import ConfigError
+from tailorlm.personalize.base import BasePersonalizer
+from tailorlm.personalize.registry import REGISTRY, resolve_alias
 from tailorlm.personalize.render import render
+from tailorlm.personalize.types import Contribution, PersonalizedInput, Query
 
-__all__ = ["Pipeline", "parse_method_spec"]
+__all__ = ["Pipeline", "build_method", "parse_method_spec"]
+
+
+def build_method(name: str, config: Mapping[str, Any] | None = None, **collaborators: Any) -> BasePersonalizer[Any]:
+    """Instantiate a registered method from its name and a config mapping."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; registered: {sorted(REGISTRY)}")
+    entry = REGISTRY[name]
+    return entry.method_cls(entry.config_cls.from_dict(config or {}), **collaborators)
 
 
 class Pipeline:
@@ -27,7 +32,7 @@ class Pipeline:
 
     def __init__(
         self,
-        steps: Sequence[BasePersonalizer],
+        steps: Sequence[BasePersonalizer[Any]],
         *,
         token_counter: Callable[[str], int] | None = None,
         budget_tokens: int = 1024,
@@ -56,20 +61,6 @@ class Pipeline:
             step.forget(user_id)
 
 
-# Short names used by the CLI and benchmarks: spec -> (registered method, config).
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "identity": ("identity", {}),
-    "rag-bm25": ("rag", {"retriever": "bm25"}),
-    "rag-dense": ("rag", {"retriever": "dense"}),
-    "rag-hybrid": ("rag", {"retriever": "hybrid"}),
-    "recency": ("rag", {"retriever": "recency"}),
-    "random": ("rag", {"retriever": "random"}),
-    "profile": ("profile", {}),
-    "attributes": ("profile", {"summary": False}),
-    "persona": ("persona", {}),
-}
-
-
 def parse_method_spec(
     spec: str,
     *,
@@ -77,22 +68,17 @@ def parse_method_spec(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     token_counter: Callable[[str], int] | None = None,
     budget_tokens: int = 1024,
-) -> BasePersonalizer | Pipeline:
-    """Build a method or a pipeline from ``"name[+name...]"`` (aliases above or registry names).
+) -> BasePersonalizer[Any] | Pipeline:
+    """Build a method or a pipeline from ``"name[+name...]"`` (registry aliases or names).
 
     ``collaborators`` (generator, embedder) are passed to the methods whose
     constructors accept them; ``overrides`` maps a spec part to config fields.
     """
     import inspect
 
-    steps: list[BasePersonalizer] = []
+    steps: list[BasePersonalizer[Any]] = []
     for part in (p.strip() for p in spec.split("+")):
-        if part in ALIASES:
-            name, config = ALIASES[part]
-        elif part in REGISTRY:
-            name, config = part, {}
-        else:
-            raise ValueError(f"unknown method {part!r}; known: {sorted(set(ALIASES) | set(REGISTRY))}")
+        name, config = resolve_alias(part)
         config = {**config, **(overrides or {}).get(part, {})}
         cls = REGISTRY[name].method_cls
         accepted = inspect.signature(cls.__init__).parameters

@@ -23,16 +23,24 @@ from typing import Literal
 
 from tailorlm.data import Store
 
-__all__ = ["HistoryEntry", "load_history"]
+__all__ = ["EntrySource", "HistoryEntry", "load_history"]
 
 _SOURCES = ("documents", "interactions", "facts", "both", "all")
 
 
+EntrySource = Literal["document", "interaction", "fact"]
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One past document, interaction or memory fact of one user."""
+    """One past document, interaction or memory fact of one user.
 
-    entry_id: str  # "doc:<doc_id>", "int:<interaction_id>" or "fact:<fact_id>"
+    ``source`` says which; code branches on it, never on the id. ``entry_id`` stays unique
+    across sources ("doc:<doc_id>", "int:<interaction_id>", "fact:<fact_id>") because vector
+    caches and usage records key on it.
+    """
+
+    entry_id: str
     user_id: str
     text: str  # what rankers match against
     kind: str  # doc_kind, or the interaction kind
@@ -40,6 +48,7 @@ class HistoryEntry:
     rating: float | None = None  # the user's rating / value, if any
     title: str | None = None  # the user's title (documents), or the item's title (interactions)
     item_id: str | None = None
+    source: EntrySource = "document"
 
     @property
     def source_id(self) -> str:
@@ -73,7 +82,7 @@ def load_history(
     if source == "facts":
         skip = set(exclude_ids)
         return [
-            HistoryEntry(f"fact:{f.fact_id}", user_id, f.text, "fact", f.valid_from)
+            HistoryEntry(f"fact:{f.fact_id}", user_id, f.text, "fact", f.valid_from, source="fact")
             for f in store.get_facts(user_id=user_id, valid_only=True)
             if f.fact_id not in skip and (before is None or f.valid_from < before)
         ]
@@ -98,7 +107,15 @@ def load_history(
         text = " ".join(p for p in (title, item.text if item else None, _genres(item)) if p) or i.item_id
         out.append(
             HistoryEntry(
-                f"int:{i.interaction_id}", user_id, text, i.interaction, i.timestamp, i.value, title, i.item_id
+                f"int:{i.interaction_id}",
+                user_id,
+                text,
+                i.interaction,
+                i.timestamp,
+                i.value,
+                title,
+                i.item_id,
+                source="interaction",
             )
         )
     return out

@@ -16,14 +16,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from tailorlm._version import __version__
 from tailorlm.data import Store
 from tailorlm.models.base import Embedder, Generator
-from tailorlm.serve import routes_keys, routes_openai, routes_users
+from tailorlm.models.embedders import LazyEmbedder
 from tailorlm.serve.auth import KeyStore
-from tailorlm.serve.engine import Engine, LazyEmbedder
+from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import CatchAllMiddleware, install_error_handlers
 from tailorlm.serve.memory_worker import MemoryWorker
 from tailorlm.serve.middleware import AuthMiddleware, BodyGuardMiddleware, TokenBucket
+from tailorlm.serve.routes_keys import router as keys_router
+from tailorlm.serve.routes_openai import router as openai_router
+from tailorlm.serve.routes_users import router as users_router
 from tailorlm.serve.service import Service
 from tailorlm.settings import Settings, load_settings
 
@@ -72,15 +76,7 @@ def create_app(
     """
     settings = settings or load_settings()
     store = store or Store.from_settings(settings)
-    if generator is None:
-        from tailorlm.models import build_generator
-
-        generator = build_generator(settings)
-    if embedder is None:
-        from tailorlm.models import build_embedder
-
-        embedder = LazyEmbedder(lambda: build_embedder(settings))  # type: ignore[assignment]
-    engine = Engine(store, generator, embedder=embedder, pooled_context=settings.serve.pooled_context)
+    engine = _build_engine(settings, store, generator, embedder)
     keys = KeyStore(store)
     created = keys.ensure_admin(admin_key)
     memory = MemoryWorker(lambda: _memory_factory(store, engine.generator)) if settings.serve.memory else None
@@ -92,24 +88,44 @@ def create_app(
         if memory is not None:
             memory.stop()
 
-    from tailorlm import __version__
-
     app = FastAPI(title="tailorlm", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     app.state.memory_queue = memory.queue if memory is not None else None
     app.state.admin_key_created = created
     install_error_handlers(app)
+    _add_routes(app)
+    _add_middleware(app, settings, keys)
+    return app
+
+
+def _build_engine(settings: Settings, store: Store, generator: Generator | None, embedder: Embedder | None) -> Engine:
+    """The engine around the given (or the settings') generator and embedder."""
+    if generator is None:
+        from tailorlm.models import build_generator
+
+        generator = build_generator(settings)
+    if embedder is None:
+        from tailorlm.models import build_embedder
+
+        embedder = LazyEmbedder(lambda: build_embedder(settings))  # type: ignore[assignment]
+    return Engine(store, generator, embedder=embedder, pooled_context=settings.serve.pooled_context)
+
+
+def _add_routes(app: FastAPI) -> None:
+    """``/health``, the API routers under ``/v1`` and the workbench."""
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:
         """Liveness, without auth (for load balancers)."""
         return {"status": "ok"}
 
-    for router in (routes_openai.router, routes_users.router, routes_keys.router):
+    for router in (openai_router, users_router, keys_router):
         app.include_router(router, prefix="/v1")
     _mount_workbench(app)
 
-    # add_middleware wraps: the last added is the outermost.
+
+def _add_middleware(app: FastAPI, settings: Settings, keys: KeyStore) -> None:
+    """The middleware stack; add_middleware wraps, so the last added is the outermost."""
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.serve.max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=keys, limiter=TokenBucket(settings.serve.rate_limit_per_minute))
@@ -124,14 +140,13 @@ def create_app(
             allow_credentials=False,  # keys travel in a header, never in cookies
             max_age=600,
         )
-    return app
 
 
 def _mount_workbench(app: FastAPI) -> None:
     """Serve the web workbench (``serve/workbench.py``) at ``/`` when it is installed."""
     try:
-        from tailorlm.serve import workbench
+        from tailorlm.serve.workbench import router as workbench_router
     except ImportError as exc:  # pragma: no cover - the workbench ships with the package
         log.warning("web workbench unavailable: %s", exc)
         return
-    app.include_router(workbench.router)
+    app.include_router(workbench_router)

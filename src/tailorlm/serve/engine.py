@@ -22,17 +22,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tailorlm.data import Store
-from tailorlm.models.base import BackendError, Embedder, GenerationConfig, Generator, Messages
-from tailorlm.models.embedders import LazyEmbedder
-from tailorlm.personalize import ALIASES, REGISTRY, PersonalizedInput, Query, parse_method_spec
+from tailorlm.data.store import Store
+from tailorlm.errors import BackendError
+from tailorlm.models.base import (
+    Embedder,
+    GenerationConfig,
+    Generator,
+    Messages,
+    count_prompt_tokens,
+    count_text_tokens,
+)
+from tailorlm.models.inputs import generate_inputs
+from tailorlm.personalize.apply import personalize_input
+from tailorlm.personalize.pipeline import parse_method_spec
+from tailorlm.personalize.registry import FEATURED_PIPELINES, method_names
+from tailorlm.personalize.types import PersonalizedInput, Query, UsageRecord
 from tailorlm.serve.errors import ApiError
-from tailorlm.tasks import get_task
 
-__all__ = ["ChatResult", "Engine", "LazyEmbedder", "LockedGenerator"]
+__all__ = ["ChatResult", "Engine", "LockedGenerator"]
 
-# Specs listed by /v1/models besides the single methods; any valid spec works.
-COMBINATIONS = ("rag-bm25+profile", "rag-bm25+attributes", "rag-dense+profile", "recency+attributes")
 MAX_SPEC_PARTS = 4  # callers choose specs: bound what one request can make the server fit
 MAX_CACHED_SPECS = 32
 _POOLED_SCOPES = ("persona", "global")
@@ -110,7 +118,7 @@ class Engine:
     # -- models and methods ---------------------------------------------------------------
 
     def model_ids(self) -> list[str]:
-        specs = dict.fromkeys([*ALIASES, *sorted(set(REGISTRY) - {a for a, _ in ALIASES.values()}), *COMBINATIONS])
+        specs = dict.fromkeys([*method_names(), *FEATURED_PIPELINES])
         return [f"tailorlm/{s}" for s in specs] + [self.generator.name]
 
     def method(self, spec: str, *, param: str = "model") -> Any:
@@ -160,7 +168,9 @@ class Engine:
         self, user_id: str, spec: str, text: str, *, param: str = "model"
     ) -> tuple[PersonalizedInput, dict[str, Any]]:
         """Model input for ``text`` and the usage record callers may see (pooled entries redacted)."""
-        pers = self.method(spec, param=param).personalize(user_id, Query(text, task="chat"))
+        return self._usage(user_id, spec, self.method(spec, param=param).personalize(user_id, Query(text, task="chat")))
+
+    def _usage(self, user_id: str, spec: str, pers: PersonalizedInput) -> tuple[PersonalizedInput, dict[str, Any]]:
         texts = {(b.kind, it.source_id): it.text for b in pers.blocks for it in b.items}
         redact = pers.record.scope in _POOLED_SCOPES
         retrieved = []
@@ -188,27 +198,20 @@ class Engine:
         _, usage = self.personalize(user_id, "rag-bm25", "overview")
         return usage["scope"], usage["persona_id"]
 
-    def chat_messages(self, pers: PersonalizedInput, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        """The client's conversation with the personalized context folded into its system message."""
-        base = get_task("chat").system
-        rendered = pers.messages[0]["content"]
-        context = rendered[len(base) :] if rendered.startswith(base) else "\n\n" + rendered
-        client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        turns = [m for m in messages if m["role"] != "system"]
-        return [{"role": "system", "content": (client_system or base) + context}, *turns]
-
     # -- generating ---------------------------------------------------------------------------
 
-    def complete(
-        self, messages: list[dict[str, str]], config: GenerationConfig, adapter: str | None = None
-    ) -> tuple[str, int, int]:
-        """(text, prompt tokens, completion tokens), holding the model lock for all three."""
+    def complete(self, pers: PersonalizedInput | Messages, config: GenerationConfig) -> tuple[str, int, int]:
+        """(text, prompt tokens, completion tokens), holding the model lock for all three.
+
+        ``pers`` is a personalized input (its adapter and soft prompt are used) or plain
+        messages for the base model."""
+        row = pers if isinstance(pers, PersonalizedInput) else _plain(pers)
         gen = self.generator
         try:
             with gen.lock:
-                text = gen.inner.generate([messages], config=config, adapter=adapter)[0]
-                prompt = _count(gen.inner, messages)
-                completion = _count_text(gen.inner, text)
+                text = generate_inputs(gen.inner, [row], config=config)[0]
+                prompt = count_prompt_tokens(gen.inner, row.messages)
+                completion = count_text_tokens(gen.inner, text)
         except BackendError as exc:
             raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
         except ValueError as exc:
@@ -219,7 +222,7 @@ class Engine:
         self, user_id: str | None, spec: str | None, messages: list[dict[str, str]], config: GenerationConfig
     ) -> ChatResult:
         usage = None
-        adapter = None
+        row: PersonalizedInput | list[dict[str, str]] = messages
         known = user_id is not None and spec is None and self.store.has_user(user_id=user_id)
         if spec is not None:
             if user_id is None:
@@ -228,11 +231,10 @@ class Engine:
             text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
             if not text or not text.strip():
                 raise ApiError(400, "messages need a non-empty user message to personalize for", param="messages")
-            pers, usage = self.personalize(user_id, spec, text)
-            messages = self.chat_messages(pers, messages)
-            adapter = pers.adapter
+            pers = personalize_input(self.method(spec), user_id, messages=messages)
+            row, usage = self._usage(user_id, spec, pers)
             known = True
-        answer, prompt, completion = self.complete(messages, config, adapter)
+        answer, prompt, completion = self.complete(row, config)
         return ChatResult(answer, prompt, completion, usage, known_user=known)
 
     def compare(self, user_id: str, spec: str, message: str, max_tokens: int) -> tuple[str, dict[str, Any], str]:
@@ -244,27 +246,12 @@ class Engine:
         gen = self.generator
         try:
             with gen.lock:
-                if pers.adapter is None:
-                    answers = gen.inner.generate([pers.messages, baseline.messages], config=config)
-                else:
-                    answers = gen.inner.generate(
-                        [pers.messages, baseline.messages], config=config, adapter=[pers.adapter, None]
-                    )
+                answers = generate_inputs(gen.inner, [pers, baseline], config=config)
         except BackendError as exc:
             raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
         return answers[0], usage, answers[1]
 
 
-def _count(generator: Any, messages: list[dict[str, str]]) -> int:
-    """Real token counts when the generator can give them, word counts otherwise (caller holds the lock)."""
-    count = getattr(generator, "count_tokens", None)
-    if count is not None:
-        return int(count(messages))
-    return sum(len(m["content"].split()) for m in messages)
-
-
-def _count_text(generator: Any, text: str) -> int:
-    tokenizer = getattr(generator, "tokenizer", None)
-    if tokenizer is not None:
-        return len(tokenizer.encode(text, add_special_tokens=False))
-    return len(text.split())
+def _plain(messages: Messages) -> PersonalizedInput:
+    """Unpersonalized messages as a row for :func:`generate_inputs` (base model, no context)."""
+    return PersonalizedInput([dict(m) for m in messages], record=UsageRecord(methods=[], scope="none"))

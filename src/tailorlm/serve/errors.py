@@ -5,6 +5,11 @@ and 5xx this service returns, from routing, validation, auth or a handler, uses 
 and says what was wrong and where (``param`` names the field, e.g. ``body.messages[0].content``).
 Middleware that answers before FastAPI's exception handling (size limits, auth) uses
 :func:`error_response` directly, so the shape is the same there too.
+
+Handlers raise :class:`ApiError` to choose a status themselves. A
+:class:`~tailorlm.errors.TailorlmError` that escapes a handler gets the status
+:data:`STATUS_BY_ERROR` assigns to its class (the nearest class in its MRO), with its
+message; this table is the one place that maps tailorlm's errors to HTTP.
 """
 
 from __future__ import annotations
@@ -19,7 +24,26 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "CatchAllMiddleware", "error_body", "error_response", "format_loc", "install_error_handlers"]
+from tailorlm.errors import (
+    BackendError,
+    ConfigError,
+    DataError,
+    FetchError,
+    NotFoundError,
+    SchemaVersionError,
+    TailorlmError,
+)
+
+__all__ = [
+    "STATUS_BY_ERROR",
+    "ApiError",
+    "CatchAllMiddleware",
+    "error_body",
+    "error_response",
+    "format_loc",
+    "install_error_handlers",
+    "status_for",
+]
 
 log = logging.getLogger("tailorlm.serve")
 
@@ -35,6 +59,26 @@ _TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+#: The HTTP status of each tailorlm error class; subclasses not listed take their nearest
+#: listed base's (``NoAdapterError`` -> ``NotFoundError`` -> 404).
+STATUS_BY_ERROR: dict[type[TailorlmError], int] = {
+    TailorlmError: 400,
+    ConfigError: 400,
+    DataError: 400,
+    NotFoundError: 404,
+    SchemaVersionError: 500,
+    BackendError: 502,
+    FetchError: 502,
+}
+
+
+def status_for(exc: TailorlmError) -> int:
+    """The status :data:`STATUS_BY_ERROR` gives ``exc``'s class or its nearest listed base."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return STATUS_BY_ERROR[TailorlmError]
 
 
 class ApiError(Exception):
@@ -113,6 +157,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=exc.headers, extra=exc.extra
         )
+
+    @app.exception_handler(TailorlmError)
+    async def _tailorlm_error(request: Request, exc: TailorlmError) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return error_response(status, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from tailorlm.serve import schemas as s
+import tailorlm.serve.schemas as s
 from tailorlm.serve.auth import Principal, require_admin
 from tailorlm.serve.errors import ApiError
 from tailorlm.serve.service import Service, get_principal, get_service

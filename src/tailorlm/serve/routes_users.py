@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 
+import tailorlm.serve.schemas as s
 from tailorlm.data import Document, Interaction, Preference, User
-from tailorlm.serve import schemas as s
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.errors import ApiError, format_loc
 from tailorlm.serve.service import Service, get_principal, get_service

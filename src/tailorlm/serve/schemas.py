@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tailorlm.data import Document, Fact, Interaction, Preference, User
+from tailorlm.data import USER_ATTRIBUTES, Document, Fact, Interaction, Preference, User
 
 __all__ = [
     "ChatCompletion",
@@ -167,18 +167,23 @@ class ModelList(BaseModel):
 # -- users and their data ---------------------------------------------------------------------
 
 
-class UserIn(BaseModel):
-    """Create or update a user (upsert by ``user_id``); fields not given become empty."""
+def _user_in() -> type[BaseModel]:
+    """``UserIn`` is built from :class:`~tailorlm.data.User`'s fields, so the typed attributes
+    (``data.records.USER_ATTRIBUTES``, the one list) and their constraints are declared once."""
+    attrs = {name: (User.model_fields[name].annotation, User.model_fields[name]) for name in USER_ATTRIBUTES}
+    model = create_model(
+        "UserIn",
+        __config__=_STRICT,
+        user_id=(str, Field(..., min_length=1, max_length=256)),
+        name=(str | None, None),
+        **attrs,  # type: ignore[arg-type]  # pydantic's overloads cannot type a field mapping
+        attributes=(dict[str, Any], Field(default_factory=dict)),
+    )
+    model.__doc__ = "Create or update a user (upsert by ``user_id``); fields not given become empty."
+    return model
 
-    model_config = _STRICT
-    user_id: str = Field(..., min_length=1, max_length=256)
-    name: str | None = None
-    age: int | None = Field(None, ge=0, le=150)
-    age_band: str | None = None
-    gender: str | None = None
-    occupation: str | None = None
-    location: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+
+UserIn = _user_in()
 
 
 class UserList(BaseModel):

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from tailorlm.models.base import GenerationConfig, Generator
+from tailorlm.models.base import ChoiceScorer, GenerationConfig, Generator
+from tailorlm.models.inputs import generate_inputs, score_inputs
 from tailorlm.tasks.base import Task
 
 __all__ = [
@@ -43,13 +44,6 @@ class Prediction:
     answer: str | list[str] | None  # canonical answer, None if unparsable
     raw: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class ChoiceScorer(Protocol):
-    def score_choices(self, batch: Sequence[Any], choices: Sequence[str], *, adapter: str | None = None) -> np.ndarray:
-        """(len(batch), len(choices)) log-probabilities of each choice as the assistant's answer."""
-        ...
 
 
 def _labels(task: Task, choices: Sequence[str]) -> tuple[str, ...]:
@@ -73,25 +67,10 @@ class GeneratePredictor:
         out: list[Prediction] = []
         for i in range(0, len(inputs), self.batch_size):
             chunk = inputs[i : i + self.batch_size]
-            adapters = [p.adapter for p in chunk]
-            texts = self.generator.generate(
-                [p.messages for p in chunk],
-                config=config,
-                adapter=adapters if any(adapters) else None,
-                **_soft_kwargs(chunk),
-            )
+            texts = generate_inputs(self.generator, chunk, config=config)
             for text, ch in zip(texts, choices[i : i + self.batch_size], strict=True):
                 out.append(Prediction(task.parse(text, tuple(ch)), raw=text))
         return out
-
-
-def _soft_kwargs(inputs: Sequence[Any], repeat: int = 1) -> dict[str, Any]:
-    """``soft_prompt=[...]`` (each row's repeated ``repeat`` times) when any input carries one;
-    nothing otherwise, so generators without soft-prompt support are called as before."""
-    soft = [getattr(p, "soft_prompt", None) for p in inputs]
-    if all(s is None for s in soft):
-        return {}
-    return {"soft_prompt": [s for s in soft for _ in range(repeat)]}
 
 
 def content_free(messages: list[dict[str, str]], task: Task, choices: Sequence[str]) -> list[dict[str, str]]:
@@ -124,10 +103,9 @@ class ChoicePredictor:
         out: list[Prediction] = []
         for p, ch in zip(inputs, choices, strict=True):
             labels = _labels(task, ch)
-            batch = [p.messages] + ([content_free(p.messages, task, ch)] if self.calibrate else [])
-            # the content-free row keeps the same personalization (context and soft prompt)
-            soft = _soft_kwargs([p], repeat=len(batch))
-            logp = np.asarray(self.scorer.score_choices(batch, labels, adapter=p.adapter, **soft), dtype=float)
+            # the content-free row keeps the same personalization (context, adapter, soft prompt)
+            extra = [content_free(p.messages, task, ch)] if self.calibrate else []
+            logp = np.asarray(score_inputs(self.scorer, [p], labels, extra=extra), dtype=float)
             probs = _softmax(logp[0])
             if self.calibrate:
                 probs = probs / np.maximum(_softmax(logp[1]), 1e-12)

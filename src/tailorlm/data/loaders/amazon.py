@@ -44,17 +44,9 @@ from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
-from tailorlm.data.loaders.base import (
-    Loader,
-    LoadError,
-    Where,
-    as_float,
-    as_int,
-    as_str,
-    build,
-    format_rating,
-    parse_json_line,
-)
+from tailorlm.data.loaders._coerce import as_float, as_int, as_str, build, format_rating, parse_json_line
+from tailorlm.data.loaders._errors import LoadError, Where
+from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import Document, Interaction, Record, TaskExample, User
 
 __all__ = ["AmazonReviewsLoader"]
@@ -91,6 +83,30 @@ def _vote(value: Any, at: Where) -> int | None:
     if isinstance(value, str):
         value = value.replace(",", "")
     return as_int(value, at, "vote")
+
+
+def _metadata(d: dict[str, Any], at: Where) -> dict[str, Any]:
+    """The review's extras kept as document metadata: helpful, vote, verified, style, image."""
+    meta: dict[str, Any] = {}
+    helpful = d.get("helpful")
+    if helpful is not None:
+        if not (
+            isinstance(helpful, list)
+            and len(helpful) == 2
+            and all(isinstance(h, int) and not isinstance(h, bool) for h in helpful)
+        ):
+            raise at.error(f"must be [helpful votes, total votes], got {helpful!r}", "helpful")
+        meta["helpful"] = helpful
+    if (vote := _vote(d.get("vote"), at)) is not None:
+        meta["vote"] = vote
+    if "verified" in d:
+        if not isinstance(d["verified"], bool):
+            raise at.error(f"must be true or false, got {d['verified']!r}", "verified")
+        meta["verified"] = d["verified"]
+    for k in ("style", "image"):
+        if d.get(k) is not None:
+            meta[k] = d[k]
+    return meta
 
 
 class AmazonReviewsLoader(Loader):
@@ -146,25 +162,7 @@ class AmazonReviewsLoader(Loader):
         if ts is None:
             ts = _review_time(d.get("reviewTime"), at)
 
-        meta: dict[str, Any] = {}
-        helpful = d.get("helpful")
-        if helpful is not None:
-            if not (
-                isinstance(helpful, list)
-                and len(helpful) == 2
-                and all(isinstance(h, int) and not isinstance(h, bool) for h in helpful)
-            ):
-                raise at.error(f"must be [helpful votes, total votes], got {helpful!r}", "helpful")
-            meta["helpful"] = helpful
-        if (vote := _vote(d.get("vote"), at)) is not None:
-            meta["vote"] = vote
-        if "verified" in d:
-            if not isinstance(d["verified"], bool):
-                raise at.error(f"must be true or false, got {d['verified']!r}", "verified")
-            meta["verified"] = d["verified"]
-        for k in ("style", "image"):
-            if d.get(k) is not None:
-                meta[k] = d[k]
+        meta = _metadata(d, at)
 
         uid, iid = self.uid(reviewer), self.iid(asin)
         doc_id = f"review:{asin}"

@@ -28,7 +28,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tailorlm.data.loaders.base import Loader, LoadError, Where, build, iter_csv, parse_json_line
+from tailorlm.data.loaders._coerce import build, parse_json_line
+from tailorlm.data.loaders._errors import LoadError, Where
+from tailorlm.data.loaders._io import iter_csv
+from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import (
     Document,
     Interaction,

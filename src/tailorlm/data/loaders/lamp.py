@@ -46,16 +46,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tailorlm.data.loaders.base import (
-    Loader,
-    LoadError,
-    Where,
-    as_float,
-    as_str,
-    build,
-    iter_json_array,
-    open_binary,
-)
+from tailorlm.data.loaders._coerce import as_float, as_str, build
+from tailorlm.data.loaders._errors import LoadError, Where
+from tailorlm.data.loaders._io import iter_json_array, open_binary
+from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import Document, Record, TaskExample
 
 __all__ = ["LAMP_TASKS", "LaMPLoader"]
@@ -265,47 +259,7 @@ class LaMPLoader(Loader):
         recs: list[Record] = []
         ids: list[str] = []
         for i, p in enumerate(profile):
-            pre = f"profile[{i}]"
-            if not isinstance(p, dict):
-                raise at.error(f"must be an object, got {type(p).__name__}", pre)
-            layout = task
-            if task.startswith("2"):  # movies (description, tag) or the older news layout
-                layout = "2" if "description" in p else "2-news"
-            doc_kind, fields, req = LAMP_TASKS[layout]
-            if layout == "2-news" and "category" not in p and "tag" in p:
-                req = ("text", "tag")
-            for k in req:
-                if p.get(k) is None:
-                    raise at.error("missing", f"{pre}.{k}")
-            kw: dict[str, Any] = {}
-            for rec_field, key in fields.items():
-                if rec_field == "rating":
-                    kw["rating"] = as_float(p.get(key), at, f"{pre}.{key}")
-                else:
-                    kw[rec_field] = as_str(p.get(key), at, f"{pre}.{key}", required=rec_field == "text")
-            meta: dict[str, Any] = {}
-            for label in ("tag", "category"):
-                if p.get(label) is not None:
-                    meta[label] = as_str(p[label], at, f"{pre}.{label}")
-            if p.get("date") not in (None, ""):
-                meta["date"] = p["date"]
-            doc_id = as_str(p.get("id"), at, f"{pre}.id", required=False, empty_ok=False)
-            names = {
-                "doc_id": f"{pre}.id",
-                "timestamp": f"{pre}.date",
-                **{f: f"{pre}.{k}" for f, k in fields.items()},
-            }
-            doc = build(
-                Document,
-                at,
-                names,
-                user_id=uid,
-                doc_id=doc_id,
-                doc_kind=doc_kind,
-                timestamp=_date(p.get("date"), at, f"{pre}.date"),
-                metadata=meta,
-                **kw,
-            )
+            doc = self._profile_document(at, p, f"profile[{i}]", task, uid)
             recs.append(doc)
             ids.append(doc.doc_id)
         recs.append(
@@ -322,3 +276,46 @@ class LaMPLoader(Loader):
             )
         )
         return recs
+
+    def _profile_document(self, at: Where, p: Any, pre: str, task: str, uid: str) -> Document:
+        """One profile entry (``pre`` is its place, ``profile[i]``) -> the user's document."""
+        if not isinstance(p, dict):
+            raise at.error(f"must be an object, got {type(p).__name__}", pre)
+        layout = task
+        if task.startswith("2"):  # movies (description, tag) or the older news layout
+            layout = "2" if "description" in p else "2-news"
+        doc_kind, fields, req = LAMP_TASKS[layout]
+        if layout == "2-news" and "category" not in p and "tag" in p:
+            req = ("text", "tag")
+        for k in req:
+            if p.get(k) is None:
+                raise at.error("missing", f"{pre}.{k}")
+        kw: dict[str, Any] = {}
+        for rec_field, key in fields.items():
+            if rec_field == "rating":
+                kw["rating"] = as_float(p.get(key), at, f"{pre}.{key}")
+            else:
+                kw[rec_field] = as_str(p.get(key), at, f"{pre}.{key}", required=rec_field == "text")
+        meta: dict[str, Any] = {}
+        for label in ("tag", "category"):
+            if p.get(label) is not None:
+                meta[label] = as_str(p[label], at, f"{pre}.{label}")
+        if p.get("date") not in (None, ""):
+            meta["date"] = p["date"]
+        doc_id = as_str(p.get("id"), at, f"{pre}.id", required=False, empty_ok=False)
+        names = {
+            "doc_id": f"{pre}.id",
+            "timestamp": f"{pre}.date",
+            **{f: f"{pre}.{k}" for f, k in fields.items()},
+        }
+        return build(
+            Document,
+            at,
+            names,
+            user_id=uid,
+            doc_id=doc_id,
+            doc_kind=doc_kind,
+            timestamp=_date(p.get("date"), at, f"{pre}.date"),
+            metadata=meta,
+            **kw,
+        )

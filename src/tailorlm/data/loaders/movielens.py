@@ -30,15 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tailorlm.data.loaders.base import (
-    Loader,
-    LoadError,
-    Where,
-    as_float,
-    as_int,
-    build,
-    format_rating,
-)
+from tailorlm.data.loaders._coerce import as_float, as_int, build, format_rating
+from tailorlm.data.loaders._errors import LoadError, Where
+from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import Interaction, Item, Record, TaskExample, User
 
 __all__ = ["GENRES", "MovieLensLoader"]

@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tailorlm.data.loaders.base import Loader, LoadError, Where, build
+from tailorlm.data.loaders._coerce import build
+from tailorlm.data.loaders._errors import LoadError, Where
+from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import Document, Record, TaskExample, User
 
 __all__ = ["PersonaChatLoader"]

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tailorlm.data.loaders._errors import LoadError
+from tailorlm.data.loaders._io import ByteTracker, open_binary
 from tailorlm.data.loaders.amazon import AmazonReviewsLoader
-from tailorlm.data.loaders.base import ByteTracker, Loader, LoadError, LoadReport, open_binary
+from tailorlm.data.loaders.base import MAX_ERRORS_KEPT, Loader, LoadReport
 from tailorlm.data.loaders.generic import CsvLoader, JsonlLoader
 from tailorlm.data.loaders.lamp import LaMPLoader
 from tailorlm.data.loaders.movielens import MovieLensLoader
@@ -107,6 +109,16 @@ def _manifest_sha(files: list[Path], hashes: dict[str, str]) -> str | None:
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
+def _resolve_format(fmt: str, path: Path) -> str:
+    """``fmt`` itself, or for ``"auto"`` the detected format (an error when there is none)."""
+    if fmt != "auto":
+        return fmt
+    guess = detect_format(path)
+    if guess is None:
+        raise ValueError(f"cannot tell the format of {path}; pass one of {', '.join(LOADERS)}")
+    return guess
+
+
 def load_dataset(
     store: Store,
     fmt: str,
@@ -134,11 +146,7 @@ def load_dataset(
         ValueError: unknown format or options. Any exception rolls the load back.
     """
     path = Path(path)
-    if fmt == "auto":
-        guess = detect_format(path)
-        if guess is None:
-            raise ValueError(f"cannot tell the format of {path}; pass one of {', '.join(LOADERS)}")
-        fmt = guess
+    fmt = _resolve_format(fmt, path)
     loader = make_loader(fmt, **options)
     files = loader.files(path)
     tracker = ByteTracker(sum(f.stat().st_size for f in files), progress)
@@ -148,7 +156,7 @@ def load_dataset(
     def on_error(exc: LoadError) -> None:
         nonlocal skipped
         skipped += 1
-        if len(errors) < 20:
+        if len(errors) < MAX_ERRORS_KEPT:
             errors.append(str(exc))
 
     started_at = int(time.time())

@@ -9,19 +9,10 @@ cold-start rule, the LRU adapter cache, the error naming the train command) with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from tailorlm.personalize.lora.config import LoraMethodConfig
+from tailorlm.personalize.dpo.config import DpoMethodConfig
 from tailorlm.personalize.lora.method import LoraPersonalizer
 
-__all__ = ["DpoMethodConfig", "DpoPersonalizer"]
-
-
-@dataclass
-class DpoMethodConfig(LoraMethodConfig):
-    """:class:`LoraMethodConfig` looking up ``dpo`` adapters (variant "init=lora" for SFT-then-DPO ones)."""
-
-    adapter_method: str = "dpo"
+__all__ = ["DpoPersonalizer"]
 
 
 class DpoPersonalizer(LoraPersonalizer):

@@ -2,13 +2,9 @@
 
 from dataclasses import dataclass
 
-from tailorlm.personalize.base import (
-    BasePersonalizer,
-    Contribution,
-    MethodConfig,
-    Query,
-    register_method,
-)
+from tailorlm.personalize.base import BasePersonalizer, MethodConfig
+from tailorlm.personalize.registry import register_method
+from tailorlm.personalize.types import Contribution, Query
 
 __all__ = ["IdentityConfig", "IdentityPersonalizer"]
 
@@ -18,7 +14,7 @@ class IdentityConfig(MethodConfig):
     """No settings: the identity method ignores the user."""
 
 
-class IdentityPersonalizer(BasePersonalizer):
+class IdentityPersonalizer(BasePersonalizer[IdentityConfig]):
     """Returns the task prompt alone; every table's baseline row."""
 
     name = "identity"
@@ -29,4 +25,4 @@ class IdentityPersonalizer(BasePersonalizer):
         return Contribution(method=self.name)
 
 
-register_method(name="identity", config_cls=IdentityConfig, method_cls=IdentityPersonalizer)
+register_method(name="identity", config_cls=IdentityConfig, method_cls=IdentityPersonalizer, aliases={"identity": {}})

@@ -1,13 +1,16 @@
-"""Settings of the LoRA personalizer (which registered adapter serves a user)."""
+"""Settings of LoRA personalization: which registered adapter serves a user, and how one is trained."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tailorlm.personalize.base import MethodConfig
+from tailorlm.personalize.training.jobs import config_from_mapping
+from tailorlm.personalize.types import Need
 
-__all__ = ["LoraMethodConfig"]
+__all__ = ["LoraMethodConfig", "LoraTrainConfig"]
 
 _SCOPES = ("auto", "user", "persona", "global")
 
@@ -49,3 +52,57 @@ class LoraMethodConfig(MethodConfig):
             raise ValueError(f"LoraMethodConfig.min_user_items must be >= 0, got {self.min_user_items}")
         if self.cache_capacity < 1:
             raise ValueError(f"LoraMethodConfig.cache_capacity must be >= 1, got {self.cache_capacity}")
+
+    def needs(self) -> set[Need]:
+        # persona adapters are found through the user's persona, clusters embed the history
+        persona = self.scope in ("auto", "persona") and self.persona_by in (None, "cluster")
+        return {"generator", "embedder"} if persona else {"generator"}
+
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    """Options of a LoRA job (``TrainJob.config``); defaults follow DESIGN.md's measurements."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    steps: int = 20
+    batch_size: int = 4
+    max_length: int = 256
+    seed: int = 0
+    balanced: bool = False  # class-balanced sampling for label tasks
+    max_examples: int | None = None  # cap on training rows (a seeded sample)
+    init_from: str | None = None  # "global": start from the task's global adapter
+    variant: str | None = None  # default: "init=global" with init_from, else "default"
+    before: int | None = None  # user scope: only examples strictly before this time
+    exclude_latest: bool = True  # user scope without ``before``: hold out the latest example
+    persona_by: str | None = None  # persona scope: default from the owner id "attr=value"
+    n_clusters: int = 8
+
+    def __post_init__(self) -> None:
+        checks = {
+            "r": self.r >= 1,
+            "alpha": self.alpha >= 1,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "lr": self.lr > 0,
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "max_length": self.max_length >= 8,
+            "max_examples": self.max_examples is None or self.max_examples >= 1,
+            "init_from": self.init_from in (None, "global"),
+            "target_modules": bool(self.target_modules),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"LoraTrainConfig: invalid {bad[0]}={getattr(self, bad[0])!r}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LoraTrainConfig:
+        return config_from_mapping(cls, data, tuples=("target_modules",))
+
+    @property
+    def key_variant(self) -> str:
+        return self.variant or ("init=global" if self.init_from == "global" else "default")

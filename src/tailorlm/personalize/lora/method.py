@@ -14,17 +14,15 @@ from typing import Any
 
 from tailorlm.adapters.cache import AdapterCache
 from tailorlm.adapters.registry import AdapterKey, AdapterRecord, AdapterRegistry
-from tailorlm.personalize.base import BasePersonalizer, Contribution, Query, ServedScope, eligible_history
+from tailorlm.errors import NoAdapterError
+from tailorlm.personalize.base import BasePersonalizer, eligible_history
 from tailorlm.personalize.lora.config import LoraMethodConfig
+from tailorlm.personalize.types import Contribution, Query, ServedScope
 
-__all__ = ["LoraPersonalizer", "NoAdapterError"]
-
-
-class NoAdapterError(LookupError):
-    """No registered adapter can serve the request (the message names the train command)."""
+__all__ = ["LoraPersonalizer"]
 
 
-class LoraPersonalizer(BasePersonalizer):
+class LoraPersonalizer(BasePersonalizer[LoraMethodConfig]):
     """Contributes ``adapter=<name>`` and reports the scope it was served at."""
 
     name = "lora"
@@ -44,38 +42,34 @@ class LoraPersonalizer(BasePersonalizer):
         self.embedder = embedder
         self._cache: AdapterCache | None = None
 
-    @property
-    def cfg(self) -> LoraMethodConfig:
-        return self.config  # type: ignore[return-value]
-
     def _fit(self, store: Any, users: list[str]) -> None:
-        from tailorlm.eval.cache import model_fingerprint
+        from tailorlm.models.base import model_fingerprint
         from tailorlm.personalize.granularity import Granularity
 
         if self.generator is None:
             raise ValueError("the lora method needs a generator (the base model its adapters were trained on)")
         self.registry_ = AdapterRegistry(store, base_model=model_fingerprint(self.generator))
-        persona_by = self.cfg.persona_by or self._infer_persona_by()
+        persona_by = self.config.persona_by or self._infer_persona_by()
         self.granularity_ = None
         if persona_by is not None and (persona_by != "cluster" or self.embedder is not None):
             self.granularity_ = Granularity(persona_by=persona_by, embedder=self.embedder).fit(store, users)
         if self._cache is None:
-            self._cache = AdapterCache(self.generator, self.registry_, capacity=self.cfg.cache_capacity)
+            self._cache = AdapterCache(self.generator, self.registry_, capacity=self.config.cache_capacity)
 
     def _infer_persona_by(self) -> str | None:
         attrs = {
             r.key.owner.partition("=")[0]
-            for r in self.registry_.list(method=self.cfg.adapter_method, scope="persona", task=self.cfg.task)
+            for r in self.registry_.list(method=self.config.adapter_method, scope="persona", task=self.config.task)
         }
         return attrs.pop() if len(attrs) == 1 else None
 
     def _find(self, user_id: str, query: Query) -> tuple[AdapterRecord | None, ServedScope, str | None]:
-        task, method = self.cfg.task or query.task, self.cfg.adapter_method
-        scope = self.cfg.scope
+        task, method = self.config.task or query.task, self.config.adapter_method
+        scope = self.config.scope
         persona = self.granularity_.persona_of(user_id, before=query.timestamp) if self.granularity_ else None
         order: list[ServedScope]
         if scope == "auto":
-            enough = len(eligible_history(self.store_, user_id, query)) >= self.cfg.min_user_items
+            enough = len(eligible_history(self.store_, user_id, query)) >= self.config.min_user_items
             order = ["user", "persona", "global"] if enough else ["persona", "global"]
         elif scope == "persona":
             # The granularity rule: a user with no persona yet (no history) is served at global scope.
@@ -84,7 +78,7 @@ class LoraPersonalizer(BasePersonalizer):
             order = [scope]
         for s in order:
             if s == "user":
-                rec = self.registry_.get(AdapterKey(method, "user", user_id, task, self.cfg.variant))
+                rec = self.registry_.get(AdapterKey(method, "user", user_id, task, self.config.variant))
             elif s == "persona":
                 rec = self.registry_.get(AdapterKey(method, "persona", persona, task)) if persona else None
             else:
@@ -97,15 +91,15 @@ class LoraPersonalizer(BasePersonalizer):
         self._check_fitted()
         rec, scope, persona = self._find(user_id, query)
         if rec is None:
-            if self.cfg.if_missing == "skip":
+            if self.config.if_missing == "skip":
                 return Contribution(method=self.name, persona_id=persona)
-            task = self.cfg.task or query.task
-            want = "global" if self.cfg.scope == "auto" else self.cfg.scope
+            task = self.config.task or query.task
+            want = "global" if self.config.scope == "auto" else self.config.scope
             who = {"user": f" --user {user_id}", "persona": f" --persona {persona or '<attr=value>'}"}.get(want, "")
             raise NoAdapterError(
-                f"no {self.cfg.adapter_method} adapter for user {user_id!r} on task {task!r} "
-                f"(scope {self.cfg.scope}, base model {self.registry_.base_model!r}); create one with: "
-                f"tailorlm train --method {self.cfg.adapter_method} --scope {want}{who} --task {task}"
+                f"no {self.config.adapter_method} adapter for user {user_id!r} on task {task!r} "
+                f"(scope {self.config.scope}, base model {self.registry_.base_model!r}); create one with: "
+                f"tailorlm train --method {self.config.adapter_method} --scope {want}{who} --task {task}"
             )
         assert self._cache is not None
         name = self._cache.ensure(rec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tailorlm.personalize.base import MethodConfig
+from tailorlm.personalize.types import Need
 
 
 @dataclass
@@ -33,3 +34,8 @@ class PersonaConfig(MethodConfig):
             raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
         if self.k < 0:
             raise ValueError(f"k must be >= 0, got {self.k}")
+
+    def needs(self) -> set[Need]:
+        # the embedder is asked for whatever persona_by says: clusters embed, and the
+        # suites' persona rows share one lazily built embedder
+        return {"embedder", "generator"} if self.describe_with_llm else {"embedder"}

@@ -11,23 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tailorlm.models.base import Embedder, GenerationConfig, Generator
-from tailorlm.personalize.base import (
-    BasePersonalizer,
-    ContextBlock,
-    ContextItem,
-    Contribution,
-    Query,
-)
+from tailorlm.personalize.base import BasePersonalizer
 from tailorlm.personalize.granularity import Granularity
 from tailorlm.personalize.persona.config import PersonaConfig
 from tailorlm.personalize.rag.method import entry_item
+from tailorlm.personalize.types import ContextBlock, ContextItem, Contribution, Query
 from tailorlm.retrieval import BM25Ranker
 from tailorlm.tasks import get_task
 
 __all__ = ["PersonaPersonalizer"]
 
 
-class PersonaPersonalizer(BasePersonalizer):
+class PersonaPersonalizer(BasePersonalizer[PersonaConfig]):
     """Adds the persona's description and pooled examples; reports scope 'persona'."""
 
     name = "persona"
@@ -43,7 +38,7 @@ class PersonaPersonalizer(BasePersonalizer):
         budget_tokens: int = 1024,
     ) -> None:
         super().__init__(config, token_counter=token_counter, budget_tokens=budget_tokens)
-        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.persona_by == "cluster" and embedder is None:
             raise ValueError("PersonaConfig(persona_by='cluster') needs an embedder")
         if cfg.describe_with_llm and generator is None:
@@ -52,7 +47,7 @@ class PersonaPersonalizer(BasePersonalizer):
         self.generator = generator
 
     def _fit(self, store, users) -> None:
-        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self.granularity_ = Granularity(
             persona_by=cfg.persona_by, n_clusters=cfg.n_clusters, embedder=self.embedder, min_user_items=0
         ).fit(store, users)
@@ -83,7 +78,7 @@ class PersonaPersonalizer(BasePersonalizer):
 
     def contribute(self, user_id: str, query: Query) -> Contribution:
         self._check_fitted()
-        cfg: PersonaConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         task = get_task(query.task)
         persona = self.granularity_.persona_of(user_id, before=query.timestamp)
         if persona is None:

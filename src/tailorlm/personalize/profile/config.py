@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tailorlm.personalize.base import MethodConfig
+from tailorlm.personalize.types import Need
 
 
 @dataclass
@@ -32,3 +33,6 @@ class ProfileConfig(MethodConfig):
             raise ValueError(f"summary_items must be >= 1, got {self.summary_items}")
         if self.summary_tokens < 8:
             raise ValueError(f"summary_tokens must be >= 8, got {self.summary_tokens}")
+
+    def needs(self) -> set[Need]:
+        return {"generator"} if self.summary else set()

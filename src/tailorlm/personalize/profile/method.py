@@ -12,30 +12,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from tailorlm.data import Artifact, User
+from tailorlm.data import USER_ATTRIBUTES, Artifact, User
 from tailorlm.models.base import GenerationConfig, Generator
-from tailorlm.personalize.base import (
-    BasePersonalizer,
-    ContextBlock,
-    ContextItem,
-    Contribution,
-    Query,
-    eligible_history,
-)
+from tailorlm.personalize.base import BasePersonalizer, eligible_history
 from tailorlm.personalize.profile.config import ProfileConfig
 from tailorlm.personalize.rag.method import entry_item
+from tailorlm.personalize.types import ContextBlock, ContextItem, Contribution, Query
 from tailorlm.retrieval import HistoryEntry
 from tailorlm.tasks import Task, get_task
 
 __all__ = ["ProfilePersonalizer", "describe_attributes"]
 
-_FIELDS = (
-    ("age", "age {}"),
-    ("age_band", "age {}"),
-    ("gender", "gender {}"),
-    ("occupation", "works as {}"),
-    ("location", "lives in {}"),
-)
+# How each of the typed attributes (data.records.USER_ATTRIBUTES) reads in a sentence;
+# an attribute without a phrase here is written "name: value".
+_PHRASES = {
+    "age": "age {}",
+    "age_band": "age {}",
+    "gender": "gender {}",
+    "occupation": "works as {}",
+    "location": "lives in {}",
+}
 
 
 def describe_attributes(user: User | None) -> str | None:
@@ -47,12 +43,16 @@ def describe_attributes(user: User | None) -> str | None:
     """
     if user is None:
         return None
-    parts = [tmpl.format(v) for name, tmpl in _FIELDS if (v := getattr(user, name)) not in (None, "")]
+    parts = [
+        _PHRASES.get(name, f"{name.replace('_', ' ')}: {{}}").format(v)
+        for name in USER_ATTRIBUTES
+        if (v := getattr(user, name)) not in (None, "")
+    ]
     parts += [f"{k.replace('_', ' ')}: {v}" for k, v in sorted(user.attributes.items()) if v not in (None, "", [])]
     return f"The user: {', '.join(parts)}." if parts else None
 
 
-class ProfilePersonalizer(BasePersonalizer):
+class ProfilePersonalizer(BasePersonalizer[ProfileConfig]):
     """Adds a profile block: attributes in words and/or a cached LLM summary of the history."""
 
     name = "profile"
@@ -68,12 +68,12 @@ class ProfilePersonalizer(BasePersonalizer):
         budget_tokens: int = 1024,
     ) -> None:
         super().__init__(config, token_counter=token_counter, budget_tokens=budget_tokens)
-        if self.config.summary and generator is None:  # type: ignore[attr-defined]
+        if self.config.summary and generator is None:
             raise ValueError("ProfileConfig(summary=True) needs a generator to write summaries")
         self.generator = generator
 
     def _summary(self, user_id: str, task: Task, entries: list[HistoryEntry]) -> tuple[str, str] | None:
-        cfg: ProfileConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         recent = entries[-cfg.summary_items :]
         if not recent:
             return None
@@ -117,7 +117,7 @@ class ProfilePersonalizer(BasePersonalizer):
 
     def contribute(self, user_id: str, query: Query) -> Contribution:
         store = self._check_fitted()
-        cfg: ProfileConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         task = get_task(query.task)
         items: list[ContextItem] = []
         if cfg.attributes and (desc := describe_attributes(store.get_user(user_id=user_id))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tailorlm.personalize.base import MethodConfig
+from tailorlm.personalize.types import Need
 
 RETRIEVERS = ("bm25", "dense", "hybrid", "recency", "random")
 
@@ -39,3 +40,7 @@ class RagConfig(MethodConfig):
             raise ValueError(f"min_user_items must be >= 0, got {self.min_user_items}")
         if self.snippet_chars < 20:
             raise ValueError(f"snippet_chars must be >= 20, got {self.snippet_chars}")
+
+    def needs(self) -> set[Need]:
+        dense = self.retriever in ("dense", "hybrid") or self.persona_by == "cluster"
+        return {"embedder"} if dense else set()

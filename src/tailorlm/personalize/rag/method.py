@@ -10,16 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tailorlm.models.base import Embedder
-from tailorlm.personalize.base import (
-    BasePersonalizer,
-    ContextBlock,
-    ContextItem,
-    Contribution,
-    Query,
-    eligible_history,
-)
+from tailorlm.personalize.base import BasePersonalizer, eligible_history
 from tailorlm.personalize.granularity import Granularity
 from tailorlm.personalize.rag.config import RagConfig
+from tailorlm.personalize.types import ContextBlock, ContextItem, Contribution, Query
 from tailorlm.retrieval import HistoryEntry, build_ranker
 from tailorlm.tasks import Task, get_task
 
@@ -36,15 +30,15 @@ def entry_item(entry: HistoryEntry, task: Task, *, score: float | None, snippet_
     label = None
     if task.history_label in ("rating", "value") and entry.rating is not None:
         label = f"{entry.rating:g}"
-    elif task.history_label == "title" and entry.title and not entry.entry_id.startswith("int:"):
+    elif task.history_label == "title" and entry.title and entry.source != "interaction":
         label = _snippet(entry.title, 120)
     text = _snippet(entry.text, snippet_chars)
-    if task.history_label != "title" and entry.title and entry.entry_id.startswith("doc:"):
+    if task.history_label != "title" and entry.title and entry.source == "document":
         text = f"{_snippet(entry.title, 120)}: {text}"
     return ContextItem(text=text, source_id=entry.entry_id, score=score, label=label)
 
 
-class RagPersonalizer(BasePersonalizer):
+class RagPersonalizer(BasePersonalizer[RagConfig]):
     """Retrieve k entries of the user's history for the query and quote them in the prompt.
 
     Example:
@@ -71,7 +65,7 @@ class RagPersonalizer(BasePersonalizer):
         self.embedder = embedder
 
     def _fit(self, store, users) -> None:
-        cfg: RagConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self.ranker_ = build_ranker(cfg.retriever, store=store, embedder=self.embedder, seed=cfg.seed)
         self.granularity_ = Granularity(
             persona_by=cfg.persona_by, min_user_items=cfg.min_user_items, embedder=self.embedder
@@ -79,7 +73,7 @@ class RagPersonalizer(BasePersonalizer):
 
     def contribute(self, user_id: str, query: Query) -> Contribution:
         store = self._check_fitted()
-        cfg: RagConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         task = get_task(query.task)
         own = eligible_history(store, user_id, query)
         decision = self.granularity_.decide(user_id, task, own=own, before=query.timestamp)

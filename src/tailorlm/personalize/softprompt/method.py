@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tailorlm.errors import NoProjectorError
 from tailorlm.models.base import Embedder
-from tailorlm.personalize.base import BasePersonalizer, Contribution, Query
+from tailorlm.personalize.base import BasePersonalizer
 from tailorlm.personalize.softprompt.config import SoftPromptConfig
 from tailorlm.personalize.softprompt.projector import ProjectorSpec, UserVectors, load_projector, project
+from tailorlm.personalize.types import Contribution, Query
 
 __all__ = ["SOFTPROMPT_METHOD", "SoftPromptPersonalizer", "train_hint"]
 
@@ -39,7 +41,7 @@ class _Loaded:
     name: str  # the registry record's name: changes whenever the projector is retrained
 
 
-class SoftPromptPersonalizer(BasePersonalizer):
+class SoftPromptPersonalizer(BasePersonalizer[SoftPromptConfig]):
     """Contribute ``projector(user vector)`` as a soft prompt; see the module docstring.
 
     Needs the local generator (``generator=``: its fingerprint finds the projector and
@@ -65,9 +67,9 @@ class SoftPromptPersonalizer(BasePersonalizer):
 
     def _fit(self, store, users) -> None:
         from tailorlm.adapters import AdapterRegistry
-        from tailorlm.eval.cache import model_fingerprint
+        from tailorlm.models.base import model_fingerprint
 
-        cfg: SoftPromptConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if self.generator is None:
             raise ValueError("softprompt needs the generator it serves (build it with generator=...)")
         self.base_model_ = model_fingerprint(self.generator)
@@ -84,7 +86,7 @@ class SoftPromptPersonalizer(BasePersonalizer):
                 )
             self.projectors_[rec.key.task] = _Loaded(module, spec, rec.name)
         if not self.projectors_ and cfg.if_missing == "error":
-            raise LookupError(train_hint("<task>", self.base_model_) + " (no projector is registered at all)")
+            raise NoProjectorError(train_hint("<task>", self.base_model_) + " (no projector is registered at all)")
         self.vectors_: UserVectors | None = None
 
     def _hidden_size(self) -> int:
@@ -112,12 +114,12 @@ class SoftPromptPersonalizer(BasePersonalizer):
 
     def contribute(self, user_id: str, query: Query) -> Contribution:
         self._check_fitted()
-        cfg: SoftPromptConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         loaded = self.projectors_.get(query.task)
         info: dict[str, Any] = {"method": self.name, "projector": None, "history_items": 0}
         if loaded is None:
             if cfg.if_missing == "error":
-                raise LookupError(train_hint(query.task, self.base_model_))
+                raise NoProjectorError(train_hint(query.task, self.base_model_))
             return Contribution(method=self.name, soft_prompt_info={**info, "reason": "no projector for this task"})
         info["projector"] = loaded.name
         vector, ids = self._user_vectors(loaded.spec)(user_id, query, loaded.spec)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tailorlm.personalize.base import Query, eligible_history
-from tailorlm.retrieval import HistoryEntry
+from tailorlm.personalize.base import eligible_history
+from tailorlm.personalize.types import Query
+from tailorlm.retrieval.history import HistoryEntry
 
 if TYPE_CHECKING:
     from tailorlm.data import Store
@@ -137,7 +138,7 @@ def _entry_text(entry: HistoryEntry, label_field: str | None) -> str:
     text = " ".join(entry.text.split())[:1000]
     if label_field in ("rating", "value") and entry.rating is not None:
         return f"{text} -> {entry.rating:g}"
-    if label_field == "title" and entry.title and not entry.entry_id.startswith("int:"):
+    if label_field == "title" and entry.title and entry.source != "interaction":
         return f"{text} -> {entry.title}"
     return text
 

@@ -1,6 +1,10 @@
-"""Personalized Soups: per-dimension preference adapters merged per user at inference ("soups")."""
+"""Personalized Soups: per-dimension preference adapters merged per user at inference ("soups").
 
-from tailorlm.personalize.base import register_method
+Its adapters are DPO adapters, one per preference dimension (``tailorlm train --method dpo
+-O dimension=...``), so it registers no trainer of its own.
+"""
+
+from tailorlm.personalize.registry import register_method
 from tailorlm.personalize.soups.config import SoupsConfig
 from tailorlm.personalize.soups.method import SoupsPersonalizer
 from tailorlm.personalize.soups.weights import user_weights

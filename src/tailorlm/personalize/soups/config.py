@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tailorlm.personalize.base import MethodConfig
+from tailorlm.personalize.types import Need
 
 __all__ = ["SoupsConfig"]
 
@@ -18,7 +19,7 @@ class SoupsConfig(MethodConfig):
 
     Args:
         dimensions: preference dimensions; each needs a global adapter of
-            ``adapter_method`` with ``variant=<dimension>`` (``tailorlm.train.dpo`` with
+            ``adapter_method`` with ``variant=<dimension>`` (``tailorlm.personalize.dpo.train`` with
             ``dimension=...``).
         task: the adapters' task; None: the query's task.
         adapter_method: registry method of the dimension adapters.
@@ -50,3 +51,6 @@ class SoupsConfig(MethodConfig):
             raise ValueError(f"SoupsConfig.if_missing must be 'error' or 'skip', got {self.if_missing!r}")
         if self.cache_capacity < 1:
             raise ValueError(f"SoupsConfig.cache_capacity must be >= 1, got {self.cache_capacity}")
+
+    def needs(self) -> set[Need]:
+        return {"generator"}

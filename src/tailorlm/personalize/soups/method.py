@@ -25,9 +25,11 @@ from typing import Any
 
 from tailorlm.adapters.cache import AdapterCache
 from tailorlm.adapters.registry import AdapterKey, AdapterRecord, AdapterRegistry
-from tailorlm.personalize.base import BasePersonalizer, Contribution, PersonalizedInput, Query
+from tailorlm.errors import NoAdapterError
+from tailorlm.personalize.base import BasePersonalizer
 from tailorlm.personalize.soups.config import SoupsConfig
 from tailorlm.personalize.soups.weights import user_weights
+from tailorlm.personalize.types import Contribution, PersonalizedInput, Query
 
 __all__ = ["SoupsPersonalizer", "merged_name"]
 
@@ -42,7 +44,7 @@ def merged_name(sources: list[AdapterRecord], weights: dict[str, float], combina
     return f"soups-{'-'.join(parts)}-{digest}"
 
 
-class SoupsPersonalizer(BasePersonalizer):
+class SoupsPersonalizer(BasePersonalizer[SoupsConfig]):
     """Contributes ``adapter=<merged name>`` built from the dimension adapters and the user's weights."""
 
     name = "soups"
@@ -63,29 +65,25 @@ class SoupsPersonalizer(BasePersonalizer):
         self._merged: OrderedDict[str, None] = OrderedDict()
         self.merges = 0  # mixes built (cache misses); read by tests and benchmarks
 
-    @property
-    def cfg(self) -> SoupsConfig:
-        return self.config  # type: ignore[return-value]
-
     def _fit(self, store: Any, users: list[str]) -> None:
-        from tailorlm.eval.cache import model_fingerprint
+        from tailorlm.models.base import model_fingerprint
 
         if self.generator is None:
             raise ValueError("the soups method needs a generator (the base model its adapters were trained on)")
         self.registry_ = AdapterRegistry(store, base_model=model_fingerprint(self.generator))
         if self._sources is None:
-            self._sources = AdapterCache(self.generator, self.registry_, capacity=max(64, len(self.cfg.dimensions)))
+            self._sources = AdapterCache(self.generator, self.registry_, capacity=max(64, len(self.config.dimensions)))
 
     def dimension_adapters(self, task: str) -> tuple[list[AdapterRecord], list[str]]:
         """The registered adapter of each dimension, and the dimensions that have none."""
         found, missing = [], []
-        for dim in self.cfg.dimensions:
-            rec = self.registry_.get(AdapterKey(self.cfg.adapter_method, "global", "", task, dim))
+        for dim in self.config.dimensions:
+            rec = self.registry_.get(AdapterKey(self.config.adapter_method, "global", "", task, dim))
             (found.append(rec) if rec is not None else missing.append(dim))
         return found, missing
 
     def _merge(self, sources: list[AdapterRecord], weights: dict[str, float]) -> str:
-        name = merged_name(sources, weights, self.cfg.combination)
+        name = merged_name(sources, weights, self.config.combination)
         if name in self._merged and name in self.generator.adapters:
             self._merged.move_to_end(name)
             return name
@@ -93,11 +91,11 @@ class SoupsPersonalizer(BasePersonalizer):
         names = [self._sources.ensure(r) for r in sources]
         # Under the generator's lock; False when another request merged the same soup first.
         if self.generator.add_weighted_adapter(
-            name, names, [weights[d] for d in self.cfg.dimensions], combination=self.cfg.combination
+            name, names, [weights[d] for d in self.config.dimensions], combination=self.config.combination
         ):
             self.merges += 1
         self._merged[name] = None
-        while len(self._merged) > self.cfg.cache_capacity:
+        while len(self._merged) > self.config.cache_capacity:
             old, _ = self._merged.popitem(last=False)
             if old in self.generator.adapters:
                 self.generator.delete_adapter(old)
@@ -107,21 +105,19 @@ class SoupsPersonalizer(BasePersonalizer):
         """The user's weights at the query's time and where they came from (see weights.py)."""
         store = self._check_fitted()
         return user_weights(
-            store, user_id, self.cfg.dimensions, before=query.timestamp, attribute=self.cfg.weights_attribute
+            store, user_id, self.config.dimensions, before=query.timestamp, attribute=self.config.weights_attribute
         )
 
     def contribute(self, user_id: str, query: Query) -> Contribution:
         self._check_fitted()
-        task = self.cfg.task or query.task
+        task = self.config.task or query.task
         sources, missing = self.dimension_adapters(task)
         if missing:
-            if self.cfg.if_missing == "skip":
+            if self.config.if_missing == "skip":
                 return Contribution(method=self.name)
-            from tailorlm.personalize.lora.method import NoAdapterError
-
             raise NoAdapterError(
-                f"soups needs a global {self.cfg.adapter_method} adapter per dimension for task {task!r}; "
-                f"missing: {missing}; create each with: tailorlm train --method {self.cfg.adapter_method} "
+                f"soups needs a global {self.config.adapter_method} adapter per dimension for task {task!r}; "
+                f"missing: {missing}; create each with: tailorlm train --method {self.config.adapter_method} "
                 f"--scope global --task {task} (job config dimension=<name>)"
             )
         weights, source = self.weights_for(user_id, query)
@@ -133,7 +129,7 @@ class SoupsPersonalizer(BasePersonalizer):
         out = super().personalize(user_id, query)
         used = self.weights_.get(user_id)
         if used is not None and out.adapter == used["adapter"]:
-            sources, _ = self.dimension_adapters(self.cfg.task or query.task)
+            sources, _ = self.dimension_adapters(self.config.task or query.task)
             out.record.retrieved += [
                 {"block": "soups", "id": f"{r.key.variant}:{r.name}", "score": used["weights"][r.key.variant]}
                 for r in sources

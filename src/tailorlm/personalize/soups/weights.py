@@ -63,7 +63,7 @@ def user_weights(
     Raises:
         ValueError: a malformed explicit attribute (says which user, which attribute, what).
     """
-    from tailorlm.train.pairs import SYMMETRIC_SOURCES
+    from tailorlm.personalize.training.pairs import SYMMETRIC_SOURCES
 
     dims = list(dimensions)
     user = store.get_user(user_id=user_id)

@@ -1,0 +1,62 @@
+"""``tailorlm bench``: run an evaluation suite and write its reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tailorlm.cli._common import console, err, get_settings
+
+
+def bench(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Option(help="packaged suite (quick | full) or a suite .toml file")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="results folder (default: benchmarks/results/<suite>)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="folder the suite's dataset paths are relative to (env TAILORLM_DATA_DIR)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun rows already in the results")] = False,
+) -> None:
+    """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from tailorlm.eval.bench import run_bench
+    from tailorlm.eval.suite import load_suite
+
+    try:
+        config = load_suite(suite)
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    env_data = os.environ.get("TAILORLM_DATA_DIR")
+    data = data_dir or (Path(env_data) if env_data else None)
+    out_dir = out or Path("benchmarks") / "results" / config.name
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bar:  # fmt: skip
+        ids: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in ids:
+                for old in ids.values():
+                    bar.remove_task(old)
+                ids.clear()
+                ids[name] = bar.add_task(name, total=total)
+            bar.update(ids[name], completed=done, total=total)
+
+        files = run_bench(
+            config,
+            settings=get_settings(ctx),
+            out_dir=out_dir,
+            data_dir=data,
+            force=force,
+            log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
+            progress=progress,
+        )
+    for kind, path in files.items():
+        console.print(f"{kind:12s} {path}")

@@ -1,0 +1,241 @@
+"""``tailorlm train ...``: train adapters (LoRA, DPO, ...) offline; never in the request path.
+
+``tailorlm train`` alone trains one adapter; ``queue`` runs a resumable queue of per-user jobs,
+``pairs`` derives DPO preference pairs from the users' data and ``list`` shows the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tailorlm.cli._common import console, err, get_settings, open_store
+from tailorlm.cli._training import train_config, train_context
+
+train_app = typer.Typer(
+    help="Train adapters (LoRA, DPO, ...) offline: one job, a resumable queue, or list the registry.",
+    invoke_without_command=True,
+)
+
+_TrainMethod = Annotated[str, typer.Option(help="a registered method with a trainer, e.g. lora, dpo, softprompt")]
+_TrainScope = Annotated[str, typer.Option(help="user | persona | global")]
+_TrainOpt = Annotated[
+    list[str] | None, typer.Option("--option", "-O", help="extra trainer option KEY=VALUE (JSON values allowed)")
+]
+
+
+@train_app.callback()
+def train(
+    ctx: typer.Context,
+    method: _TrainMethod = "lora",
+    scope: _TrainScope = "user",
+    user: Annotated[str | None, typer.Option(help="user id (scope user)")] = None,
+    persona: Annotated[str | None, typer.Option(help="persona id 'attribute=value' (scope persona)")] = None,
+    task: Annotated[str | None, typer.Option(help="task, e.g. amazon-title, amazon-rating")] = None,
+    users: Annotated[int | None, typer.Option(help="population size for persona/global scope (default all)")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per example")] = None,
+    init_from: Annotated[str | None, typer.Option(help="'global': start a user adapter from the global one")] = None,
+    balanced: Annotated[bool, typer.Option(help="class-balanced sampling (label tasks)")] = False,
+    option: _TrainOpt = None,
+) -> None:
+    """Train one adapter (e.g. --method lora --scope user --user U --task amazon-title --steps 20)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tailorlm.personalize.registry import get_trainer
+    from tailorlm.personalize.training.jobs import TrainJob
+
+    if task is None:
+        err.print("[red]--task is required (e.g. --task amazon-title)[/red]")
+        raise typer.Exit(2)
+    owner = {"user": user, "persona": persona}.get(scope) or ""
+    config = train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
+    try:
+        job = TrainJob(method=method, scope=scope, owner=owner, task=task, config=config)
+        trainer = get_trainer(method)
+    except (ValueError, KeyError) as exc:
+        err.print(f"[red]{exc}[/red] (scope user needs --user, scope persona needs --persona)")
+        raise typer.Exit(2) from None
+    store = open_store(ctx)
+    population = store.list_users(limit=users) if users else None
+    record = _train_one(ctx, store, population, job, trainer)
+    curve = record.meta.get("loss_curve") or [float("nan")]
+    console.print(
+        f"registered [bold]{record.name}[/bold] ({record.meta.get('size_bytes', 0) / 1e6:.2f} MB, "
+        f"{record.meta.get('steps')} steps, loss {curve[0]:.4f} -> {curve[-1]:.4f}, "
+        f"{record.meta.get('seconds', 0):.1f} s) at {record.path}"
+    )
+
+
+def _train_one(ctx: typer.Context, store, population, job, trainer):
+    """Run one trainer behind a progress bar (step, total, loss) on stderr; bad input exits with 2."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        bar_task = bar.add_task(f"{job.method} {job.scope} {job.owner or 'global'} / {job.task}", total=None, loss="-")
+        tctx = train_context(
+            ctx,
+            store,
+            population,
+            lambda step, total, loss: bar.update(bar_task, completed=step, total=total, loss=f"{loss:.4f}"),
+        )
+        try:
+            return trainer(job, tctx)
+        except (ValueError, KeyError) as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+
+
+@train_app.command("queue")
+def train_queue(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="task, e.g. amazon-title")],
+    method: _TrainMethod = "lora",
+    scope: _TrainScope = "user",
+    users: Annotated[int, typer.Option(help="users to queue (those with the most examples of the task)")] = 20,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per example")] = None,
+    init_from: Annotated[str | None, typer.Option(help="'global': start user adapters from the global one")] = None,
+    balanced: Annotated[bool, typer.Option(help="class-balanced sampling (label tasks)")] = False,
+    option: _TrainOpt = None,
+    queue_file: Annotated[
+        Path | None, typer.Option(help="queue database (default: <cache>/train-queue.sqlite)")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option(help="retry jobs that failed before")] = False,
+) -> None:
+    """Queue per-user jobs and run them; rerunning resumes (finished jobs are not retrained)."""
+    from tailorlm.personalize.training.jobs import TrainJob
+    from tailorlm.personalize.training.queue import TrainQueue
+
+    config = train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
+    store = open_store(ctx)
+    owners = _queue_owners(store, task, scope, users)
+    try:
+        jobs = [TrainJob(method=method, scope=scope, owner=o, task=task, config=config) for o in owners]
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    queue = TrainQueue(queue_file or Path(get_settings(ctx).cache_dir) / "train-queue.sqlite")
+    queue.add(jobs)
+    tctx = train_context(ctx, store)
+    result = queue.run(
+        tctx,
+        retry_failed=retry_failed,
+        progress=lambda qj, i, n: err.print(f"[{i}/{n}] {qj.job.method} {qj.job.scope} {qj.job.owner} {qj.job.task}"),
+    )
+    console.print(f"queue {queue.path}: {result}")
+    for qj in queue.jobs("failed"):
+        err.print(f"[red]failed[/red] {qj.job.owner or 'global'}: {qj.error}")
+
+
+def _queue_owners(store, task: str, scope: str, users: int) -> list[str]:
+    """The owners to queue: the users with the most (and at least two) examples, or the global one."""
+    from collections import Counter
+
+    if scope == "user":
+        counts = Counter(e.user_id for e in store.get_examples(task=task))
+        owners = [u for u, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n > 1][:users]
+        if not owners:
+            err.print(f"[red]no user has two or more examples of task {task!r}[/red]")
+            raise typer.Exit(2)
+        return owners
+    if scope == "global":
+        return [""]
+    err.print("[red]queue scope must be 'user' or 'global' (train personas one at a time)[/red]")
+    raise typer.Exit(2)
+
+
+@train_app.command("pairs")
+def train_pairs(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="the task whose examples are paired (e.g. amazon-title)")] = "amazon-title",
+    user: Annotated[list[str] | None, typer.Option(help="user id (repeatable); default: --users of them")] = None,
+    users: Annotated[int, typer.Option(help="users with the most examples of the task")] = 20,
+    base_output: Annotated[bool, typer.Option(help="also prefer the user's text to the base model's output")] = False,
+    dimensions: Annotated[bool, typer.Option(help="also derive concise/detailed pairs (Soups)")] = False,
+) -> None:
+    """Derive preference pairs from the users' real data for DPO (stored as Preference records).
+
+    The user's own text is preferred to another user's text for a similar, earlier item
+    (and, with --base-output, to the base model's answer). Rerunning changes nothing.
+    """
+    from collections import Counter
+
+    from tailorlm.personalize.training.pairs import PairConfig, derive_pairs
+
+    store = open_store(ctx)
+    if user:
+        owners = list(user)
+    else:
+        counts = Counter(e.user_id for e in store.get_examples(task=task))
+        owners = [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:users]
+    if not owners:
+        err.print(f"[red]no user has examples of task {task!r}; load a dataset that provides them[/red]")
+        raise typer.Exit(2)
+    generator = None
+    if base_output:
+        from tailorlm.models import build_generator
+
+        with err.status("loading the base model"):
+            generator = build_generator(get_settings(ctx))
+    with err.status(f"deriving pairs for {len(owners)} users"):
+        report = derive_pairs(
+            store,
+            owners,
+            config=PairConfig(task=task, base_output=base_output, dimensions=dimensions),
+            generator=generator,
+        )
+    for source, n in sorted(report.stored.items()):
+        console.print(f"stored  {source:40s} {n:6d}")
+    for reason, n in sorted(report.skipped.items()):
+        console.print(f"skipped {reason:40s} {n:6d}")
+
+
+@train_app.command("list")
+def train_list(
+    ctx: typer.Context,
+    method: Annotated[str | None, typer.Option(help="only this method")] = None,
+    task: Annotated[str | None, typer.Option(help="only this task")] = None,
+) -> None:
+    """Registered adapters of every base model: key, size, steps, final loss."""
+    from tailorlm.adapters.registry import ADAPTER_KIND
+
+    store = open_store(ctx)
+    table = Table(title="adapters")
+    for col in ("method", "scope", "owner", "task", "variant", "name", "MB", "steps", "final loss", "base model"):
+        table.add_column(col)
+    for art in store.list_artifacts(kind=ADAPTER_KIND):
+        p = art.payload or {}
+        key, meta = p.get("key") or {}, p.get("meta") or {}
+        if (method and key.get("method") != method) or (task and key.get("task") != task):
+            continue
+        curve = meta.get("loss_curve") or []
+        table.add_row(
+            key.get("method", "?"),
+            art.scope,
+            art.owner,
+            key.get("task", "?"),
+            key.get("variant", "?"),
+            p.get("name", "?"),
+            f"{meta.get('size_bytes', 0) / 1e6:.2f}",
+            str(meta.get("steps", "")),
+            f"{curve[-1]:.4f}" if curve else "",
+            str(art.model or ""),
+        )
+    console.print(table)

@@ -1,0 +1,274 @@
+"""Every ``tailorlm/...`` model the service lists at ``/v1/models`` answers a real chat.
+
+The real app (uvicorn in a thread, as the other service tests run it) over a real SQLite
+store with two Amazon-like reviewers, the packaged SmolLM2 (session fixture ``smollm``)
+and the packaged MiniLM embedder. The parametric methods' artifacts are trained once for
+the module with tiny settings on the task the chat service personalizes for ("chat"):
+
+- LoRA: a global adapter and the test user's own adapter;
+- DPO: a global adapter, the test user's own adapter, and one global adapter per
+  Personalized-Soups dimension;
+- softprompt: the global projector.
+
+The persona aliases need nothing of their own: the service fits its methods on an empty
+population (``pooled_context`` off), so a user has no persona there and the granularity
+rule serves them the global adapter.
+
+The ids come from ``/v1/models`` at run time, never from a list in this file, so a newly
+registered method or featured pipeline is covered as soon as it is listed; an id that
+needs an artifact this module does not train fails, naming the id.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serve_harness import settings_for
+
+from tailorlm.data import Document, Preference, Store, TaskExample, User
+from tailorlm.serve import create_app, new_api_key, run_in_thread
+
+pytestmark = pytest.mark.model
+
+TASK = "chat"  # the task the service personalizes chats for: Query(text, task="chat")
+USER = "alice"  # the stored user every listed model is asked for
+OTHER = "bob"  # a second reviewer, part of the training population
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "steps": 1, "batch_size": 1, "max_length": 64, "lr": 5e-3}
+DPO = {"r": 4, "alpha": 8, "steps": 1, "batch_size": 1, "max_pairs": 2, "max_prompt_tokens": 24,
+       "max_completion_tokens": 12, "lr": 5e-3}  # fmt: skip
+SOFTPROMPT = {"hidden": 16, "n_tokens": 2, "steps": 1, "batch_size": 1, "max_length": 64}
+QUESTION = "Which guitar strings should I buy next?"
+
+# (user, item, time, rating, title, review): Amazon musical-instrument style reviews. Each
+# first sentence is long enough next to its title to give concise/detailed pairs (Soups).
+REVIEWS = [
+    (USER, "B0002E1G5C", 1000, 5, "Warm and mellow",
+     "These nylon strings gave my classical guitar a warm and mellow voice. They took two days "
+     "to settle in, but now they hold their tuning through long practice sessions."),
+    (OTHER, "B0002GMGYA", 1050, 5, "Crushing distortion",
+     "This distortion pedal delivers a thick and aggressive tone for metal riffs. It is built like "
+     "a tank and survived a year of band rehearsals in my garage."),
+    (USER, "B000068NW5", 1100, 5, "Clean vocals at last",
+     "The pop filter removed the harsh plosives from my home vocal recordings. The gooseneck is "
+     "sturdy and the clamp fits my desk stand without any wobble."),
+    (OTHER, "B0002E2KPC", 1150, 4, "Holds drop tuning",
+     "These heavy gauge strings hold drop C tuning without buzzing on my baritone guitar. They feel "
+     "stiff at first but the low end is tight and punchy."),
+    (USER, "B000EEJ9KG", 1200, 4, "Fast and accurate",
+     "This clip-on tuner reads every string quickly even in a noisy classroom full of kids. The "
+     "display is bright enough to see on stage and the battery lasts for months."),
+    (OTHER, "B000CZ0RK6", 1250, 2, "Noisy cable",
+     "The instrument cable crackles whenever I move around the stage during a gig. I had to "
+     "replace it after a month because the jack came loose from the plug."),
+    (USER, "B0002F7K7Y", 1300, 4, "Comfortable strap",
+     "The padded leather strap keeps my shoulder comfortable during long guitar lessons. The ends "
+     "are tight enough that the guitar never slips off the strap pegs."),
+]  # fmt: skip
+
+
+def _records() -> list[Any]:
+    """Users, their reviews, one chat example per review (the user's own title as the
+    answer: what LoRA and the projector learn from) and a few dated preference pairs."""
+    recs: list[Any] = [
+        User(user_id=USER, age=34, occupation="teacher", attributes={"plays": "classical guitar"}),
+        User(user_id=OTHER, age=22, occupation="student", attributes={"plays": "metal"}),
+    ]
+    for user, item, ts, rating, title, text in REVIEWS:
+        doc = Document(
+            user_id=user, doc_kind="review", text=text, title=title, rating=rating, item_id=item, timestamp=ts
+        )
+        example = TaskExample(
+            task=TASK, example_id=f"{user}-{item}", user_id=user, input=f"Give a short title for this review: {text}",
+            target=title, doc_id=doc.doc_id, timestamp=ts,
+        )  # fmt: skip
+        recs += [doc, example]
+    recs += [
+        Preference(user_id=USER, prompt="Suggest guitar strings for me.", chosen="Warm nylon strings.",
+                   rejected="Heavy steel strings.", source="workbench", timestamp=1010),
+        Preference(user_id=USER, prompt="Which tuner should I get?", chosen="A quiet clip-on tuner.",
+                   rejected="A loud pedal tuner.", source="workbench", timestamp=1110),
+        Preference(user_id=OTHER, prompt="Suggest guitar strings for me.", chosen="Heavy gauge strings.",
+                   rejected="Light nylon strings.", source="workbench", timestamp=1060),
+    ]  # fmt: skip
+    return recs
+
+
+@dataclass
+class Served:
+    url: str
+    store: Store
+    admin_key: str
+    trained: dict[str, Any]  # what the fixture trained, by a short label
+    calls: list[dict[str, Any]] = field(default_factory=list)  # the generator's generate() calls
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+
+
+def _train(smollm: Any, embedder: Any, store: Store) -> dict[str, Any]:
+    """The minimum the listed parametric methods need, each trained once, 1 step."""
+    from tailorlm.adapters import AdapterRegistry
+    from tailorlm.models.base import model_fingerprint
+    from tailorlm.personalize.registry import get_trainer
+    from tailorlm.personalize.training.jobs import TrainContext, TrainJob
+    from tailorlm.personalize.training.pairs import DIMENSIONS, PairConfig, derive_pairs
+
+    report = derive_pairs(store, [USER, OTHER], config=PairConfig(task=TASK, dimensions=True))
+    assert report.stored, f"no preference pairs derived from the reviews: {report}"
+    registry = AdapterRegistry(store, base_model=model_fingerprint(smollm))
+    ctx = TrainContext(store=store, registry=registry, generator=smollm, embedder=embedder, users=[USER, OTHER])
+    lora, dpo, softprompt = get_trainer("lora"), get_trainer("dpo"), get_trainer("softprompt")
+    trained = {
+        "lora-global": lora(TrainJob("lora", "global", "", TASK, LORA), ctx),
+        "lora-user": lora(TrainJob("lora", "user", USER, TASK, LORA), ctx),
+        "dpo-global": dpo(TrainJob("dpo", "global", "", TASK, DPO), ctx),
+        "dpo-user": dpo(TrainJob("dpo", "user", USER, TASK, DPO), ctx),
+        "softprompt": softprompt(TrainJob("softprompt", "global", "", TASK, SOFTPROMPT), ctx),
+    }
+    for dim in DIMENSIONS:
+        trained[f"soups-{dim}"] = dpo(TrainJob("dpo", "global", "", TASK, {**DPO, "dimension": dim}), ctx)
+    return trained
+
+
+@pytest.fixture(scope="module")
+def served(smollm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from tailorlm.models import SentenceTransformerEmbedder
+
+    start = time.perf_counter()
+    tmp = tmp_path_factory.mktemp("every-method")
+    settings = settings_for(tmp, memory=False)
+    store = Store(settings.resolved_store_url, files_dir=tmp / "files")
+    store.add(_records())
+    embedder = SentenceTransformerEmbedder()
+    loaded_before = list(smollm.adapters)
+    trained = _train(smollm, embedder, store)
+    trained_s = time.perf_counter() - start
+    admin_key = new_api_key()
+    app = create_app(settings, store=store, generator=smollm, embedder=embedder, admin_key=admin_key)
+    calls: list[dict[str, Any]] = []
+    real_generate = smollm.generate
+
+    def spy(batch: Any, **kw: Any) -> list[str]:  # what the service hands the model, per call
+        soft = kw.get("soft_prompt")
+        calls.append({"adapter": kw.get("adapter"), "soft_prompt": [s is not None for s in soft] if soft else None})
+        return real_generate(batch, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(smollm, "generate", spy)
+    try:
+        with run_in_thread(app) as url:
+            yield Served(url, store, admin_key, trained, calls, {"train": trained_s})
+    finally:
+        mp.undo()
+        with warnings.catch_warnings():  # PEFT warns when the active adapter goes
+            warnings.simplefilter("ignore", UserWarning)
+            for name in [n for n in smollm.adapters if n not in loaded_before]:
+                smollm.delete_adapter(name)
+        store.close()
+
+
+def _parts(model_id: str) -> list[type]:
+    """The method classes a ``tailorlm/<spec>`` id is built from (through the registry)."""
+    from tailorlm.personalize.registry import REGISTRY, resolve_alias
+
+    return [REGISTRY[resolve_alias(p.strip())[0]].method_cls for p in model_id.removeprefix("tailorlm/").split("+")]
+
+
+def _check(served: Served, client: httpx.Client, model_id: str) -> list[str]:
+    """Problems with one chat through ``model_id`` (empty: it works)."""
+    from tailorlm.personalize.lora.method import LoraPersonalizer
+    from tailorlm.personalize.softprompt.method import SoftPromptPersonalizer
+    from tailorlm.personalize.soups.method import SoupsPersonalizer
+
+    spec = model_id.removeprefix("tailorlm/")
+    served.calls.clear()
+    body = {"model": model_id, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 6, "temperature": 0}
+    t0 = time.perf_counter()
+    r = client.post("/v1/chat/completions", json=body)
+    served.seconds[model_id] = time.perf_counter() - t0
+    if r.status_code != 200:
+        return [f"HTTP {r.status_code}: {r.text[:600]}"]
+    data = r.json()
+    problems = []
+    if not (data["choices"][0]["message"]["content"] or "").strip():
+        problems.append("empty answer")
+    usage = data.get("tailorlm")
+    if not usage:
+        return [*problems, "no 'tailorlm' usage record"]
+    if usage.get("method") != spec or usage.get("user") != USER:
+        problems.append(f"usage names method {usage.get('method')!r} / user {usage.get('user')!r}")
+    if not served.calls:
+        return [*problems, "the model was never called"]
+    chat_call = served.calls[-1]  # earlier calls (if any) wrote a profile summary
+    classes = _parts(model_id)
+    if any(issubclass(c, LoraPersonalizer | SoupsPersonalizer) for c in classes):
+        adapter = usage.get("adapter")
+        if not adapter:
+            problems.append(f"no adapter in the usage record: {usage}")
+        elif chat_call["adapter"] != [adapter]:
+            problems.append(f"usage says adapter {adapter!r}, the model got adapter={chat_call['adapter']!r}")
+    if any(issubclass(c, SoupsPersonalizer) for c in classes):
+        mixed = {r["id"].split(":", 1)[1] for r in usage["retrieved"] if r["block"] == "soups"}
+        want = {rec.name for label, rec in served.trained.items() if label.startswith("soups-")}
+        if mixed != want:
+            problems.append(f"soups mixed {sorted(mixed)}, trained {sorted(want)}")
+    if any(issubclass(c, SoftPromptPersonalizer) for c in classes):
+        soft = usage.get("soft_prompt") or {}
+        if soft.get("projector") != served.trained["softprompt"].name or not soft.get("history_items"):
+            problems.append(f"soft prompt not built from the trained projector: {soft}")
+        if chat_call["soft_prompt"] != [True]:
+            problems.append(f"the model got no soft prompt (soft_prompt={chat_call['soft_prompt']})")
+    return problems
+
+
+def test_every_listed_tailorlm_model_answers_a_stored_user(served: Served) -> None:
+    from tailorlm.personalize.registry import method_names
+
+    with served.client(served.admin_key) as admin:
+        key = admin.post("/v1/keys", json={"user_id": USER}).raise_for_status().json()["key"]
+        listed = [m["id"] for m in admin.get("/v1/models").raise_for_status().json()["data"]]
+    ids = [m for m in listed if m.startswith("tailorlm/")]
+    unlisted = {f"tailorlm/{n}" for n in method_names()} - set(ids)
+    assert not unlisted, f"registered methods missing from /v1/models: {sorted(unlisted)}"
+
+    failures: dict[str, list[str]] = {}
+    with served.client(key) as client:
+        for model_id in ids:
+            if problems := _check(served, client, model_id):
+                failures[model_id] = problems
+    timing = ", ".join(f"{k}={v:.1f}s" for k, v in served.seconds.items())
+    print(f"\n{len(ids)} listed tailorlm models, {len(ids) - len(failures)} work; {timing}")
+    assert not failures, "listed models that do not work through the service:\n" + "\n".join(
+        f"  {m}: {'; '.join(p)}" for m, p in failures.items()
+    )
+
+
+def test_the_scoped_aliases_serve_the_adapters_trained_for_them(served: Served) -> None:
+    """lora-user / dpo-user get the user's own adapter, -global the global one, and -persona
+    falls back to global (no persona without a pooled population)."""
+    from tailorlm.personalize.registry import method_names
+
+    with served.client(served.admin_key) as admin:
+        ids = [m["id"] for m in admin.get("/v1/models").raise_for_status().json()["data"]]
+        for family in ("lora", "dpo"):
+            for scope, want in (("user", "user"), ("global", "global"), ("persona", "global")):
+                spec = f"{family}-{scope}"
+                assert spec in method_names() and f"tailorlm/{spec}" in ids
+                body = {"model": f"tailorlm/{spec}", "user": USER, "max_tokens": 2,
+                        "messages": [{"role": "user", "content": QUESTION}]}  # fmt: skip
+                usage = admin.post("/v1/chat/completions", json=body).raise_for_status().json()["tailorlm"]
+                rec = served.trained[f"{family}-{want}"]
+                assert (usage["adapter"], usage["scope"]) == (rec.name, want), (spec, usage)
+
+
+def test_the_artifacts_are_the_tiny_ones_this_module_trained(served: Served) -> None:
+    for label, rec in served.trained.items():
+        assert rec.meta["steps"] == 1 and Path(rec.path).is_dir(), label

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.models.base import (
+    AdapterHost,
     BackendError,
     GenerationConfig,
     Generator,
@@ -144,7 +145,7 @@ def _build_app(generator: Generator, requests: list[dict[str, Any]] | None) -> A
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        names = [generator.name, *(getattr(generator, "adapters", None) or [])]
+        names = [generator.name, *(generator.adapters if isinstance(generator, AdapterHost) else [])]
         return {
             "object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "tailorlm"} for n in names],

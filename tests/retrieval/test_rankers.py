@@ -401,3 +401,18 @@ def test_vectors_are_kept_per_user(store: Store) -> None:
     ids, mat, _ = store.get_embeddings(user_id="v", model=emb.name)
     assert ids == ["doc:r1"]
     np.testing.assert_allclose(mat[0], BowEmbedder().embed(["violin rosin"])[0], atol=1e-6)
+
+
+def test_history_entries_say_their_source_in_a_field(tmp_path) -> None:
+    """Documents, interactions and facts are told apart by ``source``, not by parsing ids."""
+    from tailorlm.data import Fact, Interaction, Item
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.add([Document(user_id="u", doc_id="d1", text="a review", timestamp=1)])
+    store.add([Item(item_id="i1", title="A Movie"), Interaction(user_id="u", item_id="i1", value=4, timestamp=2)])
+    store.add_fact(Fact(fact_id="f1", user_id="u", text="lives in Berlin", valid_from=3))
+    entries = load_history(store, user_id="u", source="all")
+    assert [e.source for e in entries] == ["document", "interaction", "fact"]
+    by_source = {e.source: e for e in entries}
+    assert by_source["document"].source_id == "d1" and by_source["interaction"].title == "A Movie"
+    assert by_source["fact"].text == "lives in Berlin"

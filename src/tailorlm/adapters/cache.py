@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tailorlm.models.base import AdapterHost
+
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord, AdapterRegistry
 
@@ -53,7 +55,7 @@ class AdapterCache:
             if name in self._lru:
                 self._lru.move_to_end(name)
                 return name
-            if not hasattr(self.generator, "add_adapter"):  # e.g. an HTTP backend that loads by name
+            if not isinstance(self.generator, AdapterHost):  # e.g. an HTTP backend that loads by name
                 return name
             if name in (self.generator.adapters or ()):  # loaded by someone else: use it, do not own it
                 return name

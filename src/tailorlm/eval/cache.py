@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from tailorlm.models.base import GenerationConfig, Messages, model_fingerprint, normalize_batch, resolve_adapters
+from tailorlm.models.base import (
+    ChoiceScorer,
+    GenerationConfig,
+    Messages,
+    model_fingerprint,
+    normalize_batch,
+    resolve_adapters,
+)
 
 __all__ = ["CachedEmbedder", "CachedGenerator"]
 
@@ -135,7 +142,7 @@ class CachedGenerator:
         adapter: str | Sequence[str | None] | None = None,
         soft_prompt: Sequence[Any] | None = None,
     ) -> np.ndarray:
-        if not hasattr(self.generator, "score_choices"):
+        if not isinstance(self.generator, ChoiceScorer):
             raise TypeError(f"{type(self.generator).__name__} cannot score choices")
         convs = normalize_batch(batch)
         adapters = resolve_adapters(adapter, len(convs))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tailorlm.models.base import GenerationConfig
+from tailorlm.models.base import ChoiceScorer, GenerationConfig
 
 __all__ = ["JudgeVerdict", "PairwiseJudge", "rouge_agreement"]
 
@@ -61,7 +61,7 @@ class PairwiseJudge:
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
     def _ask(self, batch: list[list[dict[str, str]]]) -> list[str]:
-        if hasattr(self.generator, "score_choices"):
+        if isinstance(self.generator, ChoiceScorer):
             scores = self.generator.score_choices(batch, ["A", "B"])
             return ["A" if row[0] >= row[1] else "B" for row in scores]
         texts = self.generator.generate(batch, config=GenerationConfig(max_new_tokens=4))

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from tailorlm.memory.config import MemoryConfig
 from tailorlm.memory.rules import Clause, durable_first_person, parse_clause
 from tailorlm.memory.schema import CATEGORIES, Candidate, Extraction, family_relation, make_candidate, norm_text
-from tailorlm.models.base import BackendError, GenerationConfig, Generator
+from tailorlm.models.base import BackendError, ChoiceScorer, GenerationConfig, Generator
 
 __all__ = ["LABELS", "Extracted", "Extractor", "slot_fill"]
 
@@ -95,7 +95,7 @@ class Extractor:
     """
 
     def __init__(self, generator: Generator | None, config: MemoryConfig) -> None:
-        can_score = callable(getattr(generator, "score_choices", None))
+        can_score = isinstance(generator, ChoiceScorer)
         mode = config.extractor
         if mode == "auto":
             mode = "constrained" if can_score else "json" if generator is not None else "rules"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BASE_ADAPTER",
     "AdapterGenerator",
+    "AdapterHost",
     "BackendError",
     "ChatMessage",
     "ChoiceScorer",
@@ -252,14 +253,8 @@ class TokenCounter(Protocol):
 
 
 @runtime_checkable
-class AdapterGenerator(Generator, ChoiceScorer, TokenCounter, Protocol):
-    """A generator that holds named LoRA adapters in memory and switches them per row.
-
-    The local backend implements all of it; an HTTP backend (vLLM) loads adapters on the
-    server by name and so implements only :class:`Generator`. Code that needs adapters,
-    choice scoring or token counts asks ``isinstance(gen, AdapterGenerator)`` (or the
-    narrower protocols above) instead of probing attributes one by one.
-    """
+class AdapterHost(Protocol):
+    """Holds named LoRA adapters in memory: load, list, unload (PEFT's naming)."""
 
     @property
     def adapters(self) -> list[str]:
@@ -269,6 +264,17 @@ class AdapterGenerator(Generator, ChoiceScorer, TokenCounter, Protocol):
     def add_adapter(self, name: str, path: Any) -> None: ...
 
     def delete_adapter(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class AdapterGenerator(Generator, AdapterHost, ChoiceScorer, TokenCounter, Protocol):
+    """A generator that holds named LoRA adapters in memory and switches them per row.
+
+    The local backend implements all of it; an HTTP backend (vLLM) loads adapters on the
+    server by name and so implements only :class:`Generator`. Code that needs adapters,
+    choice scoring or token counts asks ``isinstance(gen, AdapterGenerator)`` (or the
+    narrower protocols above) instead of probing attributes one by one.
+    """
 
 
 def count_prompt_tokens(generator: object, messages: Sequence[Mapping[str, str]]) -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tailorlm.models.base import AdapterHost, ChoiceScorer
 from tailorlm.personalize import ContextBlock, ContextItem, Contribution, Query, eligible_history
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class LLMReranker:
     ) -> None:
         from tailorlm.personalize import parse_method_spec
 
-        if not callable(getattr(generator, "score_choices", None)):
+        if not isinstance(generator, ChoiceScorer):
             raise TypeError(f"{type(generator).__name__} cannot score choices (no score_choices method)")
         if liked < 0 or batch_size < 1:
             raise ValueError(f"liked must be >= 0 and batch_size >= 1, got {liked}, {batch_size}")
@@ -191,7 +192,12 @@ class LLMReranker:
         """(len(convs), 2) log-probabilities of "Yes" and "No", and which path computed them."""
         gen = self.generator
         model, tokenizer = getattr(gen, "model", None), getattr(gen, "tokenizer", None)
-        if self.share_prefix and model is not None and tokenizer is not None and not getattr(gen, "adapters", None):
+        if (
+            self.share_prefix
+            and model is not None
+            and tokenizer is not None
+            and not (isinstance(gen, AdapterHost) and gen.adapters)
+        ):
             logp = _shared_prefix_logprobs(model, tokenizer, convs, ["Yes", "No"], self.batch_size)
             if logp is not None:
                 return logp, "shared-prefix"

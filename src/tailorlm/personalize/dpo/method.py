@@ -1,6 +1,6 @@
 """Serve the best registered DPO adapter for the user: user -> persona -> global.
 
-A DPO adapter is a LoRA adapter trained with a preference loss (``train/dpo.py``), so
+A DPO adapter is a LoRA adapter trained with a preference loss (``dpo/train.py``), so
 finding and loading one is exactly the LoRA method's job with another registry
 method name: this reuses :class:`~tailorlm.personalize.lora.LoraPersonalizer` (the
 cold-start rule, the LRU adapter cache, the error naming the train command) with

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tailorlm.models.base import AdapterHost
 from tailorlm.personalize.softprompt.config import SoftPromptTrainConfig
 from tailorlm.personalize.softprompt.projector import (
     ProjectorSpec,
@@ -91,7 +92,7 @@ def training_set(
 
 def _base_only(generator: Any) -> contextlib.AbstractContextManager[Any]:
     """Forward passes on the base model even when LoRA adapters are loaded around it."""
-    if getattr(generator, "adapters", None):
+    if isinstance(generator, AdapterHost) and generator.adapters:
         return generator.model.disable_adapter()
     return contextlib.nullcontext()
 

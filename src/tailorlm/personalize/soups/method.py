@@ -1,7 +1,7 @@
 """Personalized Soups (Jang et al. 2023): one preference policy per dimension, mixed per user.
 
 Each dimension ("concise", "detailed", ...) has a global DPO adapter trained on that
-dimension's pairs (``train/dpo.py`` with ``dimension=...``, registry variant = the
+dimension's pairs (``dpo/train.py`` with ``dimension=...``, registry variant = the
 dimension). At inference the user's weights (:func:`user_weights`) mix them into one
 adapter with PEFT's ``add_weighted_adapter``; the merged adapter is named from the
 source adapters and the exact weights, so one mix is built once and reused, a retrained

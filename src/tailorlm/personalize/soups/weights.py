@@ -5,7 +5,7 @@ Order of evidence (the first that exists wins, and is reported as the weights' s
 1. ``attribute``: an explicit user attribute (default ``preference_weights``), a mapping
    or JSON object ``{dimension: weight}``; dimensions it omits get 0.
 2. ``feedback``: the share of the user's stored preferences on each dimension, strictly
-   before the query's time. Derived dimension twins (``train.pairs``) are not feedback:
+   before the query's time. Derived dimension twins (``training/pairs.py``) are not feedback:
    every review yields one pair of each dimension, so they say nothing about the user.
 3. ``uniform``: no evidence, equal weights (the clear default).
 

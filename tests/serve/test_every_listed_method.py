@@ -16,7 +16,10 @@ rule serves them the global adapter.
 
 The ids come from ``/v1/models`` at run time, never from a list in this file, so a newly
 registered method or featured pipeline is covered as soon as it is listed; an id that
-needs an artifact this module does not train fails, naming the id.
+needs an artifact this module does not train fails, naming the id. Each answer must be a
+200 with text and a ``tailorlm`` usage record naming the method; for the adapter and
+soft-prompt methods the record must name the trained artifact, and a spy on the
+generator checks that the model call itself got that adapter or soft prompt.
 """
 
 from __future__ import annotations
@@ -129,8 +132,9 @@ def _train(smollm: Any, embedder: Any, store: Store) -> dict[str, Any]:
     from tailorlm.adapters import AdapterRegistry
     from tailorlm.models.base import model_fingerprint
     from tailorlm.personalize.registry import get_trainer
+    from tailorlm.personalize.soups import SoupsConfig
     from tailorlm.personalize.training.jobs import TrainContext, TrainJob
-    from tailorlm.personalize.training.pairs import DIMENSIONS, PairConfig, derive_pairs
+    from tailorlm.personalize.training.pairs import PairConfig, derive_pairs
 
     report = derive_pairs(store, [USER, OTHER], config=PairConfig(task=TASK, dimensions=True))
     assert report.stored, f"no preference pairs derived from the reviews: {report}"
@@ -144,7 +148,7 @@ def _train(smollm: Any, embedder: Any, store: Store) -> dict[str, Any]:
         "dpo-user": dpo(TrainJob("dpo", "user", USER, TASK, DPO), ctx),
         "softprompt": softprompt(TrainJob("softprompt", "global", "", TASK, SOFTPROMPT), ctx),
     }
-    for dim in DIMENSIONS:
+    for dim in SoupsConfig().dimensions:  # what the service's soups mixes
         trained[f"soups-{dim}"] = dpo(TrainJob("dpo", "global", "", TASK, {**DPO, "dimension": dim}), ctx)
     return trained
 

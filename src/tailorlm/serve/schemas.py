@@ -120,6 +120,9 @@ class TailorlmUsage(BaseModel):
     retrieved: list[RetrievedItem] = Field(default_factory=list)
     prompt_tokens: int = Field(..., description="tokens of the personalized prompt (system + request)")
     dropped_items: int = 0
+    soft_prompt: dict[str, Any] | None = Field(
+        None, description="the soft prompt used (softprompt): projector, history items, soft tokens"
+    )
 
 
 class ChoiceMessage(BaseModel):

@@ -31,6 +31,13 @@ def cached_embedder(settings: Settings):
     return CachedEmbedder(build_embedder(settings), Path(settings.cache_dir) / "embeddings.sqlite")
 
 
+def lazy_embedder(settings: Settings):
+    """:func:`cached_embedder`, built on first use: a run that never embeds never loads it."""
+    from tailorlm.models.embedders import LazyEmbedder
+
+    return LazyEmbedder(lambda: cached_embedder(settings))
+
+
 def open_store(ctx: typer.Context):
     """The store of the configured URL (created and migrated on first use)."""
     from tailorlm.data import Store

@@ -10,7 +10,7 @@ import json
 
 import typer
 
-from tailorlm.cli._common import cached_embedder, err, get_settings
+from tailorlm.cli._common import err, get_settings, lazy_embedder
 
 
 def train_config(steps, lr, r, batch_size, max_length, init_from, balanced, options) -> dict:
@@ -41,18 +41,16 @@ def train_context(ctx: typer.Context, store, users=None, progress=None):
     """Load the base model (the local backend only) and wrap it with the store's adapter registry."""
     from tailorlm.adapters import AdapterRegistry
     from tailorlm.models import build_generator
-    from tailorlm.models.base import model_fingerprint
+    from tailorlm.models.base import AdapterGenerator, model_fingerprint
     from tailorlm.personalize.training.jobs import TrainContext
 
     settings = get_settings(ctx)
     with err.status("loading the base model"):
         generator = build_generator(settings)
-    if not hasattr(generator, "tokenizer"):
+    if not isinstance(generator, AdapterGenerator):
         err.print("[red]training needs the local backend (--backend local)[/red]")
         raise typer.Exit(2)
     registry = AdapterRegistry(store, base_model=model_fingerprint(generator))
-    from tailorlm.models.embedders import LazyEmbedder
-
     # Built on first use: soft prompts and clustered personas embed, LoRA and DPO do not.
-    embedder = LazyEmbedder(lambda: cached_embedder(settings))
+    embedder = lazy_embedder(settings)
     return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tailorlm.cli._common import cached_embedder, console, err, get_settings, open_store
+from tailorlm.cli._common import console, err, get_settings, lazy_embedder, open_store
 from tailorlm.demo import side_by_side
 
 
@@ -39,9 +39,7 @@ def generate(
         generator = build_generator(get_settings(ctx))
     embedder = None
     if "embedder" in needs:
-        from tailorlm.models.embedders import LazyEmbedder
-
-        embedder = LazyEmbedder(lambda: cached_embedder(get_settings(ctx)))
+        embedder = lazy_embedder(get_settings(ctx))
     try:
         collaborators = {"generator": generator, "embedder": embedder}
         personalizer = parse_method_spec(spec, collaborators=collaborators).fit(store, [user] if user else [])

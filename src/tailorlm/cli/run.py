@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tailorlm.cli._common import cached_embedder, console, err, get_settings, open_store
+from tailorlm.cli._common import console, err, get_settings, lazy_embedder, open_store
 
 
 def run(
@@ -53,9 +53,7 @@ def run(
         if needs_llm:
             generator = build_generator(settings)
         if needs_emb:
-            from tailorlm.models.embedders import LazyEmbedder
-
-            embedder = LazyEmbedder(lambda: cached_embedder(settings))
+            embedder = lazy_embedder(settings)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -32,11 +32,11 @@ from tailorlm.models.base import (
     count_prompt_tokens,
     count_text_tokens,
 )
-from tailorlm.models.inputs import generate_inputs
+from tailorlm.models.inputs import ModelInput, generate_inputs
 from tailorlm.personalize.apply import personalize_input
 from tailorlm.personalize.pipeline import parse_method_spec
 from tailorlm.personalize.registry import FEATURED_PIPELINES, method_names
-from tailorlm.personalize.types import PersonalizedInput, Query, UsageRecord
+from tailorlm.personalize.types import PersonalizedInput, Query
 from tailorlm.serve.errors import ApiError
 
 __all__ = ["ChatResult", "Engine", "LockedGenerator"]
@@ -200,12 +200,12 @@ class Engine:
 
     # -- generating ---------------------------------------------------------------------------
 
-    def complete(self, pers: PersonalizedInput | Messages, config: GenerationConfig) -> tuple[str, int, int]:
+    def complete(self, pers: ModelInput | Messages, config: GenerationConfig) -> tuple[str, int, int]:
         """(text, prompt tokens, completion tokens), holding the model lock for all three.
 
         ``pers`` is a personalized input (its adapter and soft prompt are used) or plain
         messages for the base model."""
-        row = pers if isinstance(pers, PersonalizedInput) else _plain(pers)
+        row = pers if isinstance(pers, ModelInput) else ModelInput([dict(m) for m in pers])
         gen = self.generator
         try:
             with gen.lock:
@@ -222,7 +222,7 @@ class Engine:
         self, user_id: str | None, spec: str | None, messages: list[dict[str, str]], config: GenerationConfig
     ) -> ChatResult:
         usage = None
-        row: PersonalizedInput | list[dict[str, str]] = messages
+        row: ModelInput | list[dict[str, str]] = messages
         known = user_id is not None and spec is None and self.store.has_user(user_id=user_id)
         if spec is not None:
             if user_id is None:
@@ -250,8 +250,3 @@ class Engine:
         except BackendError as exc:
             raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
         return answers[0], usage, answers[1]
-
-
-def _plain(messages: Messages) -> PersonalizedInput:
-    """Unpersonalized messages as a row for :func:`generate_inputs` (base model, no context)."""
-    return PersonalizedInput([dict(m) for m in messages], record=UsageRecord(methods=[], scope="none"))

@@ -73,7 +73,9 @@ def test_info_and_run_without_a_model(env: Path) -> None:
     _invoke("data", "load", str(env / "reviews.json.gz"))
     info = _invoke("info")
     assert "schema version" in info.output and "smollm2" in info.output
-    r = _invoke("run", "--method", "rag-bm25", "--task", "amazon-rating", "--users", "3",
+    # the sample has 3 users: a time split (their latest review each), since a user split of all
+    # of them would leave no population to learn from
+    r = _invoke("run", "--method", "rag-bm25", "--task", "amazon-rating", "--users", "3", "--split", "time",
                 "--predictor", "retrieval-vote", "-o", str(env / "run.json"))  # fmt: skip
     assert r.exit_code == 0, r.output
     result = json.loads((env / "run.json").read_text())

@@ -167,7 +167,7 @@ def run_demo(
         console.print(f"method [bold]{method}[/bold], scope {rec.scope}, {rec.prompt_tokens} prompt tokens; context:")
         for block in personal.blocks:
             for item in block.items:
-                label = f" -> {item.label}" if item.label else ""
+                label = f" -> {item.label}" if item.label and item.show_label else ""
                 console.print(f"  - {item.text[:120]}{label}", markup=False)
         config = GenerationConfig(max_new_tokens=get_task(query.task).max_new_tokens if query.task != "chat" else 64)
         with console.status("generating"):

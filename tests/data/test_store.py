@@ -246,5 +246,5 @@ def test_lean_document_rows_match_records(store: Store) -> None:
     kw = {"user_id": "u1", "before": 1003, "exclude_ids": [store.get_documents(user_id="u1")[0].doc_id]}
     docs = store.get_documents(**kw)
     rows = store.get_document_rows(**kw)
-    assert rows == [(d.doc_id, d.text, d.doc_kind, d.timestamp, d.rating, d.title, d.item_id) for d in docs]
+    assert rows == [(d.doc_id, d.text, d.doc_kind, d.timestamp, d.rating, d.title, d.item_id, None) for d in docs]
     assert len(rows) == 2

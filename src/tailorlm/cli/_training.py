@@ -1,4 +1,5 @@
-"""Helpers of ``tailorlm train``: the trainer config from the command-line options and the
+"""Helpers of ``tailorlm train``: the trainer config from the command-line options, the
+population a job may learn from (the split ``tailorlm run`` evaluates, left out) and the
 training context (base model, adapter registry, lazy embedder).
 
 Heavy libraries are imported inside the functions: building the context loads the base model.
@@ -7,10 +8,17 @@ Heavy libraries are imported inside the functions: building the context loads th
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tailorlm.cli._common import err, get_settings, lazy_embedder
+
+if TYPE_CHECKING:
+    from tailorlm.data import Store, TaskExample
 
 
 def train_config(steps, lr, r, batch_size, max_length, init_from, balanced, options) -> dict:
@@ -54,3 +62,105 @@ def train_context(ctx: typer.Context, store, users=None, progress=None):
     # Built on first use: soft prompts and clustered personas embed, LoRA and DPO do not.
     embedder = lazy_embedder(settings)
     return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)
+
+
+@dataclass(frozen=True)
+class TrainPopulation:
+    """Who a CLI training job may learn from: the complement of what ``tailorlm run`` evaluates.
+
+    Computed from the same seeded split ``run`` uses, so ``train`` then ``run`` with the same
+    ``--split``/``--seed`` and ``run --users`` <= ``--eval-users`` never evaluates a user
+    the adapter learned from (samples are nested: a smaller run's queries are part of it).
+    """
+
+    task: str
+    kind: str  # the split kind make_split resolved (auto -> user or given)
+    seed: int
+    eval_users: int
+    users: tuple[str, ...]  # global / persona adapters learn only from these
+    available: int  # users the population had before --users sampled it
+    queries: Mapping[str, tuple[TaskExample, ...]]  # evaluated user -> their query examples
+
+    def describe(self) -> str:
+        """One line for the terminal: which population, how big, which split."""
+        sampled = f"{len(self.users)} of {self.available}" if len(self.users) < self.available else f"{self.available}"
+        return (
+            f"training population: {sampled} users of task {self.task!r} ({self.kind} split, seed {self.seed}; "
+            f"the {len(self.queries)} users `tailorlm run --users {self.eval_users}` evaluates are left out)"
+        )
+
+
+def population_for(
+    store: Store, task: str, *, split: str = "auto", eval_users: int = 50, seed: int = 0, users: int | None = None
+) -> TrainPopulation:
+    """The task's training population for ``split``/``seed``, then ``users`` of it sampled with ``seed``.
+
+    The split's population already excludes held-out users (user split) and is the
+    ``train`` file's users (given split), but a time split's population is every user,
+    query users included: their query examples would be learned, so evaluated users are
+    always removed. ``users`` draws a seeded sample, not the first ids alphabetically
+    (which would favor one dataset's id prefix).
+
+    Raises:
+        ValueError: an impossible split (make_split's message), ``users`` < 1, or no user left.
+    """
+    from tailorlm.eval.splits import make_split
+
+    if users is not None and users < 1:
+        raise ValueError(f"--users must be >= 1, got {users}")
+    the_split, query_examples = make_split(store, task, kind=split, n_users=eval_users, seed=seed)
+    queries: dict[str, list[TaskExample]] = {}
+    for (user, _), ex in sorted(query_examples.items()):
+        queries.setdefault(user, []).append(ex)
+    pool = sorted(u for u in the_split.population if u not in queries)
+    if not pool:
+        raise ValueError(
+            f"the {the_split.kind} split of task {task!r} (seed {seed}) evaluates {len(queries)} users and leaves "
+            f"none to train on; lower --eval-users (the number `tailorlm run --users` evaluates)"
+        )
+    chosen = pool if users is None or users >= len(pool) else sorted(random.Random(seed).sample(pool, users))
+    return TrainPopulation(
+        task=task,
+        kind=the_split.kind,
+        seed=seed,
+        eval_users=eval_users,
+        users=tuple(chosen),
+        available=len(pool),
+        queries={u: tuple(exs) for u, exs in queries.items()},
+    )
+
+
+def user_cut(store: Store, plan: TrainPopulation, user: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a user-scope job with the user's evaluation queries kept out of training.
+
+    A user the split does not evaluate keeps the trainers' default (all but their latest
+    example). An evaluated user learns only from examples strictly before their earliest
+    query (a cut-off given with ``-O before=`` can only move earlier). Undated queries
+    (POPQUORN picks a seeded random one) can only be held out as the latest example;
+    anything else would leak, so it is refused.
+
+    Raises:
+        ValueError: an undated query that is not the user's latest example.
+    """
+    out = dict(config)
+    queries = plan.queries.get(user)
+    if not queries:
+        return out
+    dated = [q.timestamp for q in queries if q.timestamp is not None]
+    if len(dated) == len(queries):
+        out["before"] = min([*dated, *([out["before"]] if out.get("before") is not None else [])])
+        return out
+    exs = sorted((e for e in store.get_examples(task=plan.task, user_id=user) if e.target), key=_order)
+    if len(queries) == 1 and exs and exs[-1].example_id == queries[0].example_id and out.get("before") is None:
+        out["exclude_latest"] = True
+        return out
+    raise ValueError(
+        f"user {user!r} is evaluated by the {plan.kind} split (seed {plan.seed}, --eval-users {plan.eval_users}) "
+        f"on undated example(s) {[q.example_id for q in queries]} that a user adapter cannot hold out; "
+        "train a user the split does not evaluate, or change --seed / --eval-users"
+    )
+
+
+def _order(ex: TaskExample) -> tuple[bool, int, str]:
+    """The order trainers hold out the 'latest' example by (undated last, then by id)."""
+    return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)

@@ -6,14 +6,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from tailorlm.cli._common import console, err, get_settings, open_store
-from tailorlm.cli._training import train_config, train_context
+from tailorlm.cli._training import TrainPopulation, population_for, train_config, train_context, user_cut
+
+if TYPE_CHECKING:
+    from tailorlm.data import Store
+    from tailorlm.personalize.training.jobs import TrainJob
 
 train_app = typer.Typer(
     help="Train adapters (LoRA, DPO, ...) offline: one job, a resumable queue, or list the registry.",
@@ -22,6 +28,13 @@ train_app = typer.Typer(
 
 _TrainMethod = Annotated[str, typer.Option(help="a registered method with a trainer, e.g. lora, dpo, softprompt")]
 _TrainScope = Annotated[str, typer.Option(help="user | persona | global")]
+_TrainSplit = Annotated[
+    str, typer.Option(help="the split `tailorlm run` will evaluate: auto | user | time | given; its users are left out")
+]
+_TrainSeed = Annotated[int, typer.Option(help="split seed (as `tailorlm run --seed`); also seeds --users sampling")]
+_EvalUsers = Annotated[
+    int, typer.Option(help="users `tailorlm run --users` will evaluate (the largest you will use); left out")
+]
 _TrainOpt = Annotated[
     list[str] | None, typer.Option("--option", "-O", help="extra trainer option KEY=VALUE (JSON values allowed)")
 ]
@@ -35,7 +48,12 @@ def train(
     user: Annotated[str | None, typer.Option(help="user id (scope user)")] = None,
     persona: Annotated[str | None, typer.Option(help="persona id 'attribute=value' (scope persona)")] = None,
     task: Annotated[str | None, typer.Option(help="task, e.g. amazon-title, amazon-rating")] = None,
-    users: Annotated[int | None, typer.Option(help="population size for persona/global scope (default all)")] = None,
+    users: Annotated[
+        int | None, typer.Option(help="persona/global scope: sample N users of the training population (seeded)")
+    ] = None,
+    split: _TrainSplit = "auto",
+    seed: _TrainSeed = 0,
+    eval_users: _EvalUsers = 50,
     steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
@@ -63,7 +81,13 @@ def train(
         err.print(f"[red]{exc}[/red] (scope user needs --user, scope persona needs --persona)")
         raise typer.Exit(2) from None
     store = open_store(ctx)
-    population = store.list_users(limit=users) if users else None
+    plan = _plan(store, task, scope, split=split, eval_users=eval_users, seed=seed, users=users)
+    try:
+        job = _leak_free(store, plan, job)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    population = list(plan.users) if plan is not None and scope != "user" else None
     record = _train_one(ctx, store, population, job, trainer)
     curve = record.meta.get("loss_curve") or [float("nan")]
     console.print(
@@ -71,6 +95,49 @@ def train(
         f"{record.meta.get('steps')} steps, loss {curve[0]:.4f} -> {curve[-1]:.4f}, "
         f"{record.meta.get('seconds', 0):.1f} s) at {record.path}"
     )
+
+
+def _plan(
+    store: Store, task: str, scope: str, *, split: str, eval_users: int, seed: int, users: int | None
+) -> TrainPopulation | None:
+    """The split-derived population for ``task``, said on stderr; None when no split is possible.
+
+    Global and persona jobs learn only from the split's training population (never
+    ``store.list_users()``, which holds every dataset's users, evaluated ones included), so
+    for them an impossible split exits with 2. User jobs go on without one: when no split
+    is possible ``tailorlm run`` cannot evaluate anyone either.
+    """
+    try:
+        plan = population_for(store, task, split=split, eval_users=eval_users, seed=seed, users=users)
+    except ValueError as exc:
+        if scope != "user":
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        err.print(f"no evaluation split ({exc}); user adapters learn from all but the user's latest example")
+        return None
+    if scope != "user":
+        if users is not None and users > plan.available:
+            err.print(f"[yellow]--users {users}: the training population has only {plan.available}[/yellow]")
+        err.print(plan.describe())
+    return plan
+
+
+def _leak_free(store: Store, plan: TrainPopulation | None, job: TrainJob) -> TrainJob:
+    """``job`` with its user's evaluation queries cut off (user scope); says which cut it applied.
+
+    Raises:
+        ValueError: the user's query cannot be held out (see :func:`user_cut`).
+    """
+    if job.scope != "user" or plan is None:
+        return job
+    config = user_cut(store, plan, job.owner, job.config)
+    where = f"the {plan.kind} split (seed {plan.seed}, --eval-users {plan.eval_users})"
+    if job.owner in plan.queries:
+        cut = f"before {config['before']}" if config.get("before") is not None else "except their latest example"
+        err.print(f"user {job.owner!r} is evaluated by {where}: training on their examples {cut}")
+    else:
+        err.print(f"user {job.owner!r} is not evaluated by {where}")
+    return replace(job, config=config)
 
 
 def _train_one(ctx: typer.Context, store, population, job, trainer):
@@ -118,8 +185,15 @@ def train_queue(
         Path | None, typer.Option(help="queue database (default: <cache>/train-queue.sqlite)")
     ] = None,
     retry_failed: Annotated[bool, typer.Option(help="retry jobs that failed before")] = False,
+    split: _TrainSplit = "auto",
+    seed: _TrainSeed = 0,
+    eval_users: _EvalUsers = 50,
 ) -> None:
-    """Queue per-user jobs and run them; rerunning resumes (finished jobs are not retrained)."""
+    """Queue per-user jobs and run them; rerunning resumes (finished jobs are not retrained).
+
+    The same leakage rules as ``tailorlm train``: a global job learns only from the
+    split's training population, an evaluated user only from data before their query.
+    """
     from tailorlm.personalize.training.jobs import TrainJob
     from tailorlm.personalize.training.queue import TrainQueue
 
@@ -127,21 +201,55 @@ def train_queue(
     store = open_store(ctx)
     owners = _queue_owners(store, task, scope, users)
     try:
-        jobs = [TrainJob(method=method, scope=scope, owner=o, task=task, config=config) for o in owners]
+        planned = [TrainJob(method=method, scope=scope, owner=o, task=task, config=config) for o in owners]
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    plan = _plan(store, task, scope, split=split, eval_users=eval_users, seed=seed, users=None)
+    jobs = []
+    for job in planned:
+        try:
+            jobs.append(_leak_free(store, plan, job))
+        except ValueError as exc:  # this user's query cannot be held out: the others still train
+            err.print(f"[yellow]skipped:[/yellow] {exc}")
+    if not jobs:
+        err.print("[red]no job left to queue[/red]")
+        raise typer.Exit(2)
     queue = TrainQueue(queue_file or Path(get_settings(ctx).cache_dir) / "train-queue.sqlite")
     queue.add(jobs)
     tctx = train_context(ctx, store)
-    result = queue.run(
-        tctx,
-        retry_failed=retry_failed,
-        progress=lambda qj, i, n: err.print(f"[{i}/{n}] {qj.job.method} {qj.job.scope} {qj.job.owner} {qj.job.task}"),
-    )
+    populations = {task: list(plan.users)} if plan is not None else {}
+    on_job = _per_job_population(store, tctx, populations, split=split, eval_users=eval_users, seed=seed)
+    result = queue.run(tctx, retry_failed=retry_failed, progress=on_job)
     console.print(f"queue {queue.path}: {result}")
     for qj in queue.jobs("failed"):
         err.print(f"[red]failed[/red] {qj.job.owner or 'global'}: {qj.error}")
+
+
+def _per_job_population(
+    store: Store, tctx: Any, populations: dict[str, list[str]], *, split: str, eval_users: int, seed: int
+) -> Callable[[Any, int, int], None]:
+    """The queue's progress callback: set each job's population, then say which job runs.
+
+    A queue file keeps jobs of earlier invocations, possibly of other tasks, so the
+    population is chosen per job (the job's task, this invocation's split) rather than
+    once; a task without a possible split gets an empty population and its job fails,
+    instead of falling back to every user in the store.
+    """
+
+    def on_job(qj: Any, i: int, n: int) -> None:
+        job = qj.job
+        if job.scope != "user" and job.task not in populations:
+            try:
+                plan = population_for(store, job.task, split=split, eval_users=eval_users, seed=seed)
+                populations[job.task] = list(plan.users)
+            except ValueError as exc:
+                err.print(f"[red]{job.task}: {exc}[/red]")
+                populations[job.task] = []
+        tctx.users = populations.get(job.task) if job.scope != "user" else None
+        err.print(f"[{i}/{n}] {job.method} {job.scope} {job.owner} {job.task}")
+
+    return on_job
 
 
 def _queue_owners(store, task: str, scope: str, users: int) -> list[str]:

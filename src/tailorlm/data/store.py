@@ -208,20 +208,23 @@ class Store:
         doc_kind: str | None = None,
         before: int | None = None,
         exclude_ids: Sequence[str] = (),
-    ) -> list[tuple[str, str, str, int | None, float | None, str | None, str | None]]:
-        """The request-path read: (doc_id, text, doc_kind, timestamp, rating, title, item_id) tuples.
+    ) -> list[tuple[str, str, str, int | None, float | None, str | None, str | None, str | None]]:
+        """The request-path read: (doc_id, text, doc_kind, timestamp, rating, title, item_id, label) tuples.
+
+        ``label`` is ``metadata["label"]``: the user's own categorical answer for the document
+        (a LaMP-2 tag), which history lines show like a rating or a title.
 
         Same filters and order as :meth:`get_documents`, but only the columns retrieval
         needs and no record validation (it ran on write): at 1,000 documents this is
         ~4x faster than building records (benchmarks/RESULTS.md, overhead).
         """
         c = t.documents.c
-        cols = [c.doc_id, c.text, c.doc_kind, c.timestamp, c.rating, c.title, c.item_id]
+        cols = [c.doc_id, c.text, c.doc_kind, c.timestamp, c.rating, c.title, c.item_id, c.metadata]
         q = queries.documents_query(
             cols, user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=None
         )
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(q).all()]
+            return [(*r[:7], _label(r[7])) for r in conn.execute(q).all()]
 
     def get_interactions(
         self, *, user_id: str, interaction: str | None = None, before: int | None = None
@@ -433,3 +436,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _label(metadata: Any) -> str | None:
+    label = metadata.get("label") if isinstance(metadata, dict) else None
+    return None if label is None else str(label)

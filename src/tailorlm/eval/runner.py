@@ -12,7 +12,7 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from tailorlm.data import Store
 from tailorlm.eval.metrics import (
@@ -23,7 +23,7 @@ from tailorlm.eval.metrics import (
     rating_scores,
     rouge_per_example,
 )
-from tailorlm.eval.splits import make_split
+from tailorlm.eval.splits import Split, make_split
 from tailorlm.personalize import Query, parse_method_spec
 from tailorlm.personalize.base import eligible_history
 from tailorlm.tasks import get_task
@@ -129,7 +129,7 @@ def _personalize_and_predict(
     for lo in range(0, len(examples), PREDICT_CHUNK):
         chunk = examples[lo : lo + PREDICT_CHUNK]
         for ex in chunk:
-            q = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
+            q = Query.from_example(ex)
             out.queries.append(q)
             t0 = time.perf_counter()
             out.inputs.append(personalizer.personalize(ex.user_id, q))
@@ -199,7 +199,7 @@ def run_method(
     method: str,
     task: str,
     n_users: int = 50,
-    split: Literal["user", "time"] = "user",
+    split: str = "auto",
     seed: int = 0,
     predictor: str = "auto",
     generator: Any = None,
@@ -212,11 +212,15 @@ def run_method(
 ) -> RunResult:
     """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``.
 
+    ``split``: auto | user | time | given (see :mod:`tailorlm.eval.splits`); the split is made
+    before anything is fitted, so an impossible one fails before any work.
+
     ``overrides`` maps a spec part to config fields, e.g. ``{"rag-bm25": {"k": 8, "persona_by": "gender"}}``.
     """
     start = time.perf_counter()
     t = get_task(task)
     pred_name = _predictor_name(t.kind, predictor)
+    the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed)
     personalizer = parse_method_spec(
         method,
         collaborators={"generator": generator, "embedder": embedder},
@@ -224,13 +228,15 @@ def run_method(
         budget_tokens=budget_tokens,
         token_counter=None,
     )
-    the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed)
     personalizer.fit(store, list(the_split.population))
     examples = [queries[key] for key in the_split.queries]
     population = set(the_split.population)
-    population_labels = [
-        ex.target for ex in store.get_examples(task=task) if ex.target is not None and ex.user_id in population
-    ]
+    population_labels = _population_labels(store, task, the_split, population)
+    if not population_labels and pred_name in ("majority", "user-mean", "retrieval-vote"):
+        raise ValueError(
+            f"the {pred_name!r} predictor learns from labelled training examples, and the population of "
+            f"task {task!r} has none (for LaMP, load the train questions with their outputs)"
+        )
     pc = _PredictContext(pred_name, t, store, generator, population_labels)
     out = _personalize_and_predict(personalizer, examples, pc, progress)
 
@@ -250,6 +256,20 @@ def run_method(
         per_example=per_example,
         system=system,
     )
+
+
+def _population_labels(store: Store, task: str, split: Split, population: set[str]) -> list[Any]:
+    """Gold labels baselines may learn from: the population's examples, never a query's (a
+    user of a time or given split can be both), and under the given split only ``train``'s."""
+    queries = set(split.queries)
+    return [
+        ex.target
+        for ex in store.get_examples(task=task)
+        if ex.target is not None
+        and ex.user_id in population
+        and (ex.user_id, ex.example_id) not in queries
+        and (split.kind != "given" or ex.metadata.get("split") == "train")
+    ]
 
 
 def _per_example(t: Any, answers: Sequence[Any], golds: Sequence[str], *, meteor: bool) -> dict[str, list[float]]:

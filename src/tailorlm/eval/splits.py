@@ -5,6 +5,15 @@
   history. The remaining users are the population methods may ``fit`` on.
 - ``time`` split: every sampled user's latest example is the query; the population
   is every user (their data before each query's time is what methods may see).
+- ``given`` split: the dataset's own split, as published (LaMP's ``train`` / ``dev`` /
+  ``test`` files; the loader records it in ``TaskExample.metadata["split"]``). Users of
+  the ``train`` examples are the population; the queries are a seeded sample of the
+  ``dev`` examples (``test`` when there is no dev), every question its own query.
+- ``auto``: ``given`` when the task's examples carry a split, else ``user``.
+
+A user is eligible as a query when they have earlier examples to learn from, or when
+the example brings its own profile (``metadata["profile_ids"]``, LaMP: one question per
+user whose history is the profile, not earlier examples).
 
 Examples without timestamps (POPQUORN) are ordered by example id, and the query is
 excluded from history by its item id instead of by time.
@@ -14,21 +23,26 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from tailorlm.data import Store, TaskExample
 
-__all__ = ["Split", "make_split"]
+__all__ = ["QUERY_SPLITS", "SPLIT_KINDS", "Split", "make_split", "resolve_kind"]
+
+SplitKind = Literal["user", "time", "given"]
+SPLIT_KINDS = ("auto", "user", "time", "given")
+QUERY_SPLITS = ("dev", "test")  # the given split's query files, in order of preference
 
 
 @dataclass(frozen=True)
 class Split:
-    kind: Literal["user", "time"]
+    kind: SplitKind
     task: str
     seed: int
     population: tuple[str, ...]  # users methods may fit on
-    queries: tuple[tuple[str, str], ...]  # (user_id, example_id), one per evaluated user
+    queries: tuple[tuple[str, str], ...]  # (user_id, example_id), one per evaluated query
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,35 +52,53 @@ def _order(ex: TaskExample) -> tuple[bool, int, str]:
     return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)
 
 
+def _own_profile(ex: TaskExample) -> bool:
+    return bool(ex.metadata.get("profile_ids"))
+
+
+def resolve_kind(kind: str, examples: Sequence[TaskExample]) -> SplitKind:
+    """``auto`` -> ``given`` when the examples carry the dataset's split, else ``user``."""
+    if kind not in SPLIT_KINDS:
+        raise ValueError(f"split must be one of {SPLIT_KINDS}, got {kind!r}")
+    if kind != "auto":
+        return kind  # type: ignore[return-value]
+    return "given" if any(ex.metadata.get("split") for ex in examples) else "user"
+
+
 def make_split(
     store: Store,
     task: str,
     *,
-    kind: Literal["user", "time"] = "user",
+    kind: str = "auto",
     n_users: int = 50,
     seed: int = 0,
     min_history: int = 1,
 ) -> tuple[Split, dict[tuple[str, str], TaskExample]]:
-    """Sample ``n_users`` users with at least ``min_history`` earlier examples and pick their queries.
+    """Sample ``n_users`` queries (one per user, or per question for ``given``) and the population.
 
     Returns the split and the query examples by (user_id, example_id).
 
     Raises:
-        ValueError: the store has no examples of ``task``, or too few eligible users.
+        ValueError: the store has no examples of ``task``, too few eligible users, or a
+            sample that would leave no population to fit on.
     """
-    by_user: dict[str, list[TaskExample]] = defaultdict(list)
-    for ex in store.get_examples(task=task):
-        by_user[ex.user_id].append(ex)
-    if not by_user:
+    if n_users < 1:
+        raise ValueError(f"the number of evaluated users must be >= 1, got {n_users}")
+    examples = store.get_examples(task=task)
+    if not examples:
         raise ValueError(f"no examples of task {task!r} in the store (load a dataset that provides them)")
-    eligible = sorted(u for u, exs in by_user.items() if len(exs) > min_history)
+    resolved = resolve_kind(kind, examples)
+    if resolved == "given":
+        return _given_split(examples, task, n_users=n_users, seed=seed)
+    by_user: dict[str, list[TaskExample]] = defaultdict(list)
+    for ex in examples:
+        by_user[ex.user_id].append(ex)
+    eligible = sorted(u for u, exs in by_user.items() if len(exs) > min_history or any(map(_own_profile, exs)))
     if not eligible:
-        raise ValueError(f"no user of task {task!r} has more than {min_history} examples")
-    # A seeded shuffle, then the first n: samples are nested (the 50-user sample is part
-    # of the 100-user one), so rows of different sizes can still be paired on common queries.
-    order = list(eligible)
-    random.Random(seed).shuffle(order)
-    sample = sorted(order[:n_users])
+        raise ValueError(
+            f"no user of task {task!r} has more than {min_history} examples or a profile of their own to learn from"
+        )
+    sample = _nested_sample(eligible, n_users, seed)
     queries: dict[tuple[str, str], TaskExample] = {}
     for u in sample:
         exs = sorted(by_user[u], key=_order)
@@ -75,12 +107,40 @@ def make_split(
         q = exs[-1] if exs[-1].timestamp is not None else random.Random(f"{seed}:{u}").choice(exs)
         queries[(u, q.example_id)] = q
     held_out = set(sample)
-    population = sorted(u for u in by_user if u not in held_out) if kind == "user" else sorted(by_user)
-    split = Split(
-        kind=kind,
-        task=task,
-        seed=seed,
-        population=tuple(population),
-        queries=tuple(sorted(queries)),
-    )
+    population = sorted(u for u in by_user if u not in held_out) if resolved == "user" else sorted(by_user)
+    if not population:
+        raise ValueError(
+            f"evaluating {len(sample)} users of task {task!r} holds out all {len(by_user)} of its users, "
+            f"leaving no population to fit on; ask for at most {len(by_user) - 1} users"
+        )
+    split = Split(resolved, task, seed, tuple(population), tuple(sorted(queries)))
+    return split, queries
+
+
+def _nested_sample(ids: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """A seeded shuffle, then the first n: samples are nested (the 50-user sample is part of
+    the 100-user one), so rows of different sizes can still be paired on common queries."""
+    order = list(ids)
+    random.Random(seed).shuffle(order)
+    return sorted(order[:n])
+
+
+def _given_split(
+    examples: Sequence[TaskExample], task: str, *, n_users: int, seed: int
+) -> tuple[Split, dict[tuple[str, str], TaskExample]]:
+    by_split: dict[str, list[TaskExample]] = defaultdict(list)
+    for ex in examples:
+        by_split[str(ex.metadata.get("split") or "")].append(ex)
+    query_split = next((s for s in QUERY_SPLITS if by_split.get(s)), None)
+    if query_split is None:
+        found = sorted(s or "(none)" for s in by_split)
+        raise ValueError(
+            f"task {task!r} has no dev or test examples to evaluate (splits found: {found}); "
+            "load the dev (or test) questions too"
+        )
+    keyed = {(ex.user_id, ex.example_id): ex for ex in by_split[query_split]}
+    chosen = _nested_sample(sorted(keyed), n_users, seed)
+    queries = {key: keyed[key] for key in chosen}
+    population = sorted({ex.user_id for ex in by_split.get("train", [])})
+    split = Split("given", task, seed, tuple(population), tuple(sorted(queries)))
     return split, queries

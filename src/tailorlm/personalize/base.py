@@ -40,13 +40,16 @@ __all__ = [
 
 def eligible_history(store: Store, user_id: str, query: Query) -> list[HistoryEntry]:
     """The user's history a query may see: the task's kind of history, strictly before the
-    query's time, without the query's own target document or item. The one place the
-    leakage guards are applied for methods, predictors and baselines alike."""
+    query's time, without the query's own target document or item, and, when the query
+    brings its own profile (``metadata["profile_ids"]``, LaMP), only that profile's
+    documents. The one place the leakage guards are applied for methods, predictors and
+    baselines alike."""
     from tailorlm.retrieval.history import load_history
     from tailorlm.tasks.base import get_task
 
     task = get_task(query.task)
     item_id = query.metadata.get("item_id")
+    profile = query.metadata.get("profile_ids")
     return load_history(
         store,
         user_id=user_id,
@@ -55,6 +58,7 @@ def eligible_history(store: Store, user_id: str, query: Query) -> list[HistoryEn
         before=query.timestamp,
         exclude_ids=query.exclude_doc_ids,
         exclude_items=[item_id] if item_id else [],
+        only_doc_ids=[str(i) for i in profile] if isinstance(profile, list | tuple) else None,
     )
 
 

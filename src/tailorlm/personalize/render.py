@@ -37,7 +37,7 @@ def approx_tokens(text: str) -> int:
 
 
 def _line(i: int, item: ContextItem) -> str:
-    return f"{i}. {item.text}" + (f" -> {item.label}" if item.label else "")
+    return f"{i}. {item.text}" + (f" -> {item.label}" if item.label and item.show_label else "")
 
 
 def _block_text(block: ContextBlock) -> str:

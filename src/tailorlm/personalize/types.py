@@ -52,6 +52,14 @@ class Query:
 
     @classmethod
     def from_example(cls, example: TaskExample, *, choices: Sequence[str] = ()) -> Query:
+        """The query of an evaluation example. Its choices: ``choices``, else the example's
+        ``metadata["choices"]``, else the labels its input lists (LaMP-2's ``tags: [...]``)."""
+        from tailorlm.tasks.base import TASKS
+
+        if not choices:
+            choices = example.metadata.get("choices") or ()
+        if not choices and example.task in TASKS:
+            choices = TASKS[example.task].choices_in(example.input)
         return cls(
             text=example.input,
             task=example.task,
@@ -70,6 +78,7 @@ class ContextItem:
     source_id: str | None = None
     score: float | None = None
     label: str | None = None  # e.g. the rating or title attached to a retrieved review
+    show_label: bool = True  # False when ``text`` already shows the label (a task's history_format)
 
 
 @dataclass(frozen=True)

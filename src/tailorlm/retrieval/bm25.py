@@ -5,6 +5,12 @@ exact ``(user, id, title, text)`` of every candidate (looked up by hash, confirm
 equality), so repeated queries over the same history (a user's session, a persona
 pool) reuse it, and any change (a new document, an edited text, a different time
 filter) yields a fresh index, never a stale one: no invalidation is needed.
+
+Entries with no indexable token (a review reading "A+" or "!!!": stop words, punctuation,
+one-letter words) are normal in real data. ``bm25s`` indexes them fine next to other
+entries but cannot index a corpus made only of them (it divides by a mean length of 0
+and takes ``max()`` of an empty vocabulary), so such a corpus gets no index: ranking it
+returns nothing, and that outcome is cached like an index so it is not retried per query.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ class BM25Ranker:
         self.stopwords = stopwords
         self.cache_size = cache_size
         self.builds = 0  # indexes built so far (cache misses); read by tests and benchmarks
-        self._indexes: OrderedDict[int, tuple[tuple, Any, frozenset[str]]] = OrderedDict()
+        # fingerprint -> (exact key, index or None when nothing is indexable, users in it)
+        self._indexes: OrderedDict[int, tuple[tuple, Any | None, frozenset[str]]] = OrderedDict()
         self._lock = threading.Lock()  # the service ranks from several request threads
 
-    def _index(self, entries: Sequence[HistoryEntry]) -> Any:
+    def _index(self, entries: Sequence[HistoryEntry]) -> Any | None:
+        """The (cached) index over ``entries``; None when no entry has an indexable token."""
         import bm25s
 
         _quiet_bm25s()
@@ -63,8 +71,10 @@ class BM25Ranker:
                 self._indexes.move_to_end(fp)
                 return hit[1]
         corpus = bm25s.tokenize([_entry_text(e) for e in entries], stopwords=self.stopwords, show_progress=False)
-        index = bm25s.BM25(k1=self.k1, b=self.b)
-        index.index(corpus, show_progress=False)
+        index: Any | None = None
+        if corpus.vocab:  # bm25s cannot build an index without a single token (see the module doc)
+            index = bm25s.BM25(k1=self.k1, b=self.b)
+            index.index(corpus, show_progress=False)
         with self._lock:
             self._indexes[fp] = (key, index, frozenset(e.user_id for e in entries))
             self.builds += 1
@@ -79,6 +89,8 @@ class BM25Ranker:
         import bm25s
 
         index = self._index(entries)
+        if index is None:  # no entry has an indexable token: nothing can match
+            return []
         q = bm25s.tokenize([query], stopwords=self.stopwords, show_progress=False)
         if not q.vocab:  # the query has no indexable token (e.g. only stop words)
             return []

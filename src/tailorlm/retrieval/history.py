@@ -49,6 +49,7 @@ class HistoryEntry:
     title: str | None = None  # the user's title (documents), or the item's title (interactions)
     item_id: str | None = None
     source: EntrySource = "document"
+    label: str | None = None  # the user's categorical answer for a document (a LaMP-2 tag)
 
     @property
     def source_id(self) -> str:
@@ -64,16 +65,25 @@ def load_history(
     before: int | None = None,
     exclude_ids: Sequence[str] = (),
     exclude_items: Sequence[str] = (),
+    only_doc_ids: Sequence[str] | None = None,
 ) -> list[HistoryEntry]:
     """The user's eligible history, oldest first; reads only ``user_id``'s rows.
 
     ``source``: documents | interactions | facts (valid memory facts) | both (documents
-    and interactions) | all (both and facts).
+    and interactions) | all (both and facts). ``only_doc_ids`` (when not None) keeps only
+    those documents: a query that brings its own profile (LaMP) sees exactly it, never the
+    user's documents of other queries.
     """
     if source not in _SOURCES:
         raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
     if source in ("both", "all"):
-        kw = {"user_id": user_id, "before": before, "exclude_ids": exclude_ids, "exclude_items": exclude_items}
+        kw = {
+            "user_id": user_id,
+            "before": before,
+            "exclude_ids": exclude_ids,
+            "exclude_items": exclude_items,
+            "only_doc_ids": only_doc_ids,
+        }
         both = load_history(store, source="documents", doc_kind=doc_kind, **kw)
         both += load_history(store, source="interactions", **kw)
         if source == "all":
@@ -89,10 +99,11 @@ def load_history(
     skip_items = set(exclude_items)
     if source == "documents":
         rows = store.get_document_rows(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)
+        only = None if only_doc_ids is None else set(only_doc_ids)
         return [
-            HistoryEntry(f"doc:{doc_id}", user_id, text, kind, ts, rating, title, item_id)
-            for doc_id, text, kind, ts, rating, title, item_id in rows
-            if item_id is None or item_id not in skip_items
+            HistoryEntry(f"doc:{doc_id}", user_id, text, kind, ts, rating, title, item_id, label=label)
+            for doc_id, text, kind, ts, rating, title, item_id, label in rows
+            if (item_id is None or item_id not in skip_items) and (only is None or doc_id in only)
         ]
     inters = [
         i

@@ -11,6 +11,8 @@ Not here: choosing history (``retrieval``) and rendering context (``personalize`
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,9 +34,18 @@ class Task:
         history_source: 'documents', 'interactions', 'both' (those two), 'facts' (memory) or 'all':
             where the user's relevant history lives.
         history_kind: restrict documents to this ``doc_kind`` (None: all).
-        history_label: which field of a history entry is the user's answer ('rating', 'title', 'value' or None).
+        history_label: which field of a history entry is the user's answer ('rating', 'title',
+            'value', 'label' (a document's categorical label, e.g. a LaMP-2 tag) or None).
         labels: the allowed answers for rating/classification.
         max_new_tokens: a generation budget that fits the answer.
+        history_format: how one history entry is shown (``{text}``, ``{title}``, ``{label}``,
+            ``{kind}``), with the user's answer inside the line, as the LaMP paper's per-task
+            profile formats do; None: ``text -> label``.
+        content_pattern: a regex whose ``content`` group marks the variable part of an input
+            that carries its own instruction (LaMP questions); calibration's content-free
+            input replaces only those parts, so the instruction survives.
+        choices_pattern: a regex whose ``choices`` group is the comma-separated label list
+            written inside the input (LaMP-2's ``tags: [...]``): the per-question labels.
     """
 
     name: str
@@ -42,15 +53,45 @@ class Task:
     instruction: str
     history_source: Literal["documents", "interactions", "both", "facts", "all"] = "documents"
     history_kind: str | None = None
-    history_label: Literal["rating", "title", "value"] | None = None
+    history_label: Literal["rating", "title", "value", "label"] | None = None
     labels: tuple[str, ...] = ()
     max_new_tokens: int = 64
     system: str = "You are a helpful assistant."
+    history_format: str | None = None
+    content_pattern: str | None = None
+    choices_pattern: str | None = None
 
     def request(self, text: str, choices: tuple[str, ...] = ()) -> str:
         opts = choices or self.labels
         rendered = "\n".join(f"[{i}] {c}" for i, c in enumerate(opts, 1)) if self.kind == "ranking" else ", ".join(opts)
         return self.instruction.format(input=text, choices=rendered)
+
+    def choices_in(self, text: str) -> tuple[str, ...]:
+        """The labels the input itself lists (``choices_pattern``), in order; () when none."""
+        m = re.search(self.choices_pattern, text) if self.choices_pattern else None
+        if m is None:
+            return ()
+        return tuple(dict.fromkeys(c.strip() for c in m.group("choices").split(",") if c.strip()))
+
+    def content_free_request(self, request: str, choices: tuple[str, ...] = ()) -> str:
+        """The request with its variable content replaced by "N/A" and its instruction kept
+        (contextual calibration's content-free input, Zhao et al. 2021)."""
+        if self.content_pattern:
+            pattern = re.compile(self.content_pattern)
+            if pattern.search(request):
+                return pattern.sub(_blank_content, request)
+        return self.request("N/A", choices)
+
+    def reorder_choices(self, request: str, labels: Sequence[str], order: Sequence[str]) -> str | None:
+        """``request`` with its listed labels rewritten in ``order`` (to average out position
+        bias), or None when the request does not show the labels as a list it can rewrite."""
+        if self.choices_pattern and (m := re.search(self.choices_pattern, request)):
+            start, end = m.span("choices")
+            return request[:start] + ", ".join(order) + request[end:]
+        listed = ", ".join(labels)
+        if len(labels) > 1 and listed in request:
+            return request.replace(listed, ", ".join(order), 1)
+        return None
 
     def parse(self, output: str, choices: tuple[str, ...] = ()) -> str | list[str] | None:
         """The answer in canonical form, or None when the output is unusable."""
@@ -66,7 +107,35 @@ class Task:
         return text or None
 
 
+def _blank_content(m: re.Match[str]) -> str:
+    start, end = m.span("content")
+    return m.string[m.start() : start] + "N/A" + m.string[end : m.end()]
+
+
 _STARS = tuple(str(i) for i in range(1, 6))
+
+# LaMP (Salemi et al. 2023): every question carries its own instruction; the profile item
+# formats are the paper's per-task prompt formats; the content patterns follow the
+# published question wording ("... review: <text>", "... article: <text>", quoted titles).
+_TAIL = r"\s*:\s*(?P<content>\S.*)$"
+_LAMP = (
+    Task("lamp-1", "classification", "{input}", history_label="title", labels=("[1]", "[2]"), max_new_tokens=4,
+         history_format='"{title}"', content_pattern=r'"(?P<content>[^"]+)"'),
+    Task("lamp-2", "classification", "{input}", history_label="label", max_new_tokens=16,
+         history_format='the tag for the {kind}: "{text}" is "{label}"',
+         content_pattern=r"(?is)\b(?:description|article)" + _TAIL,
+         choices_pattern=r"(?i)\b(?:tags|categories)\s*:\s*\[(?P<choices>[^\]]*)\]"),
+    Task("lamp-3", "rating", "{input}", history_label="rating", labels=_STARS, max_new_tokens=4,
+         history_format='{label} is the score for "{text}"', content_pattern=r"(?is)\breview" + _TAIL),
+    Task("lamp-4", "generation", "{input}", history_label="title", max_new_tokens=24,
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\barticle" + _TAIL),
+    Task("lamp-5", "generation", "{input}", history_label="title", max_new_tokens=24,
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bpaper" + _TAIL),
+    Task("lamp-6", "generation", "{input}", history_label="title", max_new_tokens=24,
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bemail" + _TAIL),
+    Task("lamp-7", "generation", "{input}", max_new_tokens=48, history_format='"{text}"',
+         content_pattern=r"(?is)\btweet\b[^:]*" + _TAIL),
+)  # fmt: skip
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -133,13 +202,7 @@ TASKS: dict[str, Task] = {
             history_label="value",
             max_new_tokens=48,
         ),
-        Task("lamp-1", "classification", "{input}", history_label="title", labels=("[1]", "[2]"), max_new_tokens=4),
-        Task("lamp-2", "classification", "{input}", history_label="title", max_new_tokens=8),
-        Task("lamp-3", "rating", "{input}", history_label="rating", labels=_STARS, max_new_tokens=4),
-        Task("lamp-4", "generation", "{input}", history_label="title", max_new_tokens=24),
-        Task("lamp-5", "generation", "{input}", history_label="title", max_new_tokens=24),
-        Task("lamp-6", "generation", "{input}", history_label="title", max_new_tokens=24),
-        Task("lamp-7", "generation", "{input}", max_new_tokens=48),
+        *_LAMP,
         Task("chat", "generation", "{input}", history_source="all", history_label="value", max_new_tokens=128),
     ]
 }

@@ -74,42 +74,89 @@ class GeneratePredictor:
 
 
 def content_free(messages: list[dict[str, str]], task: Task, choices: Sequence[str]) -> list[dict[str, str]]:
-    """The same conversation with the task input replaced by 'N/A' (context kept)."""
-    return [*messages[:-1], {"role": "user", "content": task.request("N/A", tuple(choices))}]
+    """The same conversation with the task input's variable part replaced by 'N/A': the
+    context and the task's instruction are kept (also when the input carries it, as LaMP's do)."""
+    request = task.content_free_request(messages[-1]["content"], tuple(choices))
+    return [*messages[:-1], {"role": "user", "content": request}]
+
+
+def _label_orders(labels: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """``n`` cyclic shifts of ``labels`` (the identity first), evenly spread: each label
+    takes several positions, so a preference for a position averages out."""
+    n = max(1, min(n, len(labels)))
+    step = len(labels) / n
+    return [tuple(labels[int(i * step) :]) + tuple(labels[: int(i * step)]) for i in range(n)]
+
+
+def _variants(p: Any, task: Task, labels: Sequence[str], permutations: int) -> list[list[dict[str, str]]]:
+    """The row's conversation with the listed labels in each order (just the row when it cannot
+    be reordered: the labels are not shown, or permutations is 1)."""
+    messages = p.messages
+    out = []
+    for order in _label_orders(labels, permutations)[1:]:
+        request = task.reorder_choices(messages[-1]["content"], labels, order)
+        if request is None:
+            break
+        out.append([*messages[:-1], {"role": "user", "content": request}])
+    return [messages, *out]
 
 
 class ChoicePredictor:
     """Pick the label with the highest (calibrated) log-probability.
+
+    Two guards against the label order biasing the answer (a small model scores the first
+    listed tag highest whatever the input):
+
+    - calibration divides by the probabilities of a content-free input that keeps the same
+      instruction and the same listed order, which cancels a position preference;
+    - ``permutations`` > 1 rewrites the listed labels in that many cyclic orders and
+      averages the log-probabilities (where the request lists the labels).
 
     Args:
         scorer: a generator that implements ``score_choices``.
         calibrate: apply contextual calibration against the content-free input.
         expected: for rating tasks, answer the probability-weighted mean label
             rounded (better MAE on skewed labels) instead of the argmax.
+        permutations: label orders to average over (1: the given order only).
     """
 
     def __init__(
-        self, scorer: ChoiceScorer, *, calibrate: bool = True, expected: bool = False, batch_size: int = 8
+        self,
+        scorer: ChoiceScorer,
+        *,
+        calibrate: bool = True,
+        expected: bool = False,
+        batch_size: int = 8,
+        permutations: int = 1,
     ) -> None:
         if not isinstance(scorer, ChoiceScorer):
             raise TypeError(f"{type(scorer).__name__} cannot score choices (no score_choices method)")
+        if permutations < 1:
+            raise ValueError(f"permutations must be >= 1, got {permutations}")
         self.scorer = scorer
         self.calibrate = calibrate
         self.expected = expected
         self.batch_size = batch_size
+        self.permutations = permutations
         self.name = "choice" + ("-calibrated" if calibrate else "") + ("-expected" if expected else "")
+
+    def _probs(self, p: Any, task: Task, labels: tuple[str, ...]) -> np.ndarray:
+        variants = _variants(p, task, labels, self.permutations)
+        free = [content_free(v, task, labels) for v in variants] if self.calibrate else []
+        # the extra rows keep the same personalization (context, adapter, soft prompt)
+        logp = np.asarray(score_inputs(self.scorer, [p], labels, extra=[*variants[1:], *free]), dtype=float)
+        n = len(variants)
+        probs = _softmax(logp[:n].mean(axis=0))
+        if self.calibrate:
+            probs = probs / np.maximum(_softmax(logp[n:].mean(axis=0)), 1e-12)
+            probs = probs / probs.sum()
+        return probs
 
     def predict(self, task: Task, inputs: Sequence[Any], choices: Sequence[Sequence[str]]) -> list[Prediction]:
         out: list[Prediction] = []
         for p, ch in zip(inputs, choices, strict=True):
             labels = _labels(task, ch)
-            # the content-free row keeps the same personalization (context, adapter, soft prompt)
-            extra = [content_free(p.messages, task, ch)] if self.calibrate else []
-            logp = np.asarray(score_inputs(self.scorer, [p], labels, extra=extra), dtype=float)
-            probs = _softmax(logp[0])
-            if self.calibrate:
-                probs = probs / np.maximum(_softmax(logp[1]), 1e-12)
-                probs = probs / probs.sum()
+            probs = self._probs(p, task, labels)
             if self.expected and task.kind == "rating":
                 value = float(np.dot(probs, [float(x) for x in labels]))
                 answer = str(int(np.clip(round(value), int(labels[0]), int(labels[-1]))))

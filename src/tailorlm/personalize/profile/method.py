@@ -88,7 +88,7 @@ class ProfilePersonalizer(BasePersonalizer[ProfileConfig]):
             cache[key] = art.payload["summary"]
             return cache[key], key
         lines = "\n".join(
-            f"- {it.text}" + (f" -> {it.label}" if it.label else "")
+            f"- {it.text}" + (f" -> {it.label}" if it.label and it.show_label else "")
             for it in (entry_item(e, task, score=None, snippet_chars=200) for e in recent)
         )
         messages = [

@@ -26,13 +26,23 @@ def _snippet(text: str, limit: int) -> str:
 
 
 def entry_item(entry: HistoryEntry, task: Task, *, score: float | None, snippet_chars: int) -> ContextItem:
-    """A history entry as a context line: its text, and the user's answer as the label."""
+    """A history entry as a context line: its text, and the user's answer as the label.
+
+    A task with a ``history_format`` (LaMP's per-task profile formats) writes the answer
+    inside the line; the label is still kept on the item for label-voting predictors.
+    """
     label = None
     if task.history_label in ("rating", "value") and entry.rating is not None:
         label = f"{entry.rating:g}"
     elif task.history_label == "title" and entry.title and entry.source != "interaction":
         label = _snippet(entry.title, 120)
+    elif task.history_label == "label" and entry.label:
+        label = entry.label
     text = _snippet(entry.text, snippet_chars)
+    if task.history_format:
+        title = _snippet(entry.title, 120) if entry.title else ""
+        line = task.history_format.format(text=text, title=title, label=label or "", kind=entry.kind)
+        return ContextItem(text=line, source_id=entry.entry_id, score=score, label=label, show_label=False)
     if task.history_label != "title" and entry.title and entry.source == "document":
         text = f"{_snippet(entry.title, 120)}: {text}"
     return ContextItem(text=text, source_id=entry.entry_id, score=score, label=label)

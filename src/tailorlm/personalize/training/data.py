@@ -88,7 +88,7 @@ def sft_examples(examples: Sequence[TaskExample]) -> list[SFTExample]:
 
     out: list[SFTExample] = []
     for ex in examples:
-        query = Query.from_example(ex, choices=ex.metadata.get("choices", ()))
+        query = Query.from_example(ex)
         messages = render([Contribution(method="adapter")], query).messages
         out.append(
             SFTExample(

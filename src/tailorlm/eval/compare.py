@@ -1,0 +1,77 @@
+"""Uncertainty of one result and its paired comparison with a baseline, on result dicts.
+
+``tailorlm run`` and the bench suites report the same figures: a 95% bootstrap CI per
+primary metric of the task kind, and a paired bootstrap test of a method against a
+baseline evaluated on the same queries. They share these functions so a number printed
+by ``run`` is the number a suite's report shows for the same split and seed.
+
+A result dict is ``RunResult.to_dict()`` (``task``, ``rows`` with ``user_id`` and
+``example_id``, and ``per_example`` values in the order of ``rows``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tailorlm.eval.metrics import METRIC_DIRECTION
+from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
+from tailorlm.tasks import get_task
+
+__all__ = ["paired", "primary_metrics", "with_uncertainty"]
+
+_PRIMARY = {
+    "rating": ("mae", "rmse"),
+    "classification": ("accuracy",),
+    "generation": ("rouge1", "rougeL", "meteor"),
+    "ranking": ("ndcg@10", "hit@10"),
+}
+
+
+def primary_metrics(kind: str) -> tuple[str, ...]:
+    """Metrics shown (with CIs) per task kind, the first being the one plots and gains use.
+
+    Defined here, below the suite, so the suite and the CLI can share it without a cycle.
+    """
+    return _PRIMARY.get(kind, ())
+
+
+def with_uncertainty(result: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Attach ``result["ci"]``: a bootstrap CI per primary metric that has per-example values.
+
+    A metric without per-example values (METEOR when it was not computed) gets no CI
+    rather than a made-up one. Returns ``result`` itself, updated.
+    """
+    cis = {}
+    for metric in primary_metrics(get_task(result["task"]).kind):
+        source, stat = statistic_for(metric)
+        values = result["per_example"].get(source)
+        if values:
+            cis[metric] = bootstrap_ci(values, statistic=stat, seed=seed).to_dict()
+    result["ci"] = cis
+    return result
+
+
+def paired(result: dict[str, Any], base: dict[str, Any], seed: int, baseline_name: str) -> dict[str, Any]:
+    """Paired tests of ``result`` against ``base`` on the queries both evaluated.
+
+    Pairing on (user_id, example_id) rather than on row order lets rows with different
+    sample sizes (nested samples) be compared on their common queries. ``gain_per_query``
+    is signed so that positive always means better than the baseline.
+    """
+    idx_a = {(r["user_id"], r["example_id"]): i for i, r in enumerate(result["rows"])}
+    idx_b = {(r["user_id"], r["example_id"]): i for i, r in enumerate(base["rows"])}
+    common = sorted(set(idx_a) & set(idx_b))
+    out: dict[str, Any] = {"baseline": baseline_name, "n": len(common), "tests": {}, "gain_per_query": {}}
+    if not common:
+        return out
+    for metric in primary_metrics(get_task(result["task"]).kind):
+        source, stat = statistic_for(metric)
+        a, b = result["per_example"].get(source), base["per_example"].get(source)
+        if not a or not b:
+            continue
+        va = [a[idx_a[q]] for q in common]
+        vb = [b[idx_b[q]] for q in common]
+        out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed).to_dict()
+        sign = METRIC_DIRECTION.get(metric, 1)
+        out["gain_per_query"][metric] = [sign * (x - y) for x, y in zip(va, vb, strict=True)]
+    return out

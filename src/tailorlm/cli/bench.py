@@ -17,9 +17,20 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="folder the suite's dataset paths are relative to (env TAILORLM_DATA_DIR)")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="rerun rows already in the results")] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="recompute every row, ignoring results.json and the generation cache (fresh values are cached)",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", hidden=True, help="deprecated alias of --fresh")] = False,
 ) -> None:
-    """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs."""
+    """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs.
+
+    Rows already in the results folder are reused only when their fingerprint (settings,
+    data hashes, model, package version) matches; --fresh recomputes everything.
+    """
     import os
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -32,6 +43,8 @@ def bench(
     except (ValueError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if force:
+        err.print("[yellow]--force is deprecated; use --fresh[/yellow]")
     env_data = os.environ.get("TAILORLM_DATA_DIR")
     data = data_dir or (Path(env_data) if env_data else None)
     out_dir = out or Path("benchmarks") / "results" / config.name
@@ -54,7 +67,7 @@ def bench(
             settings=get_settings(ctx),
             out_dir=out_dir,
             data_dir=data,
-            force=force,
+            fresh=fresh or force,
             log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
             progress=progress,
         )

@@ -68,10 +68,17 @@ class CachedGenerator:
 
     ``hits`` and ``misses`` count conversations (not calls), so a test can assert that a
     rerun computed nothing new.
+
+    With ``refresh`` (``tailorlm bench --fresh``) entries written before this object was
+    made are not served: every conversation is generated again and the fresh value
+    replaces the stored one. Values computed during this run are still shared, so a
+    prompt two methods build identically is generated once.
     """
 
-    def __init__(self, generator: Any, path: str | Path) -> None:
+    def __init__(self, generator: Any, path: str | Path, *, refresh: bool = False) -> None:
         self.generator = generator
+        self.refresh = refresh
+        self._written: set[str] = set()  # keys computed by this object (the ones refresh may serve)
         self.name = getattr(generator, "name", type(generator).__name__)
         self.fingerprint = model_fingerprint(generator)
         self.path = Path(path)
@@ -92,10 +99,13 @@ class CachedGenerator:
 
     def _get(self, keys: list[str]) -> dict[str, str]:
         with self._lock:
-            return dict(_rows_for(self._db, "SELECT key, value FROM calls", keys))
+            if self.refresh:
+                keys = [k for k in keys if k in self._written]
+            return dict(_rows_for(self._db, "SELECT key, value FROM calls", keys)) if keys else {}
 
     def _put(self, kind: str, items: list[tuple[str, str]]) -> None:
         with self._lock:
+            self._written.update(k for k, _ in items)
             rows = [(k, kind, v) for k, v in items]
             _insert(self._db, "INSERT OR REPLACE INTO calls (key, kind, value) VALUES (?, ?, ?)", rows)
 

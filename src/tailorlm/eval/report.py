@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from tailorlm.eval.compare import primary_metrics
 from tailorlm.eval.metrics import METRIC_DIRECTION
-from tailorlm.eval.suite import primary_metrics
 from tailorlm.tasks import get_task
 
 __all__ = ["markdown_table", "plot_gains", "plot_scores", "write_html", "write_reports"]
@@ -37,9 +38,32 @@ def _done(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in report["results"] if not r.get("skipped")]
 
 
+def _run_cell(r: dict[str, Any]) -> str:
+    """``reused`` or ``computed``; blank for results written before rows said which."""
+    if "reused" not in r:
+        return ""
+    return "reused" if r["reused"] else "computed"
+
+
+def _reuse_legend(report: dict[str, Any]) -> str:
+    """Says how many rows are copies of an earlier run, so a reader never mistakes them for a reproduction."""
+    done = _done(report)
+    if not any("reused" in r for r in done):
+        return ""
+    reused = sum(bool(r.get("reused")) for r in done)
+    if report.get("reuse", {}).get("fresh"):
+        return f"Fresh run (--fresh): all {len(done)} rows computed in this run, none reused."
+    return (
+        f"Column run: **reused** rows ({reused} of {len(done)}) were taken from an earlier run whose fingerprint "
+        "(row settings, data file hashes, model, package version) matches; **computed** rows ran now."
+    )
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """One table per task: every row's metrics with 95% CIs, the paired difference to the baseline and costs."""
     out = [f"Suite `{report['suite']}`, run {report['when']} on {report['machine']['cpus']} CPUs."]
+    if legend := _reuse_legend(report):
+        out += ["", legend]
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in report["results"]:
         by_task.setdefault(r["task"], []).append(r)
@@ -47,7 +71,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         metrics = primary_metrics(get_task(task).kind)
         first = metrics[0] if metrics else None
         out += ["", f"### {task}", ""]
-        header = ["method / predictor", "n", *[f"{m} (95% CI)" for m in metrics]]
+        header = ["method / predictor", "run", "n", *[f"{m} (95% CI)" for m in metrics]]
         header += [f"Δ{first} vs baseline (p)" if first else "", "unparsable", "prompt tokens", "p50 / p99 ms"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
@@ -56,7 +80,7 @@ def markdown_table(report: dict[str, Any]) -> str:
                 out.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * (len(header) - 2))
                 continue
             m, sysm = r["metrics"], r.get("system", {})
-            cells = [r["name"] + (" **(baseline)**" if r.get("baseline") else ""), str(m.get("n", ""))]
+            cells = [r["name"] + (" **(baseline)**" if r.get("baseline") else ""), _run_cell(r), str(m.get("n", ""))]
             cells += [_fmt_ci(r.get("ci", {}).get(x)) or (f"{m[x]:.3f}" if x in m else "") for x in metrics]
             cells.append(_fmt_test(r, first) if first else "")
             cells.append(f"{m['unparsable']:.2f}" if "unparsable" in m else "")
@@ -207,7 +231,7 @@ def _md_to_html_table(md: str) -> str:
             out.append("<tr>" + "".join(f"<{tag}>{html.escape(c).replace('**', '')}</{tag}>" for c in cells) + "</tr>")
             continue
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append("<p>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line)) + "</p>")
         if in_table and not line.startswith("|"):
             out.insert(len(out) - 1, "</table>")
             in_table = False

@@ -6,9 +6,12 @@ row of a task uses the same seeded user split (samples are nested, so rows with
 different user counts share their common queries), and each task has one baseline
 row the others are tested against, pairwise on those common queries.
 
-Resuming works at two levels: a finished row is kept in ``results.json`` under a key
-of its full configuration and is not run again; inside an unfinished row, every model
-call is answered from the generation cache (:mod:`tailorlm.eval.cache`).
+Resuming works at two levels: a finished row in ``results.json`` is reused only when
+its fingerprint matches (the row's settings, the data files' hashes, the model and the
+package version; :mod:`tailorlm.eval.fingerprint`), so a rerun recomputes exactly what
+changed and a committed ``results.json`` is never mistaken for a reproduction; inside
+a row that runs, every model call is answered from the generation cache
+(:mod:`tailorlm.eval.cache`). ``fresh=True`` ignores both.
 
 Example (``suites/quick.toml`` ships with the package)::
 
@@ -38,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.data import Store
-from tailorlm.eval.metrics import METRIC_DIRECTION
+from tailorlm.eval.compare import paired, primary_metrics, with_uncertainty
+from tailorlm.eval.fingerprint import PreviousRows, data_fingerprint, package_version, row_fingerprint
 from tailorlm.eval.runner import PREDICTORS, run_method
-from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
+from tailorlm.eval.splits import SPLIT_KINDS
 from tailorlm.eval.training import TrainSpec
 from tailorlm.personalize.registry import needs_of
 from tailorlm.tasks import get_task
@@ -75,9 +79,13 @@ class RowSpec:
         return self.label or f"{self.method} / {self.predictor}"
 
     def key(self, suite: SuiteConfig) -> str:
-        """Everything that determines this row's result (not its label)."""
+        """Every setting that determines this row's result (not its label): the row, the suite's
+        seed, split, METEOR switch and budget, and the adapters trained for its task."""
         blob = {k: v for k, v in asdict(self).items() if k not in ("label", "baseline")}
         blob |= {"seed": suite.seed, "split": suite.split, "meteor": suite.meteor, "budget": suite.budget_tokens}
+        train = [asdict(t) for t in suite.train if t.task == self.task]
+        if train:  # only then, so rows of tasks without training keep their keys
+            blob["train"] = train
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,12 +95,16 @@ class SuiteConfig:
     rows: tuple[RowSpec, ...]
     datasets: tuple[DatasetSpec, ...] = ()
     seed: int = 0
-    split: str = "user"
+    split: str = "auto"  # auto | user | time | given (eval.splits); auto: the dataset's own split if any
     meteor: bool = True
     budget_tokens: int = 1024
     description: str = ""
     judge: dict[str, Any] = field(default_factory=dict)
     train: tuple[TrainSpec, ...] = ()  # adapters the parametric rows need, trained first
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_KINDS:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_KINDS)}; got {self.split!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> SuiteConfig:
@@ -157,7 +169,10 @@ class SuiteConfig:
             except (KeyError, ValueError, TypeError) as e:
                 raise fail(f"train[{i}]: {e}") from None
         rest = {k: v for k, v in data.items() if k not in ("rows", "datasets", "train")}
-        return cls(rows=tuple(rows), datasets=datasets, train=tuple(train), **rest)
+        try:
+            return cls(rows=tuple(rows), datasets=datasets, train=tuple(train), **rest)
+        except ValueError as e:
+            raise fail(str(e)) from None
 
 
 def load_suite(name_or_path: str | Path) -> SuiteConfig:
@@ -173,48 +188,6 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: invalid TOML: {e}") from None
     return SuiteConfig.from_dict(data, source=str(path))
-
-
-def primary_metrics(kind: str) -> tuple[str, ...]:
-    """Metrics shown (with CIs) per task kind, the first being the one plots and gains use."""
-    return {
-        "rating": ("mae", "rmse"),
-        "classification": ("accuracy",),
-        "generation": ("rouge1", "rougeL", "meteor"),
-        "ranking": ("ndcg@10", "hit@10"),
-    }.get(kind, ())
-
-
-def _with_uncertainty(result: dict[str, Any], seed: int) -> dict[str, Any]:
-    cis = {}
-    for metric in primary_metrics(get_task(result["task"]).kind):
-        source, stat = statistic_for(metric)
-        values = result["per_example"].get(source)
-        if values:
-            cis[metric] = bootstrap_ci(values, statistic=stat, seed=seed).to_dict()
-    result["ci"] = cis
-    return result
-
-
-def _paired(result: dict[str, Any], base: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Paired tests of ``result`` against ``base`` on the queries both evaluated."""
-    idx_a = {(r["user_id"], r["example_id"]): i for i, r in enumerate(result["rows"])}
-    idx_b = {(r["user_id"], r["example_id"]): i for i, r in enumerate(base["rows"])}
-    common = sorted(set(idx_a) & set(idx_b))
-    out: dict[str, Any] = {"baseline": base["name"], "n": len(common), "tests": {}, "gain_per_query": {}}
-    if not common:
-        return out
-    for metric in primary_metrics(get_task(result["task"]).kind):
-        source, stat = statistic_for(metric)
-        a, b = result["per_example"].get(source), base["per_example"].get(source)
-        if not a or not b:
-            continue
-        va = [a[idx_a[q]] for q in common]
-        vb = [b[idx_b[q]] for q in common]
-        out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed).to_dict()
-        sign = METRIC_DIRECTION.get(metric, 1)
-        out["gain_per_query"][metric] = [sign * (x - y) for x, y in zip(va, vb, strict=True)]
-    return out
 
 
 @dataclass
@@ -290,19 +263,27 @@ def run_suite(
     *,
     out_dir: Path,
     env: SuiteEnv,
+    fresh: bool = False,
     force: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
     datasets: Sequence[dict[str, Any]] = (),
+    model_fingerprint: str | None = None,
+    embedder_fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """Run every row not already in ``out_dir/results.json``; write results after each row."""
+    """Run every row that no row of ``out_dir/results.json`` matches by fingerprint; write
+    results after each row, so an interrupted run keeps what it finished.
+
+    ``datasets`` is :func:`load_datasets`' report (its hashes are the rows' data part).
+    ``model_fingerprint`` / ``embedder_fingerprint`` name the models ``env`` would build,
+    without building them (a rerun that reuses everything loads no model); when not given
+    they are recorded as ``"unspecified"``. ``fresh`` (``force`` is its old name)
+    recomputes every row.
+    """
+    fresh = fresh or force
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
-    previous: dict[str, dict[str, Any]] = {}
-    if results_path.exists() and not force:
-        for r in json.loads(results_path.read_text()).get("results", []):
-            if "key" in r and not r.get("skipped"):
-                previous[r["key"]] = r
+    previous = PreviousRows() if fresh else PreviousRows.read(results_path)
     report: dict[str, Any] = {
         "suite": suite.name,
         "description": suite.description,
@@ -310,49 +291,94 @@ def run_suite(
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "datasets": list(datasets),
+        "reuse": {"fresh": fresh, "reused": 0, "computed": 0},
         "results": [],
     }
+    fingerprint = _fingerprinter(suite, datasets, model_fingerprint, embedder_fingerprint)
     tasks_in_store = env.store.list_tasks()
     for i, row in enumerate(suite.rows):
-        key = row.key(suite)
-        head = {"key": key, "name": row.name, "task": row.task, "method": row.method, "baseline": row.baseline}
-        if key in previous:
-            report["results"].append(previous[key] | {"name": row.name, "baseline": row.baseline})
-            log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: done before, kept")
+        where = f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}"
+        fp = fingerprint(row)
+        if (old := previous.match(fp)) is not None:
+            report["results"].append(_reused(old, row))
+            report["reuse"]["reused"] += 1
+            log(f"{where}: reused (fingerprint matches)")
             continue
+        head = {"key": row.key(suite), "name": row.name, "task": row.task, "method": row.method}
+        head |= {"baseline": row.baseline, "reused": False, "fingerprint": fp}
         if not tasks_in_store.get(row.task):
             report["results"].append(head | {"skipped": f"no examples of task {row.task!r} (dataset not loaded)"})
-            log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: skipped, no data")
+            log(f"{where}: skipped, no data")
             continue
-        predictor = row.predictor
-        if predictor in NEEDS_MODEL and env.generator is None:
+        if row.predictor in NEEDS_MODEL and env.generator is None:
             report["results"].append(head | {"skipped": "needs a generator"})
             continue
-        t0 = time.perf_counter()
-        res = run_method(
-            env.store,
-            method=row.method,
-            task=row.task,
-            n_users=row.users,
-            split=suite.split,  # type: ignore[arg-type]
-            seed=suite.seed,
-            predictor=predictor,
-            generator=env.generator if predictor in NEEDS_MODEL or _uses_generator(row) else None,
-            embedder=env.embedder if _needs_embedder(row) else None,
-            budget_tokens=suite.budget_tokens,
-            k=row.k,
-            overrides=row.overrides,
-            meteor=suite.meteor,
-            progress=(lambda d, t, name=f"{row.task} {row.name}": progress(name, d, t)) if progress else None,
-        ).to_dict()
-        res = _with_uncertainty(head | res | {"wall_s": time.perf_counter() - t0}, suite.seed)
+        if why := "fresh run" if fresh else previous.why_not(fp, task=row.task, name=row.name):
+            head["recomputed_because"] = why
+            log(f"{where}: recomputing ({why})")
+        res = _run_row(suite, row, env, head, progress)
         report["results"].append(res)
-        log(f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}: {_short(res)} ({res['wall_s']:.0f}s)")
+        report["reuse"]["computed"] += 1
+        log(f"{where}: {_short(res)} ({res['wall_s']:.0f}s)")
         _finish(report, suite)
         results_path.write_text(json.dumps(report))  # after every row: an interrupted run keeps its rows
     _finish(report, suite)
     results_path.write_text(json.dumps(report))
     return report
+
+
+def _fingerprinter(
+    suite: SuiteConfig, datasets: Sequence[dict[str, Any]], generator: str | None, embedder: str | None
+) -> Callable[[RowSpec], dict[str, Any]]:
+    """A row's fingerprint. Its model part names only the models the row uses: a model-free
+    row (majority, BM25 ranking) stays reusable when the generator changes."""
+    data = data_fingerprint(suite.datasets, datasets)
+    version = package_version()
+
+    def of(row: RowSpec) -> dict[str, Any]:
+        model: dict[str, str] = {}
+        if row.predictor in NEEDS_MODEL or _uses_generator(row):
+            model["generator"] = generator or "unspecified"
+        if _needs_embedder(row):
+            model["embedder"] = embedder or "unspecified"
+        return row_fingerprint(settings=row.key(suite), data=data, model=model, version=version)
+
+    return of
+
+
+def _reused(old: dict[str, Any], row: RowSpec) -> dict[str, Any]:
+    """An earlier row as this run's: its label and baseline mark may have been edited (they
+    are not in the fingerprint), and its paired tests are redone against this run's baseline."""
+    kept = {k: v for k, v in old.items() if k not in ("paired", "recomputed_because")}
+    return kept | {"name": row.name, "baseline": row.baseline, "reused": True}
+
+
+def _run_row(
+    suite: SuiteConfig,
+    row: RowSpec,
+    env: SuiteEnv,
+    head: dict[str, Any],
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, Any]:
+    """Evaluate one row; the models are handed only to rows that use them (so others never load them)."""
+    t0 = time.perf_counter()
+    res = run_method(
+        env.store,
+        method=row.method,
+        task=row.task,
+        n_users=row.users,
+        split=suite.split,
+        seed=suite.seed,
+        predictor=row.predictor,
+        generator=env.generator if row.predictor in NEEDS_MODEL or _uses_generator(row) else None,
+        embedder=env.embedder if _needs_embedder(row) else None,
+        budget_tokens=suite.budget_tokens,
+        k=row.k,
+        overrides=row.overrides,
+        meteor=suite.meteor,
+        progress=(lambda d, t, name=f"{row.task} {row.name}": progress(name, d, t)) if progress else None,
+    ).to_dict()
+    return with_uncertainty(head | res | {"wall_s": time.perf_counter() - t0}, suite.seed)
 
 
 def _uses_generator(row: RowSpec) -> bool:
@@ -367,7 +393,7 @@ def _finish(report: dict[str, Any], suite: SuiteConfig) -> None:
         base = next((r for r in done if r["task"] == task and r.get("baseline")), None)
         for r in done:
             if r["task"] == task and base is not None and r is not base:
-                r["paired"] = _paired(r, base, suite.seed)
+                r["paired"] = paired(r, base, suite.seed, base["name"])
 
 
 def _short(res: dict[str, Any]) -> str:

@@ -66,7 +66,10 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
     for spec in suite.train:
         if spec.task not in populations:
             widest, _ = make_split(store, spec.task, kind=suite.split, n_users=sizes[spec.task], seed=suite.seed)
-            populations[spec.task] = widest.population
+            # A time split's population is every user, their queries included: shared models
+            # learn only from users no row evaluates, as under the user split.
+            evaluated = {u for u, _ in widest.queries} if widest.kind == "time" else set()
+            populations[spec.task] = tuple(u for u in widest.population if u not in evaluated)
         population = populations[spec.task]
         config = dict(spec.config)
         if spec.scope == "global":
@@ -76,6 +79,8 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         if spec.scope == "user":
             for (user, _), ex in sorted(queries.items()):
                 # Strictly before the user's query: never the query itself, never its future.
+                if ex.timestamp is None and not _is_latest(store, ex):
+                    continue  # undated and not the latest: "all but the latest" would include it
                 cut = {"before": ex.timestamp} if ex.timestamp is not None else {}
                 jobs.append(TrainJob(spec.method, "user", user, spec.task, config | cut))
             continue
@@ -86,6 +91,14 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         )
         jobs.extend(TrainJob(spec.method, "persona", p, spec.task, config) for p in personas)
     return jobs, populations
+
+
+def _is_latest(store: Any, ex: Any) -> bool:
+    """Whether ``ex`` is the example a user-scope trainer holds out by default (the latest)."""
+    from tailorlm.personalize.training.data import user_examples
+
+    held = user_examples(store, ex.task, ex.user_id, exclude_latest=False)
+    return bool(held) and held[-1].example_id == ex.example_id
 
 
 def _derive_pairs(jobs: list[Any], store: Any, populations: Mapping[str, tuple[str, ...]], generator: Any) -> None:

@@ -58,6 +58,12 @@ def _order(ex: TaskExample) -> tuple[bool, int, str]:
     return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)
 
 
+def _trainable(ex: TaskExample) -> bool:
+    """Labelled and not held out by the dataset itself: an example of a published dev or test
+    split (LaMP) is never training data, even when its user is also in the train split."""
+    return bool(ex.target) and ex.metadata.get("split") not in ("dev", "test")
+
+
 def user_examples(
     store: Store, task: str, user_id: str, *, before: int | None = None, exclude_latest: bool = True
 ) -> list[TaskExample]:
@@ -66,7 +72,7 @@ def user_examples(
     ``before`` given: only examples with a timestamp strictly before it. Otherwise all
     but the latest one when ``exclude_latest`` (that one is the evaluation query).
     """
-    exs = sorted((e for e in store.get_examples(task=task, user_id=user_id) if e.target), key=_order)
+    exs = sorted((e for e in store.get_examples(task=task, user_id=user_id) if _trainable(e)), key=_order)
     if before is not None:
         return [e for e in exs if e.timestamp is not None and e.timestamp < before]
     return exs[:-1] if exclude_latest else exs
@@ -74,7 +80,7 @@ def user_examples(
 
 def population_examples(store: Store, task: str, users: Sequence[str] | None) -> list[TaskExample]:
     """All examples of ``task`` of the population ``users`` (None: every user), oldest first."""
-    exs = [e for e in store.get_examples(task=task) if e.target]
+    exs = [e for e in store.get_examples(task=task) if _trainable(e)]
     if users is not None:
         keep = set(users)
         exs = [e for e in exs if e.user_id in keep]

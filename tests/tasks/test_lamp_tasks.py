@@ -138,3 +138,10 @@ def test_permuted_label_orders_remove_the_position_bias() -> None:
     assert scorer.rows == len(TAGS) * len(DESCRIPTIONS)
     with pytest.raises(ValueError, match="permutations"):
         ChoicePredictor(scorer, permutations=0)
+
+
+def test_retrieval_matches_the_content_not_the_instruction() -> None:
+    task = get_task("lamp-3")
+    assert task.content_of(f"{LAMP3_INSTRUCTION} review: warm strings") == "warm strings"
+    assert get_task("amazon-rating").content_of("warm strings") == "warm strings"
+    assert get_task("lamp-1").content_of(_LAMP1.format("A", "B", "C")) == "A B C"

@@ -36,6 +36,14 @@ def data_load(
         typer.Option(help="prefix for user/item ids (default: the dataset name; '' for none)"),
     ] = None,
     outputs: Annotated[Path | None, typer.Option(help="LaMP outputs file (gold answers)")] = None,
+    drop_bad_optional: Annotated[
+        bool,
+        typer.Option(
+            "--drop-bad-optional",
+            help="LaMP: leave out an optional field that does not parse (e.g. a bad date) and count it, "
+            "instead of rejecting the whole question",
+        ),
+    ] = False,
 ) -> None:
     """Load a dataset into the store in one transaction (all or nothing)."""
     from tailorlm.data.loaders import detect_format
@@ -52,6 +60,8 @@ def data_load(
         options["namespace"] = namespace
     if outputs is not None:
         options["outputs"] = outputs
+    if drop_bad_optional:  # only when asked: loaders without the option would refuse it
+        options["drop_bad_optional"] = True
     report = _load_with_progress(open_store(ctx), fmt, path, skip_bad, options)
     table = Table(title=f"loaded {path.name} as {fmt} in {report.seconds:.1f} s")
     table.add_column("table")
@@ -61,6 +71,8 @@ def data_load(
             table.add_row(name, f"{n:,}")
     console.print(table)
     console.print(f"{report.records:,} records read, {report.skipped:,} skipped")
+    if report.dropped_fields:
+        console.print(f"{report.dropped_fields:,} optional field(s) that did not parse were left out")
     for msg in report.errors:
         err.print(f"  [yellow]skipped:[/yellow] {msg}")
 
@@ -106,7 +118,7 @@ def data_fetch(
     folder = fetch_movielens_100k(get_settings(ctx).cache_dir)
     console.print(f"movielens-100k is in {folder}")
     if load:
-        data_load(ctx, folder, fmt="movielens", skip_bad=False, namespace=None, outputs=None)
+        data_load(ctx, folder, fmt="movielens", skip_bad=False, namespace=None, outputs=None, drop_bad_optional=False)
 
 
 @data_app.command("stats")

@@ -73,6 +73,16 @@ class Task:
             return ()
         return tuple(dict.fromkeys(c.strip() for c in m.group("choices").split(",") if c.strip()))
 
+    def content_of(self, text: str) -> str:
+        """The variable part(s) of an input (``content_pattern``), else the whole input: what
+        retrieval matches against, so the instruction's words ("generate", "article") do not
+        decide which history entries look relevant."""
+        if self.content_pattern:
+            parts = [m.group("content") for m in re.finditer(self.content_pattern, text)]
+            if parts:
+                return " ".join(parts)
+        return text
+
     def content_free_request(self, request: str, choices: tuple[str, ...] = ()) -> str:
         """The request with its variable content replaced by "N/A" and its instruction kept
         (contextual calibration's content-free input, Zhao et al. 2021)."""

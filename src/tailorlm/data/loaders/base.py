@@ -71,7 +71,9 @@ class LoadReport:
     file adds nothing. ``skipped`` counts malformed units left out under
     ``skip_bad`` (their first 20 messages are in ``errors``); ``duplicates`` counts
     units a loader dropped on purpose (e.g. a second Amazon review of the same item
-    by the same reviewer). ``sha256`` is the file's hash, or for a multi-file
+    by the same reviewer); ``dropped_fields`` counts optional fields a loader left
+    out of a kept record because they did not parse (only when asked to, e.g.
+    LaMP's ``drop_bad_optional``). ``sha256`` is the file's hash, or for a multi-file
     dataset the hash of its ``sha256sum``-style manifest (sorted by file name).
     """
 
@@ -85,6 +87,7 @@ class LoadReport:
     sha256: str | None
     duplicates: int = 0
     files: list[str] = field(default_factory=list)
+    dropped_fields: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -119,6 +122,7 @@ class Loader:
             raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
         self.namespace = self.default_namespace if namespace is None else namespace
         self.duplicates = 0
+        self.dropped_fields = 0  # optional fields left out of kept records (see LoadReport)
         self._on_error: OnError | None = None
         self._tracker: ByteTracker | None = None
 
@@ -150,6 +154,7 @@ class Loader:
                 recoverable error is passed to it and the bad unit is skipped.
         """
         self.duplicates = 0
+        self.dropped_fields = 0
         self._on_error = on_error
         self._tracker = tracker
         yield from self._records(Path(path))

@@ -1,4 +1,4 @@
-"""LaMP benchmark JSON (Salemi et al. 2023): a questions file plus an outputs file.
+"""LaMP benchmark JSON (Salemi et al. 2023): questions files, each with its outputs file.
 
 Questions: a JSON array of ``{"id", "input", "profile": [...], "user_id"?}``.
 Outputs: ``{"task": "LaMP_N", "golds": [{"id", "output"}, ...]}`` (absent for test sets).
@@ -18,37 +18,60 @@ LaMP-7 tweet paraphrasing               text                                   t
 ====== ================================ ====================================== ===========
 
 Profile items become ``Document`` rows of the question's user (``user_id`` when
-the question has one, else the question id), keyed by the item id; the LaMP-2
-label goes to ``metadata["tag"]`` / ``metadata["category"]``, the LaMP-3 score to
-``rating``, ``date`` (``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``, UTC) to ``timestamp``.
+the question has one, else the question id), keyed by the item id (a repeated item
+id within one question keeps the first, counted in ``duplicates``). The LaMP-2
+label goes to ``metadata["tag"]`` / ``metadata["category"]`` and to
+``metadata["label"]`` (one key for both layouts, so the label reaches a user's
+history whatever the layout); the LaMP-3 score to ``rating``; ``date`` (a string:
+``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ISO 8601, UTC) to ``timestamp``.
 Each question becomes ``TaskExample(task="lamp-N", example_id=id, input,
-target=gold output, metadata={"profile_ids": [...]})`` (the ids of that question's
-own profile, for evaluations that must retrieve from exactly it).
+target=gold output, metadata={"profile_ids": [...], "split": ...})``: the ids of
+that question's own profile (for evaluations that must retrieve from exactly it;
+``[]`` for an empty profile) and the published split it comes from.
 
-The outputs file is found next to the questions file (``dev_questions.json`` ->
-``dev_outputs.json``) unless ``outputs=`` names it; the task number comes from
-``task=``, else the outputs file, else the first question's layout. Default
-namespace: ``lamp<N>``.
+The split (``train`` / ``dev`` / ``test``) is the ``split=`` option, else the file
+name's prefix (``train_``, ``dev_`` / ``val_`` / ``validation_``, ``test_``), else
+absent. A folder loads every ``*questions*.json(.gz)`` in it, train first, each with
+the outputs file next to it (``dev_questions.json`` -> ``dev_outputs.json``; test
+files have none); ``outputs=`` names the outputs of a single questions file. The
+task number comes from ``task=``, else the outputs files, else each file's first
+question's layout; all must agree. A question id seen twice (in one file or across
+files) is an error. Default namespace: ``lamp<N>``.
 
-Memory: the questions array is streamed one question at a time (see
+Errors about a question name its place in the array and its id as well as the
+line (``...; in question[12] (id '3100')``): LaMP files are one line long.
+``drop_bad_optional=True`` leaves an optional field that does not parse (``date``,
+an optional ``title``, ``tag`` or ``category``) out of its document, counted in
+``dropped_fields``, instead of rejecting the whole question.
+
+Memory: each questions array is streamed one question at a time (see
 :func:`~tailorlm.data.loaders.base.iter_json_array`), so only one question and its
-profile are in memory; the outputs file (ids and short outputs) is read whole with
-``json.load``. A question whose JSON is broken cannot be skipped (the array cannot
-be resynchronised); a well-formed question with bad fields can (``skip_bad``).
+profile are in memory, plus the ids of the questions loaded so far; the outputs
+files (ids and short outputs) are read whole with ``json.load``. A question whose
+JSON is broken cannot be skipped (the array cannot be resynchronised); a
+well-formed question with bad fields can (``skip_bad``).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from tailorlm.data.loaders._coerce import as_float, as_str, build
 from tailorlm.data.loaders._errors import LoadError, Where
 from tailorlm.data.loaders._io import iter_json_array, open_binary
+from tailorlm.data.loaders._lamp_fields import (
+    SPLITS,
+    infer_task,
+    parse_date,
+    split_from_name,
+    split_option,
+    task_number,
+)
 from tailorlm.data.loaders.base import Loader
 from tailorlm.data.records import Document, Record, TaskExample
 
@@ -66,71 +89,39 @@ LAMP_TASKS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     "7": ("tweet", {"text": "text"}, ("text",)),
 }
 
-_TASK_NAME = re.compile(r"^\s*lamp[\s_-]*([1-7])\s*$", re.IGNORECASE)
-_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
+
+@dataclass(frozen=True)
+class _Part:
+    """One questions file of a load, the outputs file holding its golds, and its split."""
+
+    questions: Path
+    outputs: Path | None
+    split: str | None
 
 
-def _task_number(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 7:
-        return str(value)
-    if isinstance(value, str):
-        if value.strip() in "1234567" and value.strip():
-            return value.strip()
-        if m := _TASK_NAME.match(value):
-            return m.group(1)
-    raise ValueError(f"LaMP task must be 1..7 or 'LaMP_N', got {value!r}")
+@dataclass(frozen=True)
+class _Context:
+    """What every question of one file shares: its file, the task and the file's golds."""
+
+    part: _Part
+    task: str
+    golds: dict[str, str] | None
 
 
-def _date(value: Any, at: Where, name: str) -> int | None:
-    """LaMP dates (``2016``, ``"2016-05"``, ``"2016-05-17"``, ISO 8601) -> Unix seconds (UTC)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 1000 <= value <= 9999:
-        return int(datetime(value, 1, 1, tzinfo=UTC).timestamp())
-    if isinstance(value, str):
-        s = value.strip()
-        try:
-            if m := _DATE.match(s):
-                y, mo, d = int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1)
-                return int(datetime(y, mo, d, tzinfo=UTC).timestamp())
-            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp())
-    raise at.error(f"must be a date like '2016-05-17' or a year, got {value!r}", name)
+def _order(part: _Part) -> tuple[int, str]:
+    """Train before dev before test before unlabelled: the population is known first."""
+    return (SPLITS.index(part.split) if part.split else len(SPLITS), part.questions.name)
 
 
-def _infer_task(q: dict[str, Any]) -> str | None:
-    """The LaMP task of a question from its profile layout (and input wording for 1 vs 5)."""
-    profile = q.get("profile")
-    keys = set(profile[0]) if isinstance(profile, list) and profile and isinstance(profile[0], dict) else set()
-    inp = str(q.get("input", "")).lower()
-    if {"description", "tag"} <= keys:
-        return "2"
-    if "category" in keys or "tag" in keys:
-        return "2-news"
-    if "score" in keys:
-        return "3"
-    if {"title", "abstract"} <= keys:
-        return "5" if "title for the following abstract" in inp or "abstract of a paper" in inp else "1"
-    if "title" in keys and "text" in keys:
-        return "6" if "email" in inp or "subject" in inp else "4"
-    if "text" in keys:
-        return "7"
-    for needle, task in (
-        ("reference", "1"),
-        ("tag", "2"),
-        ("category", "2-news"),
-        ("score", "3"),
-        ("headline", "4"),
-        ("title for the following abstract", "5"),
-        ("subject", "6"),
-        ("paraphrase", "7"),
-    ):
-        if needle in inp:
-            return task
-    return None
+def _in_question(exc: LoadError, index: int, q: Any) -> LoadError:
+    """``exc`` with the question's place in the array and its id: the line alone says
+    nothing in the one-line LaMP files. File, line and field stay as they were."""
+    raw = q.get("id") if isinstance(q, dict) else None
+    known = isinstance(raw, str | int) and not isinstance(raw, bool) and str(raw).strip()
+    tag = f"question[{index}]" + (f" (id {str(raw)!r})" if known else "")
+    return LoadError(
+        f"{exc.message}; in {tag}", file=exc.file, line=exc.line, field=exc.field, recoverable=exc.recoverable
+    )
 
 
 class LaMPLoader(Loader):
@@ -145,33 +136,56 @@ class LaMPLoader(Loader):
         namespace: str | None = None,
         task: int | str | None = None,
         outputs: str | Path | None = None,
+        split: str | None = None,
+        drop_bad_optional: bool = False,
     ) -> None:
         super().__init__(namespace=namespace)
         self._ns_given = namespace is not None
-        self.task = _task_number(task) if task is not None else None
+        self.task = task_number(task) if task is not None else None
         self.outputs = Path(outputs) if outputs is not None else None
+        self.split = split_option(split)
+        self.drop_bad_optional = bool(drop_bad_optional)
+        self._seen: dict[str, str] = {}  # question id -> where it was loaded from
 
-    def _paths(self, path: Path) -> tuple[Path, Path | None]:
+    # -- which files ---------------------------------------------------------------
+
+    def _plan(self, path: Path) -> list[_Part]:
+        """The questions files of ``path`` (a file, or every one in a folder), in load order."""
         if path.is_dir():
-            qs = sorted(path.glob("*questions*.json")) + sorted(path.glob("*questions*.json.gz"))
-            if len(qs) != 1:
-                raise LoadError(f"want exactly one *questions*.json in the folder, found {len(qs)}", file=path)
-            path = qs[0]
-        if not path.is_file():
+            qs = sorted([*path.glob("*questions*.json"), *path.glob("*questions*.json.gz")])
+            if not qs:
+                raise LoadError("no *questions*.json(.gz) in the folder", file=path)
+            names = ", ".join(q.name for q in qs)
+            for option, value in (("outputs", self.outputs), ("split", self.split)):
+                if value is not None and len(qs) > 1:
+                    raise LoadError(
+                        f"{option}= applies to one questions file, but the folder has {len(qs)} ({names}); "
+                        f"load one file with {option}=, or the folder without it",
+                        file=path,
+                    )
+        elif path.is_file():
+            qs = [path]
+        else:
             raise FileNotFoundError(f"no such file: {path}")
+        parts = [_Part(q, self._outputs_for(q), self.split or split_from_name(q)) for q in qs]
+        return sorted(parts, key=_order)
+
+    def _outputs_for(self, questions: Path) -> Path | None:
+        """``outputs=``, else ``X_outputs.json(.gz)`` next to ``X_questions.json(.gz)``, else None."""
         if self.outputs is not None:
             if not self.outputs.is_file():
                 raise FileNotFoundError(f"no such outputs file: {self.outputs}")
-            return path, self.outputs
-        if "questions" in path.name:
-            cand = path.with_name(path.name.replace("questions", "outputs"))
-            if cand.is_file():
-                return path, cand
-        return path, None
+            return self.outputs
+        if "questions" not in questions.name:
+            return None
+        name = questions.name.replace("questions", "outputs")
+        other = name[:-3] if name.endswith(".gz") else name + ".gz"
+        return next((c for c in (questions.with_name(name), questions.with_name(other)) if c.is_file()), None)
 
     def files(self, path: str | Path) -> list[Path]:
-        q, o = self._paths(Path(path))
-        return [q] if o is None else [q, o]
+        return [f for part in self._plan(Path(path)) for f in (part.questions, part.outputs) if f is not None]
+
+    # -- outputs and the task number ----------------------------------------------------
 
     def _golds(self, path: Path) -> tuple[str | None, dict[str, str]]:
         file = str(path)
@@ -201,48 +215,97 @@ class LaMPLoader(Loader):
             golds[gid] = str(out)  # type: ignore[index]
         return (str(task) if task is not None else None), golds
 
-    def _records(self, path: Path) -> Iterator[Record]:
-        qpath, opath = self._paths(path)
-        task = self.task
-        golds: dict[str, str] | None = None
-        if opath is not None:
-            otask, golds = self._golds(opath)
-            if task is None and otask is not None:
-                try:
-                    task = _task_number(otask)
-                except ValueError:
-                    raise LoadError(f"unknown task {otask!r}", file=opath, field="task") from None
-        questions = iter_json_array(qpath, tracker=self._tracker)
-        first = next(questions, None)
-        if first is None:
-            return
-        if task is None:
-            task = _infer_task(first[1]) if isinstance(first[1], dict) else None
-            if task is None:
-                raise LoadError("cannot tell the LaMP task: pass task=N", file=qpath, line=first[0])
-        if not self._ns_given:
-            self.namespace = f"lamp{task[0]}"
-        file = str(qpath)
+    def _all_golds(self, parts: list[_Part]) -> tuple[str | None, dict[Path, dict[str, str]]]:
+        """Every outputs file's golds (by questions file), and the task number that ``task=``
+        and the outputs files give (None when none does).
 
-        def all_questions() -> Iterator[tuple[int, Any]]:
-            yield first
-            yield from questions
-
-        for n, q in all_questions():
-            at = Where(file, n)
+        Read before any question, so files that disagree on the task fail before a
+        single record is stored.
+        """
+        task, said_by = self.task, "task="
+        golds: dict[Path, dict[str, str]] = {}
+        read: dict[Path, tuple[str | None, dict[str, str]]] = {}
+        for part in parts:
+            if part.outputs is None:
+                continue
+            if part.outputs not in read:
+                read[part.outputs] = self._golds(part.outputs)
+            otask, golds[part.questions] = read[part.outputs]
+            if otask is None:
+                continue
             try:
-                recs = self._question(at, q, task, golds)
+                n = task_number(otask)
+            except ValueError:
+                raise LoadError(f"unknown task {otask!r}", file=part.outputs, field="task") from None
+            if task is not None and n != task:
+                raise LoadError(
+                    f"says LaMP_{n} but {said_by} says LaMP_{task}: all files of a load must be one task",
+                    file=part.outputs,
+                    field="task",
+                )
+            if task is None:
+                task, said_by = n, part.outputs.name
+        return task, golds
+
+    # -- records --------------------------------------------------------------------------
+
+    def _records(self, path: Path) -> Iterator[Record]:
+        parts = self._plan(path)
+        task, golds = self._all_golds(parts)
+        self._seen = {}
+        inferred: tuple[str, str] | None = None  # (task, the file it was inferred from)
+        for part in parts:
+            questions = iter_json_array(part.questions, tracker=self._tracker)
+            first = next(questions, None)
+            if first is None:
+                continue
+            file_task = task
+            if file_task is None:
+                file_task = infer_task(first[1]) if isinstance(first[1], dict) else None
+                if file_task is None:
+                    raise LoadError("cannot tell the LaMP task: pass task=N", file=part.questions, line=first[0])
+                if inferred is not None and inferred[0][0] != file_task[0]:
+                    raise LoadError(
+                        f"looks like LaMP_{file_task[0]} but {inferred[1]} looked like LaMP_{inferred[0][0]}: "
+                        "all files of a load must be one task (pass task=N)",
+                        file=part.questions,
+                    )
+                inferred = inferred or (file_task, part.questions.name)
+            if not self._ns_given:
+                self.namespace = f"lamp{file_task[0]}"
+            yield from self._file_records(part, first, questions, file_task, golds.get(part.questions))
+
+    def _file_records(
+        self,
+        part: _Part,
+        first: tuple[int, Any],
+        rest: Iterator[tuple[int, Any]],
+        task: str,
+        golds: dict[str, str] | None,
+    ) -> Iterator[Record]:
+        """The records of one questions file; a bad question is rejected whole (``_reject``)."""
+        file, ctx = str(part.questions), _Context(part, task, golds)
+        for index, (line, q) in enumerate(chain([first], rest)):
+            try:
+                recs = self._question(Where(file, line), index, q, ctx)
             except LoadError as exc:
-                self._reject(exc)
+                self._reject(_in_question(exc, index, q))
                 continue
             yield from recs
 
-    def _question(self, at: Where, q: Any, task: str, golds: dict[str, str] | None) -> list[Record]:
+    def _question(self, at: Where, index: int, q: Any, ctx: _Context) -> list[Record]:
+        """One question -> its profile documents and its example, or a LoadError (nothing kept).
+
+        Counters (duplicate items, dropped fields, seen ids) change only once the whole
+        question is good, so a question rejected under ``skip_bad`` leaves no trace.
+        """
         if not isinstance(q, dict):
             raise at.error(f"a question must be an object, got {type(q).__name__}")
         qid = as_str(q.get("id"), at, "id", empty_ok=False)
         inp = as_str(q.get("input"), at, "input", empty_ok=False)
         assert qid is not None and inp is not None
+        if qid in self._seen:
+            raise at.error(f"question id {qid!r} appears twice: it was already loaded from {self._seen[qid]}", "id")
         raw_user = as_str(q.get("user_id"), at, "user_id", required=False, empty_ok=False) or qid
         profile = q.get("profile")
         if not isinstance(profile, list):
@@ -251,36 +314,64 @@ class LaMPLoader(Loader):
                 "profile",
             )
         target: str | None = None
-        if golds is not None:
-            if qid not in golds:
+        if ctx.golds is not None:
+            if qid not in ctx.golds:
                 raise at.error(f"no gold output for question {qid!r} in the outputs file", "id")
-            target = golds[qid]
+            target = ctx.golds[qid]
         uid = self.uid(raw_user)
         recs: list[Record] = []
         ids: list[str] = []
+        seen_items: set[str] = set()
+        drops: list[str] = []
+        duplicates = 0
         for i, p in enumerate(profile):
-            doc = self._profile_document(at, p, f"profile[{i}]", task, uid)
+            pre = f"profile[{i}]"
+            if not isinstance(p, dict):
+                raise at.error(f"must be an object, got {type(p).__name__}", pre)
+            raw_id = as_str(p.get("id"), at, f"{pre}.id", required=False, empty_ok=False)
+            if raw_id is not None and raw_id in seen_items:
+                duplicates += 1  # the same item listed twice: keep the first
+                continue
+            doc = self._profile_document(at, p, pre, ctx.task, uid, drops)
             recs.append(doc)
-            ids.append(doc.doc_id)
+            ids.append(doc.doc_id)  # type: ignore[arg-type]  # set by Document's validator
+            seen_items.add(doc.doc_id)  # type: ignore[arg-type]
+        meta: dict[str, Any] = {"profile_ids": ids}
+        if ctx.part.split is not None:
+            meta["split"] = ctx.part.split
         recs.append(
             build(
                 TaskExample,
                 at,
                 {"example_id": "id"},
-                task=f"lamp-{task[0]}",
+                task=f"lamp-{ctx.task[0]}",
                 example_id=qid,
                 user_id=uid,
                 input=inp,
                 target=target,
-                metadata={"profile_ids": ids},
+                metadata=meta,
             )
         )
+        self._seen[qid] = f"{ctx.part.questions.name} question[{index}]"
+        self.duplicates += duplicates
+        self.dropped_fields += len(drops)
         return recs
 
-    def _profile_document(self, at: Where, p: Any, pre: str, task: str, uid: str) -> Document:
+    def _optional(self, parse: Callable[[], Any], name: str, drops: list[str]) -> Any:
+        """``parse()``, or None (``name`` noted in ``drops``) when it fails and
+        ``drop_bad_optional`` is on: a bad optional field then costs the field, not the question."""
+        try:
+            return parse()
+        except LoadError:
+            if not self.drop_bad_optional:
+                raise
+            drops.append(name)
+            return None
+
+    def _profile_document(
+        self, at: Where, p: dict[str, Any], pre: str, task: str, uid: str, drops: list[str]
+    ) -> Document:
         """One profile entry (``pre`` is its place, ``profile[i]``) -> the user's document."""
-        if not isinstance(p, dict):
-            raise at.error(f"must be an object, got {type(p).__name__}", pre)
         layout = task
         if task.startswith("2"):  # movies (description, tag) or the older news layout
             layout = "2" if "description" in p else "2-news"
@@ -292,15 +383,30 @@ class LaMPLoader(Loader):
                 raise at.error("missing", f"{pre}.{k}")
         kw: dict[str, Any] = {}
         for rec_field, key in fields.items():
+            name = f"{pre}.{key}"
             if rec_field == "rating":
-                kw["rating"] = as_float(p.get(key), at, f"{pre}.{key}")
+                kw["rating"] = as_float(p.get(key), at, name)
+            elif key in req:
+                kw[rec_field] = as_str(p.get(key), at, name, required=rec_field == "text")
             else:
-                kw[rec_field] = as_str(p.get(key), at, f"{pre}.{key}", required=rec_field == "text")
+                kw[rec_field] = self._optional(
+                    lambda k=key, n=name: as_str(p.get(k), at, n, required=False), name, drops
+                )
         meta: dict[str, Any] = {}
         for label in ("tag", "category"):
             if p.get(label) is not None:
-                meta[label] = as_str(p[label], at, f"{pre}.{label}")
-        if p.get("date") not in (None, ""):
+                name = f"{pre}.{label}"
+                value = (
+                    as_str(p[label], at, name)
+                    if label in req
+                    else self._optional(lambda k=label, n=name: as_str(p[k], at, n), name, drops)
+                )
+                if value is not None:
+                    meta[label] = value
+        if layout.startswith("2"):  # the class label, under one key whatever the layout
+            meta["label"] = meta[req[1]]
+        timestamp = self._optional(lambda: parse_date(p.get("date"), at, f"{pre}.date"), f"{pre}.date", drops)
+        if timestamp is not None:
             meta["date"] = p["date"]
         doc_id = as_str(p.get("id"), at, f"{pre}.id", required=False, empty_ok=False)
         names = {
@@ -315,7 +421,7 @@ class LaMPLoader(Loader):
             user_id=uid,
             doc_id=doc_id,
             doc_kind=doc_kind,
-            timestamp=_date(p.get("date"), at, f"{pre}.date"),
+            timestamp=timestamp,
             metadata=meta,
             **kw,
         )

@@ -191,5 +191,6 @@ def load_dataset(
         seconds=seconds,
         sha256=sha,
         duplicates=loader.duplicates,
+        dropped_fields=loader.dropped_fields,
         files=[str(f) for f in files],
     )

@@ -95,7 +95,7 @@ class PersonaPersonalizer(BasePersonalizer[PersonaConfig]):
             # Other members' answers for the very same item are the persona's signal
             # (e.g. how the group rated this comment); only the user's own rows are excluded.
             pool = [e for e in self.granularity_.pooled(persona, task, before=query.timestamp) if e.user_id != user_id]
-            hits = self.ranker_.rank(pool, query=query.text, k=cfg.k)
+            hits = self.ranker_.rank(pool, query=get_task(query.task).content_of(query.text), k=cfg.k)
             items = tuple(entry_item(h.entry, task, score=h.score, snippet_chars=300) for h in hits)
             if items:
                 blocks.append(ContextBlock("persona-examples", "Entries of similar users (answer after ->):", items))

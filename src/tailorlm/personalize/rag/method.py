@@ -87,7 +87,7 @@ class RagPersonalizer(BasePersonalizer[RagConfig]):
         task = get_task(query.task)
         own = eligible_history(store, user_id, query)
         decision = self.granularity_.decide(user_id, task, own=own, before=query.timestamp)
-        hits = self.ranker_.rank(decision.entries, query=query.text, k=cfg.k)
+        hits = self.ranker_.rank(decision.entries, query=get_task(query.task).content_of(query.text), k=cfg.k)
         heading = {
             "user": "Some of this user's own past entries (with their answer after ->):",
             "persona": f"This user has little history; past entries of similar users ({decision.persona_id}):",

@@ -116,3 +116,32 @@ def test_history_lines_use_the_lamp_profile_format(lamp_store: Store) -> None:
     system = rag.personalize(ex.user_id, Query.from_example(ex)).messages[0]["content"]
     assert '2 is the score for "fine strings 21"' in system
     assert "-> 2" not in system  # the label is inside the line, not appended twice
+
+
+def test_global_text_baseline_reads_the_input_and_learns_only_from_train() -> None:
+    """A text classifier on the population's inputs: words that go with a score in train predict it on dev."""
+    store = Store("sqlite://")
+    recs: list = []
+    words = {1: "broken awful junk", 3: "okay average fine", 5: "superb perfect love"}
+    for i in range(30):
+        score = (1, 3, 5)[i % 3]
+        split = "train" if i < 24 else "dev"
+        recs.append(
+            TaskExample(task="lamp-3", example_id=str(i), user_id=f"q{i}", input=Q3 + f"{words[score]} item {i}",
+                        target=str(score), metadata={"profile_ids": [], "split": split})
+        )  # fmt: skip
+    store.add(recs)
+    res = run_method(store, method="identity", task="lamp-3", predictor="global-text", n_users=6)
+    assert [r["answer"] for r in res.rows] == [r["gold"] for r in res.rows]
+    assert res.metrics["mae"] == 0.0
+
+
+def test_macro_f1_counts_every_label_of_the_task() -> None:
+    from tailorlm.eval.metrics import classification_scores
+
+    golds, preds = ["comedy", "comedy"], ["comedy", "action"]
+    assert classification_scores(preds, golds)["macro_f1"] == pytest.approx(2 / 3)  # only 'comedy' counted
+    # over the question's label set (as LaMP's evaluation does), 'action' and 'romance' count with F1 0
+    assert classification_scores(preds, golds, labels=["comedy", "action", "romance"])["macro_f1"] == pytest.approx(
+        2 / 9
+    )

@@ -27,7 +27,10 @@ def run(
     task: Annotated[str, typer.Option(help="task name, e.g. amazon-rating, amazon-title, popquorn-offensiveness")],
     users: Annotated[int, typer.Option(help="evaluated users (sampled by seed)")] = 50,
     predictor: Annotated[
-        str, typer.Option(help="auto | generate | choice | choice-calibrated | retrieval-vote | majority | user-mean")
+        str,
+        typer.Option(
+            help="auto | generate | choice | choice-calibrated | retrieval-vote | majority | user-mean | global-text"
+        ),
     ] = "auto",
     split: Annotated[
         str,

@@ -192,13 +192,19 @@ def rating_scores(
     }
 
 
-def classification_scores(predictions: Sequence[str | None], golds: Sequence[str]) -> dict[str, float]:
+def classification_scores(
+    predictions: Sequence[str | None], golds: Sequence[str], *, labels: Sequence[str] = ()
+) -> dict[str, float]:
+    """Accuracy and macro-F1. ``labels``: the task's label set (LaMP-2's listed tags), so a
+    label no gold uses but the system predicts still counts in the macro average (as LaMP's
+    evaluation does); default: the labels the golds use."""
     from sklearn.metrics import accuracy_score, f1_score
 
     p = [x if x is not None else "<unparsable>" for x in predictions]
+    label_set = sorted(set(labels) | set(golds)) if labels else sorted(set(golds))
     return {
         "accuracy": float(accuracy_score(golds, p)),
-        "macro_f1": float(f1_score(golds, p, average="macro", labels=sorted(set(golds)), zero_division=0)),
+        "macro_f1": float(f1_score(golds, p, average="macro", labels=label_set, zero_division=0)),
         "unparsable": sum(x is None for x in predictions) / max(1, len(p)),
         "n": len(p),
     }

@@ -35,6 +35,7 @@ from tailorlm.tasks.predict import (
     RetrievalVotePredictor,
     UserMeanPredictor,
 )
+from tailorlm.tasks.text_model import GlobalTextPredictor
 
 __all__ = ["PREDICTORS", "RunResult", "run_method"]
 
@@ -46,6 +47,7 @@ PREDICTORS = (
     "retrieval-vote",
     "majority",
     "user-mean",
+    "global-text",
 )
 PREDICT_CHUNK = 8  # examples personalized, then predicted, at a time: predictors' batch (_personalize_and_predict)
 
@@ -102,7 +104,7 @@ class _Outputs:
     predict_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class _PredictContext:
     """What every chunk's prediction needs besides the chunk itself."""
 
@@ -111,6 +113,8 @@ class _PredictContext:
     store: Store
     generator: Any
     population_labels: list[Any]
+    population_texts: list[str] = field(default_factory=list)
+    text_model: Any = None  # the global-text predictor, fitted on first use
 
 
 def _personalize_and_predict(
@@ -143,9 +147,7 @@ def _personalize_and_predict(
             out.inputs[lo:],
             out.queries[lo:],
             [ex.user_id for ex in chunk],
-            pc.store,
-            pc.generator,
-            pc.population_labels,
+            pc,
         )
         out.predict_s += time.perf_counter() - t_predict
         if progress:
@@ -154,7 +156,13 @@ def _personalize_and_predict(
 
 
 def _score(
-    t: Any, answers: Sequence[Any], golds: Sequence[str], inputs: Sequence[Any], *, meteor: bool
+    t: Any,
+    answers: Sequence[Any],
+    golds: Sequence[str],
+    inputs: Sequence[Any],
+    *,
+    meteor: bool,
+    queries: Sequence[Query] = (),
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Aggregate metrics (plus mean prompt tokens and METEOR) and the per-query values."""
     if t.kind == "rating":
@@ -165,7 +173,8 @@ def _score(
             high=int(t.labels[-1]),
         )
     elif t.kind == "classification":
-        metrics = classification_scores(answers, golds)  # type: ignore[arg-type]
+        label_set = {c for q in queries for c in q.choices} or set(t.labels)
+        metrics = classification_scores(answers, golds, labels=sorted(label_set))  # type: ignore[arg-type]
     else:
         metrics = generation_scores([a if isinstance(a, str) else None for a in answers], golds)
     metrics["prompt_tokens"] = sum(p.record.prompt_tokens for p in inputs) / max(1, len(inputs))
@@ -231,18 +240,19 @@ def run_method(
     personalizer.fit(store, list(the_split.population))
     examples = [queries[key] for key in the_split.queries]
     population = set(the_split.population)
-    population_labels = _population_labels(store, task, the_split, population)
-    if not population_labels and pred_name in ("majority", "user-mean", "retrieval-vote"):
+    labelled = _population_examples(store, task, the_split, population)
+    population_labels = [ex.target for ex in labelled]
+    if not population_labels and pred_name in ("majority", "user-mean", "retrieval-vote", "global-text"):
         raise ValueError(
             f"the {pred_name!r} predictor learns from labelled training examples, and the population of "
             f"task {task!r} has none (for LaMP, load the train questions with their outputs)"
         )
-    pc = _PredictContext(pred_name, t, store, generator, population_labels)
+    pc = _PredictContext(pred_name, t, store, generator, population_labels, [ex.input for ex in labelled])
     out = _personalize_and_predict(personalizer, examples, pc, progress)
 
     golds = [ex.target or "" for ex in examples]
     answers = [p.answer for p in out.predictions]
-    metrics, per_example = _score(t, answers, golds, out.inputs, meteor=meteor)
+    metrics, per_example = _score(t, answers, golds, out.inputs, meteor=meteor, queries=out.queries)
     system = _system(out.latency_ms, out.predict_s, out.predictions, pred_name, generator)
     rows = _rows(examples, out.predictions, out.inputs)
     return RunResult(
@@ -258,12 +268,12 @@ def run_method(
     )
 
 
-def _population_labels(store: Store, task: str, split: Split, population: set[str]) -> list[Any]:
-    """Gold labels baselines may learn from: the population's examples, never a query's (a
-    user of a time or given split can be both), and under the given split only ``train``'s."""
+def _population_examples(store: Store, task: str, split: Split, population: set[str]) -> list[Any]:
+    """Labelled examples baselines may learn from: the population's, never a query's (a user
+    of a time or given split can be both), and under the given split only ``train``'s."""
     queries = set(split.queries)
     return [
-        ex.target
+        ex
         for ex in store.get_examples(task=task)
         if ex.target is not None
         and ex.user_id in population
@@ -306,8 +316,13 @@ def _system(latency_ms: list[float], predict_s: float, predictions: Sequence[Pre
     return out
 
 
-def _predict(name, task, inputs, queries, users, store, generator, population_labels) -> list[Prediction]:
+def _predict(name, task, inputs, queries, users, pc: _PredictContext) -> list[Prediction]:
+    store, generator, population_labels = pc.store, pc.generator, pc.population_labels
     choices = [q.choices for q in queries]
+    if name == "global-text":
+        if pc.text_model is None:
+            pc.text_model = GlobalTextPredictor().fit(task, pc.population_texts, population_labels)
+        return pc.text_model.predict(task, [q.text for q in queries], choices)
     if name == "generate":
         if generator is None:
             raise ValueError("the 'generate' predictor needs a generator")

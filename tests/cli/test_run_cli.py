@@ -156,3 +156,23 @@ def test_fewer_eligible_queries_than_asked_is_said(env: Path) -> None:
     assert r.exit_code == 0, r.output
     assert f"only {N_USERS} queries" in r.output
     assert len(json.loads(out.read_text())["rows"]) == N_USERS
+
+
+def test_a_lamp_folder_loads_and_runs_with_the_published_split(env: Path) -> None:
+    """The researcher's path: `data load LaMP_3`, then `run --task lamp-3` (it used to stop with
+    'no user of task lamp-3 has more than 1 examples')."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))
+    from lamp_files import write_lamp
+
+    folder = write_lamp(env / "lamp", 3, n_train=8, n_dev=5)
+    r = _invoke("data", "load", str(folder), "--format", "lamp")
+    assert r.exit_code == 0, r.output
+    out = env / "lamp3.json"
+    r = _invoke("run", "--method", "rag-bm25", "--task", "lamp-3", "--predictor", "retrieval-vote",
+                "--baseline", "identity", "--baseline-predictor", "global-text", "-o", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["split"]["kind"] == "given" and len(result["rows"]) == 5
+    assert {"mae", "rmse"} <= set(result["ci"]) and result["paired"]["n"] == 5

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lamp_files import write_lamp
+from lamp_files import TAGS, write_lamp
 
 from tailorlm.data import Store
 from tailorlm.eval.bench import run_bench
@@ -96,6 +96,10 @@ def test_lamp_task_loads_benches_and_scores_without_leakage(tmp_path: Path, n: i
     # What the model saw: each prompt shows its own question's profile only, never a gold output.
     texts = _conversations(fake)
     assert sum(bool(re.search(r"\bpq\d+x\b", t)) for t in texts) >= 4  # the profiles did reach prompts
+    if n == 2:  # the profile's tags reach the prompt, in the LaMP paper's format
+        assert any(
+            re.search(r'the tag for the movie: "pq\d+x[^"]*" is "(sci-fi|comedy|romance|action)"', t) for t in texts
+        )
     for text in texts:
         assert "gold" not in text
         own = set(re.findall(r"\bQ(\d+)\b", text))
@@ -112,3 +116,18 @@ def test_lamp_task_loads_benches_and_scores_without_leakage(tmp_path: Path, n: i
         assert seen == {str(i) for i in range(6)} and not seen & dev_ids
     finally:
         store.close()
+
+
+def test_real_model_scores_a_lamp2_row(smollm: Any, tmp_path: Path) -> None:
+    """The real model on LaMP-2: labels read from each question, calibrated choice among them."""
+    from tailorlm.data.loaders import load_dataset
+    from tailorlm.eval import run_method
+
+    store = Store("sqlite://")
+    load_dataset(store, "lamp", write_lamp(tmp_path, 2, n_train=4, n_dev=3))
+    res = run_method(store, method="rag-bm25", task="lamp-2", predictor="choice-calibrated", generator=smollm, k=2)
+    assert res.split["kind"] == "given" and len(res.rows) == 3
+
+    assert all(row["answer"] in TAGS for row in res.rows)
+    assert all(row["retrieved"] for row in res.rows)  # each question's own profile reached the prompt
+    assert 0.0 <= res.metrics["accuracy"] <= 1.0 and "macro_f1" in res.metrics

@@ -60,7 +60,8 @@ def test_tailorlm_serve_prints_the_admin_key_once_and_serves(tmp_path: Path) -> 
             proc.terminate()
             proc.wait(30)
     db = tmp_path / "cache" / "tailorlm.db"
-    assert db.exists() and key[1].split("_")[2].encode() not in db.read_bytes()  # hashed at rest
+    secret = key[1].split("_", 2)[2]  # the secret itself may contain "_" (URL-safe alphabet)
+    assert db.exists() and secret and secret.encode() not in db.read_bytes()  # hashed at rest
 
 
 def test_openapi_documents_every_route_with_auth_and_errors(live: Live) -> None:

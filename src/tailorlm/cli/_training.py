@@ -150,8 +150,9 @@ def user_cut(store: Store, plan: TrainPopulation, user: str, config: Mapping[str
     if len(dated) == len(queries):
         out["before"] = min([*dated, *([out["before"]] if out.get("before") is not None else [])])
         return out
-    exs = sorted((e for e in store.get_examples(task=plan.task, user_id=user) if e.target), key=_order)
-    if len(queries) == 1 and exs and exs[-1].example_id == queries[0].example_id and out.get("before") is None:
+    from tailorlm.personalize.training.data import is_held_out_latest
+
+    if len(queries) == 1 and out.get("before") is None and is_held_out_latest(store, queries[0]):
         out["exclude_latest"] = True
         return out
     raise ValueError(
@@ -159,8 +160,3 @@ def user_cut(store: Store, plan: TrainPopulation, user: str, config: Mapping[str
         f"on undated example(s) {[q.example_id for q in queries]} that a user adapter cannot hold out; "
         "train a user the split does not evaluate, or change --seed / --eval-users"
     )
-
-
-def _order(ex: TaskExample) -> tuple[bool, int, str]:
-    """The order trainers hold out the 'latest' example by (undated last, then by id)."""
-    return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)

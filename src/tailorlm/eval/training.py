@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.eval.splits import make_split
+from tailorlm.personalize.training.data import is_held_out_latest
 from tailorlm.personalize.training.jobs import SCOPES
 
 __all__ = ["TrainSpec", "plan_jobs", "run_training"]
@@ -79,7 +80,7 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         if spec.scope == "user":
             for (user, _), ex in sorted(queries.items()):
                 # Strictly before the user's query: never the query itself, never its future.
-                if ex.timestamp is None and not _is_latest(store, ex):
+                if ex.timestamp is None and not is_held_out_latest(store, ex):
                     continue  # undated and not the latest: "all but the latest" would include it
                 cut = {"before": ex.timestamp} if ex.timestamp is not None else {}
                 jobs.append(TrainJob(spec.method, "user", user, spec.task, config | cut))
@@ -91,14 +92,6 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         )
         jobs.extend(TrainJob(spec.method, "persona", p, spec.task, config) for p in personas)
     return jobs, populations
-
-
-def _is_latest(store: Any, ex: Any) -> bool:
-    """Whether ``ex`` is the example a user-scope trainer holds out by default (the latest)."""
-    from tailorlm.personalize.training.data import user_examples
-
-    held = user_examples(store, ex.task, ex.user_id, exclude_latest=False)
-    return bool(held) and held[-1].example_id == ex.example_id
 
 
 def _derive_pairs(jobs: list[Any], store: Any, populations: Mapping[str, tuple[str, ...]], generator: Any) -> None:

@@ -41,7 +41,6 @@ class GlobalTextPredictor:
 
         if not labels:
             raise ValueError("GlobalTextPredictor.fit needs labelled population examples")
-        self.task_ = task
         self.vectorizer_ = TfidfVectorizer(
             ngram_range=(1, 2), min_df=1, max_features=self.max_features, sublinear_tf=True
         )

@@ -32,6 +32,7 @@ __all__ = [
     "batch_order",
     "data_snapshot",
     "encode_sft",
+    "is_held_out_latest",
     "persona_members",
     "population_examples",
     "sft_examples",
@@ -76,6 +77,13 @@ def user_examples(
     if before is not None:
         return [e for e in exs if e.timestamp is not None and e.timestamp < before]
     return exs[:-1] if exclude_latest else exs
+
+
+def is_held_out_latest(store: Store, example: TaskExample) -> bool:
+    """Whether ``example`` is the one a user-scope trainer holds out by default (the user's
+    latest trainable example): the only way an undated evaluation query stays out of training."""
+    exs = user_examples(store, example.task, example.user_id, exclude_latest=False)
+    return bool(exs) and exs[-1].example_id == example.example_id
 
 
 def population_examples(store: Store, task: str, users: Sequence[str] | None) -> list[TaskExample]:

@@ -18,8 +18,10 @@ strictly before it in time. Amazon dates are whole days, so a same-day review ca
 apart from a later one: such reviews are in neither the question nor the profile, and a
 harness that retrieves "strictly before the target" sees exactly the profile.
 
-Reviews with an empty text or summary are dropped first (for both tasks, so both have the
-same users and question ids). Same arguments give byte-identical files.
+Review texts and summaries are HTML-unescaped (``&#34;`` -> ``"``, ``&amp;`` -> ``&``) as the
+project's Amazon loader does, so the LaMP files hold the same text as the store. Reviews with
+an empty text or summary are dropped first (for both tasks, so both have the same users and
+question ids). Same arguments give byte-identical files.
 
 The reviews may not be redistributed (see ``../shared/data/README.md``), and the output holds
 their text: it is refused inside the repository unless git ignores that path.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import html
 import json
 import os
 import random
@@ -130,7 +133,9 @@ def read_reviews(path: Path) -> tuple[list[Review], dict[str, int]]:
     """All usable reviews of the gzip JSON-lines file, and counts of what was left out.
 
     Broken lines stop the conversion (a silently shorter dataset would skew every result);
-    empty texts or summaries and repeated (user, asin) pairs are dropped and counted.
+    empty texts or summaries and repeated (user, asin) pairs are dropped and counted. Text and
+    summary are HTML-unescaped like ``tailorlm.data.loaders.amazon`` does: the dumps hold
+    ``&#34;`` for quotes, which would otherwise sit in LaMP inputs and ROUGE golds.
     """
     reviews: list[Review] = []
     seen: set[tuple[str, str]] = set()
@@ -143,7 +148,8 @@ def read_reviews(path: Path) -> tuple[list[Review], dict[str, int]]:
             where = f"{path}:{n}"
             obj = _parse(line, where)
             rating = _rating(obj["overall"], where)
-            if not obj["reviewText"].strip() or not obj["summary"].strip():
+            text, summary = html.unescape(obj["reviewText"]), html.unescape(obj["summary"])
+            if not text.strip() or not summary.strip():
                 counts["dropped_empty"] += 1
                 continue
             key = (obj["reviewerID"], obj["asin"])
@@ -151,9 +157,7 @@ def read_reviews(path: Path) -> tuple[list[Review], dict[str, int]]:
                 counts["dropped_duplicate"] += 1
                 continue
             seen.add(key)
-            reviews.append(
-                Review(obj["reviewerID"], obj["asin"], obj["reviewText"], obj["summary"], rating, obj["unixReviewTime"])
-            )
+            reviews.append(Review(obj["reviewerID"], obj["asin"], text, summary, rating, obj["unixReviewTime"]))
     return reviews, counts
 
 

@@ -207,6 +207,35 @@ def test_broken_lines_name_the_line(tmp_path: Path) -> None:
         mk.read_reviews(_write_gz(tmp_path / "missing.json.gz", [missing]))
 
 
+def test_html_entities_are_unescaped_like_the_loader(tmp_path: Path) -> None:
+    """The dumps write quotes as ``&#34;``: LaMP inputs, profiles and golds get the plain text."""
+    rows = [_review("ENT", f"A{i}", day=i, stars=4.0, text=f"the &#34;tone&#34; &amp; feel #{i}") for i in range(4)]
+    for r in rows:
+        r["summary"] = "Rock &amp; roll &quot;yes&quot;"
+    rows.append(_review("ENT", "A9", day=9, stars=4.0, text="&nbsp;"))  # blank once unescaped: dropped
+    src = _write_gz(tmp_path / "ent.json.gz", rows)
+    conv = mk.convert(src, tmp_path / "out", dev_fraction=0.0, min_profile=3)
+    assert conv.counts["dropped_empty"] == 1
+    (q,) = conv.train
+    assert (q.target.text, q.target.summary) == ('the "tone" & feel #3', 'Rock & roll "yes"')
+    qs, outs = _read(tmp_path / "out" / "LaMP_4", "train")
+    assert qs[0]["input"] == mk.PROMPTS["4"].format(text='the "tone" & feel #3')
+    assert [p["title"] for p in qs[0]["profile"]] == ['Rock & roll "yes"'] * 3
+    assert outs["golds"][0]["output"] == 'Rock & roll "yes"'
+    raw = (tmp_path / "out" / "LaMP_4" / "train_questions.json").read_text(encoding="utf-8")
+    assert "&#34;" not in raw and "&amp;" not in raw and "&quot;" not in raw
+    # the same text as the project's Amazon loader puts into the store
+    store = Store("sqlite://")
+    try:
+        load_dataset(store, "amazon", src)
+        docs = {d.doc_id: d for d in store.get_documents(user_id="amazon:ENT")}
+        assert [(docs[f"review:{r.asin}"].text, docs[f"review:{r.asin}"].title) for r in q.profile] == [
+            (r.text, r.summary) for r in q.profile
+        ]
+    finally:
+        store.close()
+
+
 def test_cli_prints_counts_and_fails_clearly_without_data(
     src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

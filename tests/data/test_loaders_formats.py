@@ -139,6 +139,33 @@ def test_amazon_dedupe_off_keeps_the_last(store: Store, tmp_path: Path) -> None:
     assert doc.text == "Changed my mind"
 
 
+def test_amazon_html_entities_are_unescaped_at_load(store: Store, tmp_path: Path) -> None:
+    # as in the real dumps: quotes as &#34;, ampersands as &amp;, plus named entities
+    rows = [
+        {
+            "reviewerID": "U1",
+            "asin": "A1",
+            "reviewerName": "A F&amp;T",
+            "reviewText": "The &#34;warm&#34; tone &amp; sustain &quot;sing&quot; &lt;3 &mdash; 5&#8217;s",
+            "overall": 5.0,
+            "summary": "Rock &amp; roll &#34;yes&#34;",
+            "unixReviewTime": 1400000000,
+        },
+        # a summary that is only an entity of whitespace still counts as no summary
+        {"reviewerID": "U1", "asin": "A2", "reviewText": "AT&amp;T", "overall": 3.0, "summary": "&nbsp;"},
+    ]
+    path = write(tmp_path / "reviews.json.gz", jsonl(rows), gz=True)
+    load_dataset(store, "amazon", path)
+    text = 'The "warm" tone & sustain "sing" <3 \u2014 5\u2019s'
+    docs = {d.doc_id: d for d in store.get_documents(user_id="amazon:U1")}
+    assert (docs["review:A1"].text, docs["review:A1"].title) == (text, 'Rock & roll "yes"')
+    assert (docs["review:A2"].text, docs["review:A2"].title) == ("AT&T", None)
+    (title,) = store.get_examples(task="amazon-title")
+    assert (title.input, title.target) == (text, 'Rock & roll "yes"')
+    rating = {e.example_id: e.input for e in store.get_examples(task="amazon-rating")}
+    assert rating == {"review:A1": text, "review:A2": "AT&T"}
+
+
 # -- MovieLens ---------------------------------------------------------------------------
 
 

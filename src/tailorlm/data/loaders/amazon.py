@@ -34,10 +34,18 @@ Decisions:
   files) with an empty one.
 - ``unixReviewTime`` missing: ``reviewTime`` (``"MM DD, YYYY"``) is parsed instead
   (UTC midnight); neither: no timestamp.
+- ``reviewText`` and ``summary`` are HTML-unescaped (``&#34;`` -> ``"``, ``&amp;`` ->
+  ``&``) here, once, at load: the dumps carry HTML entities (over 1,000 ``&#34;`` in the
+  Musical Instruments file) that would otherwise reach prompts, BM25 tokens and ROUGE
+  targets verbatim. Doing it at load keeps every consumer (documents, task examples,
+  retrieval) on the same text. ``reviewerName`` is left as is: it never reaches a prompt,
+  and some names hold truncated entities (``&#3...``) that would decode to control
+  characters.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from hashlib import blake2b
@@ -75,6 +83,11 @@ def _review_time(value: Any, at: Where) -> int | None:
     except ValueError:
         raise at.error(f"must be a date like '02 28, 2014', got {value!r}", "reviewTime") from None
     return int(d.replace(tzinfo=UTC).timestamp())
+
+
+def _unescape(value: str | None) -> str | None:
+    """HTML entities decoded; the dumps store ``"`` as ``&#34;`` and ``&`` as ``&amp;``."""
+    return html.unescape(value) if value else value
 
 
 def _vote(value: Any, at: Where) -> int | None:
@@ -152,8 +165,8 @@ class AmazonReviewsLoader(Loader):
         assert reviewer is not None and asin is not None
         rating = as_float(d.get("overall"), at, "overall")
         assert rating is not None
-        text = as_str(d.get("reviewText"), at, "reviewText", required=False) or ""
-        summary = as_str(d.get("summary"), at, "summary", required=False)
+        text = _unescape(as_str(d.get("reviewText"), at, "reviewText", required=False)) or ""
+        summary = _unescape(as_str(d.get("summary"), at, "summary", required=False))
         summary = summary if summary and summary.strip() else None
         if not text.strip() and summary is None:
             raise at.error("missing: a review needs reviewText or a summary", "reviewText")

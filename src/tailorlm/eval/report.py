@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.eval.compare import primary_metrics
+from tailorlm.eval.gains import markdown_gains, personalization_gains
 from tailorlm.eval.metrics import METRIC_DIRECTION
 from tailorlm.tasks import get_task
 
@@ -220,6 +221,8 @@ def _md_to_html_table(md: str) -> str:
     for line in md.splitlines():
         if line.startswith("### "):
             out.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("|") and set(line) <= set("|-: "):
             continue
         elif line.startswith("|"):
@@ -272,13 +275,20 @@ Each cell: estimate [95% bootstrap CI]. Δ: paired bootstrap difference to the t
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """results.md, scores.png, gains.png and report.html beside results.json."""
-    md = markdown_table(report)
+    """results.md, scores.png, gains.png, personalization_gains.json and report.html beside results.json.
+
+    The personalization gain table goes into its own JSON (for scripts) and at the end of
+    results.md, so the HTML page, rendered from the same Markdown, carries it too.
+    """
+    table = personalization_gains(report)
+    gains_path = out_dir / "personalization_gains.json"
+    gains_path.write_text(json.dumps(table, indent=2))
+    md = markdown_table(report) + "\n" + markdown_gains(table)
     (out_dir / "results.md").write_text(md)
     scores = plot_scores(report, out_dir / "scores.png")
     gains = plot_gains(report, out_dir / "gains.png")
     page = write_html(report, md, [scores, gains], out_dir / "report.html")
-    files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "html": page}
+    files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "html": page, "gains": gains_path}
     if scores:
         files["scores_plot"] = scores
     if gains:

@@ -12,7 +12,7 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tailorlm.data import Store
 from tailorlm.eval.metrics import (
@@ -23,10 +23,13 @@ from tailorlm.eval.metrics import (
     rating_scores,
     rouge_per_example,
 )
+from tailorlm.eval.selection import fit_head
 from tailorlm.eval.splits import Split, make_split
 from tailorlm.personalize import Query, parse_method_spec
 from tailorlm.personalize.base import eligible_history
 from tailorlm.tasks import get_task
+from tailorlm.tasks.heads import HEADS, Observation
+from tailorlm.tasks.heuristics import CopyInputPredictor, FirstWordsPredictor
 from tailorlm.tasks.predict import (
     ChoicePredictor,
     GeneratePredictor,
@@ -37,7 +40,7 @@ from tailorlm.tasks.predict import (
 )
 from tailorlm.tasks.text_model import GlobalTextPredictor
 
-__all__ = ["PREDICTORS", "RunResult", "run_method"]
+__all__ = ["LLM_PREDICTORS", "PERSONALIZED_PREDICTORS", "PREDICTORS", "RunResult", "is_personalized", "run_method"]
 
 PREDICTORS = (
     "auto",
@@ -48,7 +51,26 @@ PREDICTORS = (
     "majority",
     "user-mean",
     "global-text",
+    "item-mean",
+    "user-offset",
+    "user-prior",
+    "user-majority",
+    "copy-input",
+    "first-words",
 )
+# Predictors that read the user's own data, whatever the method: a row with one of them is
+# personalized even with the identity method (the gain table tells the two kinds apart).
+PERSONALIZED_PREDICTORS = frozenset({"user-mean", "user-majority", "user-offset", "user-prior", "retrieval-vote"})
+LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated"})
+NON_PERSONAL_METHODS = frozenset({"identity", "lora-global"})  # spec parts that read no user's own data
+
+
+def is_personalized(method: str, predictor: str) -> bool:
+    """Whether a row uses the user's own data: a method part or a predictor that reads it."""
+    parts = {p.strip() for p in method.split("+")}
+    return not parts <= NON_PERSONAL_METHODS or predictor in PERSONALIZED_PREDICTORS
+
+
 PREDICT_CHUNK = 8  # examples personalized, then predicted, at a time: predictors' batch (_personalize_and_predict)
 
 
@@ -67,6 +89,8 @@ class RunResult:
     # System figures measured during the run: personalization latency, prediction time,
     # generated tokens, peak memory.
     system: dict[str, Any] = field(default_factory=dict)
+    # Settings chosen on validation users of the population (eval.selection), if the predictor has any.
+    chosen: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +139,10 @@ class _PredictContext:
     population_labels: list[Any]
     population_texts: list[str] = field(default_factory=list)
     text_model: Any = None  # the global-text predictor, fitted on first use
+    labelled: list[Any] = field(default_factory=list)  # the population's labelled examples
+    seed: int = 0
+    head: Any = None  # a user-level head (tasks.heads), fitted on first use with its settings chosen
+    chosen: dict[str, Any] = field(default_factory=dict)  # on validation users (eval.selection)
 
 
 def _personalize_and_predict(
@@ -218,6 +246,8 @@ def run_method(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
     meteor: bool = False,
+    role: Literal["test", "validation"] = "test",
+    reserve: int | None = None,
 ) -> RunResult:
     """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``.
 
@@ -225,11 +255,15 @@ def run_method(
     before anything is fitted, so an impossible one fails before any work.
 
     ``overrides`` maps a spec part to config fields, e.g. ``{"rag-bm25": {"k": 8, "persona_by": "gender"}}``.
+
+    ``role="validation"`` evaluates on validation users instead, disjoint from any test
+    sample of up to ``reserve`` users (:func:`~tailorlm.eval.splits.make_split`): what
+    suites choose their rows and settings on.
     """
     start = time.perf_counter()
     t = get_task(task)
     pred_name = _predictor_name(t.kind, predictor)
-    the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed)
+    the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed, role=role, reserve=reserve)
     personalizer = parse_method_spec(
         method,
         collaborators={"generator": generator, "embedder": embedder},
@@ -242,12 +276,13 @@ def run_method(
     population = set(the_split.population)
     labelled = _population_examples(store, task, the_split, population)
     population_labels = [ex.target for ex in labelled]
-    if not population_labels and pred_name in ("majority", "user-mean", "retrieval-vote", "global-text"):
+    if not population_labels and pred_name not in LLM_PREDICTORS | {"copy-input"}:
         raise ValueError(
             f"the {pred_name!r} predictor learns from labelled training examples, and the population of "
             f"task {task!r} has none (for LaMP, load the train questions with their outputs)"
         )
     pc = _PredictContext(pred_name, t, store, generator, population_labels, [ex.input for ex in labelled])
+    pc.labelled, pc.seed = labelled, seed
     out = _personalize_and_predict(personalizer, examples, pc, progress)
 
     golds = [ex.target or "" for ex in examples]
@@ -265,6 +300,7 @@ def run_method(
         rows=rows,
         per_example=per_example,
         system=system,
+        chosen=pc.chosen,
     )
 
 
@@ -323,6 +359,14 @@ def _predict(name, task, inputs, queries, users, pc: _PredictContext) -> list[Pr
         if pc.text_model is None:
             pc.text_model = GlobalTextPredictor().fit(task, pc.population_texts, population_labels)
         return pc.text_model.predict(task, [q.text for q in queries], choices)
+    if name in HEADS:
+        return _predict_head(name, task, queries, users, pc)
+    if name == "copy-input":
+        return CopyInputPredictor().predict(task, [q.text for q in queries])
+    if name == "first-words":
+        if pc.text_model is None:
+            pc.text_model = FirstWordsPredictor().fit(population_labels)
+        return pc.text_model.predict(task, [q.text for q in queries])
     if name == "generate":
         if generator is None:
             raise ValueError("the 'generate' predictor needs a generator")
@@ -347,3 +391,22 @@ def _user_mean(task, queries, users, store, population_labels) -> list[Predictio
         hist = eligible_history(store, uid, q)
         labels.append([e.rating for e in hist if e.rating is not None])
     return UserMeanPredictor().fit(population_labels).predict_labels(labels)
+
+
+def _history_observations(store: Store, task: Any, user_id: str, query: Query) -> list[Observation]:
+    """The user's eligible history (the same leakage guards as retrieval) as labelled observations."""
+    out = []
+    for e in eligible_history(store, user_id, query):
+        value = e.label if task.kind == "classification" else (f"{e.rating:g}" if e.rating is not None else None)
+        out.append(Observation(e.text, value, user_id, e.item_id))
+    return out
+
+
+def _predict_head(name: str, task: Any, queries: Sequence[Query], users: Sequence[str], pc: _PredictContext):  # type: ignore[no-untyped-def]
+    """A user-level head: settings chosen on validation users of the population on first use."""
+    if pc.head is None:
+        history_of = lambda ex: _history_observations(pc.store, task, ex.user_id, Query.from_example(ex))  # noqa: E731
+        pc.head, pc.chosen = fit_head(HEADS[name](), task, pc.labelled, history_of, seed=pc.seed)
+    obs = [Observation(q.text, None, u, q.metadata.get("item_id")) for q, u in zip(queries, users, strict=True)]
+    hists = [_history_observations(pc.store, task, u, q) for q, u in zip(queries, users, strict=True)]
+    return pc.head.predict(task, obs, hists, [q.choices for q in queries], **pc.head.settings_)

@@ -15,6 +15,13 @@ A user is eligible as a query when they have earlier examples to learn from, or 
 the example brings its own profile (``metadata["profile_ids"]``, LaMP: one question per
 user whose history is the profile, not earlier examples).
 
+``role="validation"`` gives a validation split disjoint from every test sample of up to
+``reserve`` users under the same seed: test samples are the *first* users (or questions) of
+the seeded order, validation ones the *last*; the reserved test users are removed from the
+validation split's population too, so nothing a validation row fits on or is scored on
+comes from a test user. Under ``given`` the validation queries are ``train`` questions
+(dev/test stay unseen). Settings chosen on it are then applied to the test split.
+
 Examples without timestamps (POPQUORN) are ordered by example id, and the query is
 excluded from history by its item id instead of by time.
 """
@@ -73,8 +80,13 @@ def make_split(
     n_users: int = 50,
     seed: int = 0,
     min_history: int = 1,
+    role: Literal["test", "validation"] = "test",
+    reserve: int | None = None,
 ) -> tuple[Split, dict[tuple[str, str], TaskExample]]:
     """Sample ``n_users`` queries (one per user, or per question for ``given``) and the population.
+
+    ``role="validation"``: the validation split, disjoint from the first ``reserve`` users
+    (default ``n_users``) of the seeded order, the largest test sample it must not touch.
 
     Returns the split and the query examples by (user_id, example_id).
 
@@ -88,7 +100,12 @@ def make_split(
     if not examples:
         raise ValueError(f"no examples of task {task!r} in the store (load a dataset that provides them)")
     resolved = resolve_kind(kind, examples)
+    if role not in ("test", "validation"):
+        raise ValueError(f"role must be 'test' or 'validation', got {role!r}")
+    reserved: set[Any] = set()
     if resolved == "given":
+        if role == "validation":
+            return _given_validation(examples, task, n_users=n_users, seed=seed, reserve=reserve or n_users)
         return _given_split(examples, task, n_users=n_users, seed=seed)
     by_user: dict[str, list[TaskExample]] = defaultdict(list)
     for ex in examples:
@@ -98,7 +115,10 @@ def make_split(
         raise ValueError(
             f"no user of task {task!r} has more than {min_history} examples or a profile of their own to learn from"
         )
-    sample = _nested_sample(eligible, n_users, seed)
+    if role == "validation":
+        reserved, sample = _validation_sample(eligible, n_users, seed, reserve or n_users, task)
+    else:
+        sample = _nested_sample(eligible, n_users, seed)
     queries: dict[tuple[str, str], TaskExample] = {}
     for u in sample:
         exs = sorted(by_user[u], key=_order)
@@ -106,8 +126,11 @@ def make_split(
         # testing on the same id pattern and does not depend on which other users are sampled.
         q = exs[-1] if exs[-1].timestamp is not None else random.Random(f"{seed}:{u}").choice(exs)
         queries[(u, q.example_id)] = q
-    held_out = set(sample)
-    population = sorted(u for u in by_user if u not in held_out) if resolved == "user" else sorted(by_user)
+    held_out = set(sample) | reserved
+    if resolved == "user":
+        population = sorted(u for u in by_user if u not in held_out)
+    else:  # time: everyone's data before the queries, but never a reserved test user's
+        population = sorted(u for u in by_user if u not in reserved)
     if not population:
         raise ValueError(
             f"evaluating {len(sample)} users of task {task!r} holds out all {len(by_user)} of its users, "
@@ -123,6 +146,40 @@ def _nested_sample(ids: Sequence[Any], n: int, seed: int) -> list[Any]:
     order = list(ids)
     random.Random(seed).shuffle(order)
     return sorted(order[:n])
+
+
+def _validation_sample(ids: Sequence[Any], n: int, seed: int, reserve: int, task: str) -> tuple[set[Any], list[Any]]:
+    """(reserved test ids, validation sample): the last ``n`` of the seeded order, which never
+    meet its first ``reserve`` (the test samples), and are nested as ``n`` grows."""
+    order = list(ids)
+    random.Random(seed).shuffle(order)
+    reserved = set(order[:reserve])
+    rest = order[reserve:][::-1]
+    if not rest:
+        raise ValueError(
+            f"task {task!r}: no user is left for validation after the {len(reserved)} reserved for test "
+            f"({len(order)} eligible); evaluate fewer users"
+        )
+    return reserved, sorted(rest[:n])
+
+
+def _given_validation(
+    examples: Sequence[TaskExample], task: str, *, n_users: int, seed: int, reserve: int
+) -> tuple[Split, dict[tuple[str, str], TaskExample]]:
+    """Validation under the dataset's own split: a sample of ``train`` questions as queries,
+    their users out of the population (the dev/test questions stay unseen)."""
+    train = {(ex.user_id, ex.example_id): ex for ex in examples if ex.metadata.get("split") == "train"}
+    if len(train) < 2:
+        raise ValueError(f"task {task!r}: validation needs at least 2 train questions, found {len(train)}")
+    test_split, _ = _given_split(examples, task, n_users=reserve, seed=seed)
+    test_users = {u for u, _ in test_split.queries}
+    keys = sorted(k for k in train if k[0] not in test_users)
+    _, chosen = _validation_sample(keys, n_users, seed, 0, task)
+    chosen = chosen[: max(1, min(n_users, len(keys) - 1))]
+    held = {u for u, _ in chosen}
+    population = sorted({u for u, _ in train if u not in held and u not in test_users})
+    split = Split("given", task, seed, tuple(population), tuple(sorted(chosen)))
+    return split, {key: train[key] for key in chosen}
 
 
 def _given_split(

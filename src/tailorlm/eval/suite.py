@@ -43,7 +43,7 @@ from typing import Any
 from tailorlm.data import Store
 from tailorlm.eval.compare import paired, primary_metrics, with_uncertainty
 from tailorlm.eval.fingerprint import PreviousRows, data_fingerprint, package_version, row_fingerprint
-from tailorlm.eval.runner import PREDICTORS, run_method
+from tailorlm.eval.runner import PREDICTORS, is_personalized, run_method
 from tailorlm.eval.splits import SPLIT_KINDS
 from tailorlm.eval.training import TrainSpec
 from tailorlm.personalize.registry import needs_of
@@ -73,6 +73,7 @@ class RowSpec:
     label: str | None = None
     baseline: bool = False
     k: int | None = None
+    personalized: bool | None = None  # None: inferred (eval.runner.is_personalized)
 
     @property
     def name(self) -> str:
@@ -81,8 +82,10 @@ class RowSpec:
     def key(self, suite: SuiteConfig) -> str:
         """Every setting that determines this row's result (not its label): the row, the suite's
         seed, split, METEOR switch and budget, and the adapters trained for its task."""
-        blob = {k: v for k, v in asdict(self).items() if k not in ("label", "baseline")}
+        blob = {k: v for k, v in asdict(self).items() if k not in ("label", "baseline", "personalized")}
         blob |= {"seed": suite.seed, "split": suite.split, "meteor": suite.meteor, "budget": suite.budget_tokens}
+        if suite.validation_users:  # only then, so suites without validation keep their keys
+            blob["validation"] = {"users": suite.validation_size(self), "reserve": suite.reserve(self.task)}
         train = [asdict(t) for t in suite.train if t.task == self.task]
         if train:  # only then, so rows of tasks without training keep their keys
             blob["train"] = train
@@ -101,10 +104,22 @@ class SuiteConfig:
     description: str = ""
     judge: dict[str, Any] = field(default_factory=dict)
     train: tuple[TrainSpec, ...] = ()  # adapters the parametric rows need, trained first
+    # Each row is also evaluated on up to this many validation users (disjoint from every
+    # test user of its task): the gain table picks its rows on them. 0: no validation runs.
+    validation_users: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_KINDS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_KINDS)}; got {self.split!r}")
+        if self.validation_users < 0:
+            raise ValueError(f"validation_users must be >= 0, got {self.validation_users}")
+
+    def reserve(self, task: str) -> int:
+        """The most users any row of ``task`` is tested on: validation users stay clear of them."""
+        return max((r.users for r in self.rows if r.task == task), default=0)
+
+    def validation_size(self, row: RowSpec) -> int:
+        return min(row.users, self.validation_users)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> SuiteConfig:
@@ -122,6 +137,7 @@ class SuiteConfig:
             "description",
             "judge",
             "train",
+            "validation_users",
         }
         if unknown := sorted(set(data) - known):
             raise fail(f"unknown key(s) {unknown}; known: {sorted(known)}")
@@ -134,23 +150,26 @@ class SuiteConfig:
             methods = r.pop("methods", None) or ([r.pop("method")] if "method" in r else None)
             if not methods:
                 raise fail(f"{where}: give 'method' or 'methods'")
+            predictors = r.pop("predictors", None) or [r.pop("predictor", "auto")]
+            if len(methods) > 1 and len(predictors) > 1:
+                raise fail(f"{where}: give several methods or several predictors, not both")
             if "task" not in r:
                 raise fail(f"{where}: missing 'task'")
             try:
                 get_task(r["task"])
             except (KeyError, ValueError) as e:
                 raise fail(f"{where}.task: {e}") from None
-            if r.get("predictor", "auto") not in PREDICTORS:
-                raise fail(f"{where}.predictor: {r['predictor']!r} is not one of {PREDICTORS}")
-            allowed = {"task", "predictor", "users", "overrides", "label", "baseline", "k"}
+            for pred in predictors:
+                if pred not in PREDICTORS:
+                    raise fail(f"{where}.predictor: {pred!r} is not one of {PREDICTORS}")
+            allowed = {"task", "predictor", "users", "overrides", "label", "baseline", "k", "personalized"}
             if unknown := sorted(set(r) - allowed):
                 raise fail(f"{where}: unknown key(s) {unknown}")
-            if len(methods) > 1 and r.get("label"):
-                raise fail(f"{where}: 'label' needs a single method")
-            if r.get("baseline") and len(methods) > 1:
-                raise fail(f"{where}: a baseline row names one method")
-            for m in methods:
-                rows.append(RowSpec(method=m, **r))
+            if len(methods) * len(predictors) > 1 and r.get("label"):
+                raise fail(f"{where}: 'label' needs a single method and predictor")
+            if r.get("baseline") and len(methods) * len(predictors) > 1:
+                raise fail(f"{where}: a baseline row names one method and one predictor")
+            rows += [RowSpec(method=m, predictor=pred, **r) for m in methods for pred in predictors]
         for task in {r.task for r in rows}:
             n = sum(r.baseline for r in rows if r.task == task)
             if n > 1:
@@ -305,7 +324,7 @@ def run_suite(
             log(f"{where}: reused (fingerprint matches)")
             continue
         head = {"key": row.key(suite), "name": row.name, "task": row.task, "method": row.method}
-        head |= {"baseline": row.baseline, "reused": False, "fingerprint": fp}
+        head |= {"baseline": row.baseline, "reused": False, "fingerprint": fp} | _kind_of(row)
         if not tasks_in_store.get(row.task):
             report["results"].append(head | {"skipped": f"no examples of task {row.task!r} (dataset not loaded)"})
             log(f"{where}: skipped, no data")
@@ -347,10 +366,19 @@ def _fingerprinter(
 
 
 def _reused(old: dict[str, Any], row: RowSpec) -> dict[str, Any]:
-    """An earlier row as this run's: its label and baseline mark may have been edited (they
-    are not in the fingerprint), and its paired tests are redone against this run's baseline."""
+    """An earlier row as this run's: its label, baseline and personalized marks may have been
+    edited (they are not in the fingerprint), and its paired tests are redone against this
+    run's baseline."""
     kept = {k: v for k, v in old.items() if k not in ("paired", "recomputed_because")}
-    return kept | {"name": row.name, "baseline": row.baseline, "reused": True}
+    return kept | {"name": row.name, "baseline": row.baseline, "reused": True} | _kind_of(row)
+
+
+def _kind_of(row: RowSpec) -> dict[str, bool]:
+    """What the gain table needs to tell rows apart: does the row use the user's own data,
+    and do its predictions come from the LLM."""
+    predictor = "generate" if row.predictor == "auto" and get_task(row.task).kind == "generation" else row.predictor
+    personalized = is_personalized(row.method, predictor) if row.personalized is None else row.personalized
+    return {"personalized": personalized, "uses_llm": predictor in NEEDS_MODEL or row.predictor == "auto"}
 
 
 def _run_row(
@@ -360,24 +388,35 @@ def _run_row(
     head: dict[str, Any],
     progress: Callable[[str, int, int], None] | None,
 ) -> dict[str, Any]:
-    """Evaluate one row; the models are handed only to rows that use them (so others never load them)."""
+    """Evaluate one row (and, when the suite asks, the same row on its validation users); the
+    models are handed only to rows that use them (so others never load them)."""
     t0 = time.perf_counter()
-    res = run_method(
-        env.store,
-        method=row.method,
-        task=row.task,
-        n_users=row.users,
-        split=suite.split,
-        seed=suite.seed,
-        predictor=row.predictor,
-        generator=env.generator if row.predictor in NEEDS_MODEL or _uses_generator(row) else None,
-        embedder=env.embedder if _needs_embedder(row) else None,
-        budget_tokens=suite.budget_tokens,
-        k=row.k,
-        overrides=row.overrides,
-        meteor=suite.meteor,
-        progress=(lambda d, t, name=f"{row.task} {row.name}": progress(name, d, t)) if progress else None,
-    ).to_dict()
+
+    def run(role: str, users: int, name: str) -> dict[str, Any]:
+        return run_method(
+            env.store,
+            method=row.method,
+            task=row.task,
+            n_users=users,
+            split=suite.split,
+            seed=suite.seed,
+            predictor=row.predictor,
+            generator=env.generator if row.predictor in NEEDS_MODEL or _uses_generator(row) else None,
+            embedder=env.embedder if _needs_embedder(row) else None,
+            budget_tokens=suite.budget_tokens,
+            k=row.k,
+            overrides=row.overrides,
+            meteor=suite.meteor,
+            progress=(lambda d, t: progress(name, d, t)) if progress else None,
+            role=role,  # type: ignore[arg-type]
+            reserve=suite.reserve(row.task),
+        ).to_dict()
+
+    res = run("test", row.users, f"{row.task} {row.name}")
+    if suite.validation_users:
+        val = run("validation", suite.validation_size(row), f"{row.task} {row.name} [validation]")
+        n = len(val["rows"])
+        res["validation"] = {"n": n, "metrics": val["metrics"], "chosen": val["chosen"], "seconds": val["seconds"]}
     return with_uncertainty(head | res | {"wall_s": time.perf_counter() - t0}, suite.seed)
 
 

@@ -51,11 +51,18 @@ class GlobalTextPredictor:
             self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit(features, list(labels))
         return self
 
+    def distributions(self, task: Task, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The classes and, per text, the predicted probability of each: what user-level
+        heads (:mod:`tailorlm.tasks.heads`) shift or average."""
+        if self.constant_ is not None:
+            return [self.constant_], np.ones((len(texts), 1))
+        probs = self.model_.predict_proba(self.vectorizer_.transform([task.content_of(t) for t in texts]))
+        return [str(c) for c in self.model_.classes_], probs
+
     def predict(self, task: Task, texts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Prediction]:
         if self.constant_ is not None:
             return [Prediction(self.constant_, extra={"constant": True}) for _ in texts]
-        probs = self.model_.predict_proba(self.vectorizer_.transform([task.content_of(t) for t in texts]))
-        classes = [str(c) for c in self.model_.classes_]
+        classes, probs = self.distributions(task, texts)
         return [self._decide(task, row, classes, tuple(ch)) for row, ch in zip(probs, choices, strict=True)]
 
     @staticmethod

@@ -12,6 +12,10 @@ The split decides who may be learned from, exactly as for the non-parametric row
   of any row is ever in the training data);
 - a user adapter is trained for each of the first ``users`` held-out users (the same
   nested sample the rows use), on their examples strictly before their query;
+- a LoRA entry with ``config = { history = "rag-bm25", history_k = 4 }`` trains on prompts
+  that quote each example's earlier history of the same user, rendered as the rows render
+  it (the suite's ``budget_tokens`` included); rows select it with the lora part's
+  overrides ``{ history = "rag-bm25", history_k = 4 }`` (see ``personalize/training/history.py``);
 - DPO pairs are derived first (:func:`~tailorlm.personalize.training.pairs.derive_pairs`): the user's
   own title against another population user's title of a similar, earlier review.
 """
@@ -73,6 +77,8 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
             populations[spec.task] = tuple(u for u in widest.population if u not in evaluated)
         population = populations[spec.task]
         config = dict(spec.config)
+        if config.get("history") is not None:  # RAG fine-tuning: prompts rendered under the rows' budget
+            config.setdefault("history_budget", suite.budget_tokens)
         if spec.scope == "global":
             jobs.append(TrainJob(spec.method, "global", "", spec.task, config))
             continue

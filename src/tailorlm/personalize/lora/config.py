@@ -10,9 +10,30 @@ from tailorlm.personalize.base import MethodConfig
 from tailorlm.personalize.training.jobs import config_from_mapping
 from tailorlm.personalize.types import Need
 
-__all__ = ["LoraMethodConfig", "LoraTrainConfig"]
+__all__ = ["LoraMethodConfig", "LoraTrainConfig", "with_history"]
 
 _SCOPES = ("auto", "user", "persona", "global")
+
+
+def with_history(variant: str, history: str | None, k: int | None) -> str:
+    """The registry variant of an adapter trained with ``history`` in its prompts (RAG
+    fine-tuning): ``"history=rag-bm25,k=4"``, after ``variant`` unless that is "default".
+
+    One function for the trainer (the key it writes) and the method (the key it reads),
+    so the two always agree; without history the variant is unchanged, so adapters
+    trained before this option keep their keys.
+    """
+    if history is None:
+        return variant
+    tag = f"history={history}" + (f",k={k}" if k is not None else "")
+    return tag if variant == "default" else f"{variant};{tag}"
+
+
+def _check_history(owner: str, history: str | None, k: int | None) -> None:
+    if history is not None and (not isinstance(history, str) or not history.strip()):
+        raise ValueError(f"{owner}.history must be a method spec such as 'rag-bm25', got {history!r}")
+    if k is not None and (history is None or k < 1):
+        raise ValueError(f"{owner}.history_k needs a history spec and must be >= 1, got {k!r}")
 
 
 @dataclass
@@ -32,6 +53,10 @@ class LoraMethodConfig(MethodConfig):
         cache_capacity: adapters kept loaded in the generator at once (LRU, ~2 MB each). An
             evaluation personalizes a whole batch before predicting, so this must exceed the
             number of distinct adapters one prediction batch needs.
+        history / history_k: serve the adapters trained with this retrieval spec's history
+            in their prompts (``LoraTrainConfig.history``, RAG fine-tuning) at every scope;
+            pair it with the same retrieval in the spec (``lora-global+rag-bm25`` with
+            ``history="rag-bm25"``), so the adapter sees the prompts it was trained on.
     """
 
     task: str | None = None
@@ -42,8 +67,11 @@ class LoraMethodConfig(MethodConfig):
     adapter_method: str = "lora"
     if_missing: Literal["error", "skip"] = "error"
     cache_capacity: int = 64
+    history: str | None = None
+    history_k: int | None = None
 
     def __post_init__(self) -> None:
+        _check_history("LoraMethodConfig", self.history, self.history_k)
         if self.scope not in _SCOPES:
             raise ValueError(f"LoraMethodConfig.scope must be one of {_SCOPES}, got {self.scope!r}")
         if self.if_missing not in ("error", "skip"):
@@ -81,6 +109,12 @@ class LoraTrainConfig:
     exclude_latest: bool = True  # user scope without ``before``: hold out the latest example
     persona_by: str | None = None  # persona scope: default from the owner id "attr=value"
     n_clusters: int = 8
+    # RAG fine-tuning: render each example with this retrieval spec's history of the same
+    # user (e.g. "rag-bm25"), k entries (None: the spec's own k), under the prompt budget
+    # the evaluation uses; stored under variant "history=<spec>[,k=<k>]" (see with_history).
+    history: str | None = None
+    history_k: int | None = None
+    history_budget: int = 1024
 
     def __post_init__(self) -> None:
         checks = {
@@ -94,7 +128,9 @@ class LoraTrainConfig:
             "max_examples": self.max_examples is None or self.max_examples >= 1,
             "init_from": self.init_from in (None, "global"),
             "target_modules": bool(self.target_modules),
+            "history_budget": self.history_budget >= 64,
         }
+        _check_history("LoraTrainConfig", self.history, self.history_k)
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"LoraTrainConfig: invalid {bad[0]}={getattr(self, bad[0])!r}")
@@ -105,4 +141,13 @@ class LoraTrainConfig:
 
     @property
     def key_variant(self) -> str:
-        return self.variant or ("init=global" if self.init_from == "global" else "default")
+        """The variant this job is stored under: ``variant`` when given, else from the options."""
+        if self.variant:
+            return self.variant
+        return with_history("init=global" if self.init_from == "global" else "default", self.history, self.history_k)
+
+    @property
+    def global_variant(self) -> str:
+        """The variant of the global adapter ``init_from="global"`` starts from: the one
+        trained with the same history (none: the plain one)."""
+        return with_history("default", self.history, self.history_k)

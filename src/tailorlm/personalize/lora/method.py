@@ -16,7 +16,7 @@ from tailorlm.adapters.cache import AdapterCache
 from tailorlm.adapters.registry import AdapterKey, AdapterRecord, AdapterRegistry
 from tailorlm.errors import NoAdapterError
 from tailorlm.personalize.base import BasePersonalizer, eligible_history
-from tailorlm.personalize.lora.config import LoraMethodConfig
+from tailorlm.personalize.lora.config import LoraMethodConfig, with_history
 from tailorlm.personalize.types import Contribution, Query, ServedScope
 
 __all__ = ["LoraPersonalizer"]
@@ -76,13 +76,16 @@ class LoraPersonalizer(BasePersonalizer[LoraMethodConfig]):
             order = ["persona", "global"]
         else:
             order = [scope]
+        hist, k = self.config.history, self.config.history_k
+        pooled = with_history("default", hist, k)  # persona and global adapters
         for s in order:
             if s == "user":
-                rec = self.registry_.get(AdapterKey(method, "user", user_id, task, self.config.variant))
+                variant = with_history(self.config.variant, hist, k)
+                rec = self.registry_.get(AdapterKey(method, "user", user_id, task, variant))
             elif s == "persona":
-                rec = self.registry_.get(AdapterKey(method, "persona", persona, task)) if persona else None
+                rec = self.registry_.get(AdapterKey(method, "persona", persona, task, pooled)) if persona else None
             else:
-                rec = self.registry_.get(AdapterKey(method, "global", "", task))
+                rec = self.registry_.get(AdapterKey(method, "global", "", task, pooled))
             if rec is not None:
                 return rec, s, persona
         return None, "none", persona
@@ -96,6 +99,9 @@ class LoraPersonalizer(BasePersonalizer[LoraMethodConfig]):
             task = self.config.task or query.task
             want = "global" if self.config.scope == "auto" else self.config.scope
             who = {"user": f" --user {user_id}", "persona": f" --persona {persona or '<attr=value>'}"}.get(want, "")
+            if self.config.history is not None:
+                who += f" -O history={self.config.history}"
+                who += f" -O history_k={self.config.history_k}" if self.config.history_k is not None else ""
             raise NoAdapterError(
                 f"no {self.config.adapter_method} adapter for user {user_id!r} on task {task!r} "
                 f"(scope {self.config.scope}, base model {self.registry_.base_model!r}); create one with: "

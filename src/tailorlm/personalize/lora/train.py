@@ -45,26 +45,27 @@ __all__ = ["train_lora", "training_rows"]
 
 
 def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tuple[list[SFTExample], list[str]]:
-    """The SFT rows a job may learn from, and the users they come from (leakage rules in data.py)."""
+    """The SFT rows a job may learn from, and the users they come from (leakage rules in data.py;
+    with ``cfg.history``, the prompts quote each user's earlier history: training/history.py)."""
     store = ctx.store
+    population = list(ctx.users) if ctx.users is not None else store.list_users()
     if job.scope == "user":
         exs = user_examples(store, job.task, job.owner, before=cfg.before, exclude_latest=cfg.exclude_latest)
         users = [job.owner]
     elif job.scope == "persona":
-        population = list(ctx.users) if ctx.users is not None else store.list_users()
         users = persona_members(
             store, job.owner, population, persona_by=cfg.persona_by, n_clusters=cfg.n_clusters,
             embedder=ctx.embedder, seed=cfg.seed,
         )  # fmt: skip
         exs = population_examples(store, job.task, users)
     else:
-        users = sorted(ctx.users) if ctx.users is not None else store.list_users()
+        users = sorted(population)
         exs = population_examples(store, job.task, users)
     if cfg.max_examples is not None and len(exs) > cfg.max_examples:
         import random
 
         exs = sorted(random.Random(cfg.seed).sample(exs, cfg.max_examples), key=lambda e: (e.user_id, e.example_id))
-    rows = sft_examples(exs)
+    rows = _history_rows(exs, ctx, cfg, population) if cfg.history else sft_examples(exs)
     if not rows:
         where = f"user {job.owner!r}" if job.scope == "user" else f"{job.scope} scope ({len(users)} users)"
         raise ValueError(
@@ -72,6 +73,18 @@ def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tup
             + (" (the latest example is held out as the query)" if job.scope == "user" else "")
         )
     return rows, users
+
+
+def _history_rows(exs: list[Any], ctx: TrainContext, cfg: LoraTrainConfig, population: list[str]) -> list[SFTExample]:
+    """Rows rendered with the history spec's retrieval, fitted on the training population."""
+    from tailorlm.personalize.training.history import history_method, history_sft_examples
+
+    assert cfg.history is not None
+    method = history_method(
+        cfg.history, ctx.store, population, k=cfg.history_k, budget_tokens=cfg.history_budget,
+        collaborators={"embedder": ctx.embedder, "generator": ctx.generator},
+    )  # fmt: skip
+    return history_sft_examples(exs, method, ctx.store)
 
 
 def _batch(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
@@ -103,12 +116,14 @@ def _fresh_peft_model(ctx: TrainContext, job: TrainJob, cfg: LoraTrainConfig) ->
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     init: dict[str, Any] = {}
     if cfg.init_from == "global":
-        gkey = dataclasses.replace(job.key(), scope="global", owner="", variant="default")
+        gkey = dataclasses.replace(job.key(), scope="global", owner="", variant=cfg.global_variant)
         grec = ctx.registry.get(gkey)
         if grec is None:
+            hist = "" if cfg.history is None else f" -O history={cfg.history}"
+            hist += "" if cfg.history_k is None else f" -O history_k={cfg.history_k}"
             raise ValueError(
-                f"init_from='global' but no global LoRA adapter for task {job.task!r} is registered; "
-                f"train one first: tailorlm train --method lora --scope global --task {job.task}"
+                f"init_from='global' but no global LoRA adapter (variant {gkey.variant!r}) for task {job.task!r} "
+                f"is registered; train one first: tailorlm train --method lora --scope global --task {job.task}{hist}"
             )
         model = PeftModel.from_pretrained(base, grec.path, is_trainable=True)
         init = {"init_from": grec.name}
@@ -182,6 +197,7 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
         "answer_tokens": answer_tokens,
         "data_snapshot": data_snapshot(rows),
         "last_example_time": max((r.timestamp for r in rows if r.timestamp is not None), default=None),
+        "history_rows": sum(r.history_items > 0 for r in rows),  # rows quoting the user's history
         "config": dataclasses.asdict(cfg),
         **init,
     }

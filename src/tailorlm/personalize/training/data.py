@@ -50,6 +50,7 @@ class SFTExample:
     user_id: str
     example_id: str
     timestamp: int | None = None
+    history_items: int = 0  # the user's past entries quoted in the prompt (RAG fine-tuning)
 
     def chat(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]

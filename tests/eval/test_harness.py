@@ -134,7 +134,7 @@ def test_cached_scores_round_trip(tmp_path: Path) -> None:
 
 
 def test_packaged_suites_parse() -> None:
-    for name in ("quick", "full"):
+    for name in ("quick", "full", "lamp", "gains"):
         suite = load_suite(name)
         assert suite.rows and all(r.task for r in suite.rows)
         for task in {r.task for r in suite.rows}:

@@ -164,3 +164,22 @@ def test_given_split_validation_uses_train_questions_and_leaves_dev_unseen(tmp_p
     assert all(ex.metadata["split"] == "train" for ex in queries.values())
     assert not {u for u, _ in val.queries} & set(val.population)
     assert all(int(u[1:]) < 20 for u in val.population)  # dev users are never fitted on
+
+
+def test_shared_adapters_never_learn_from_validation_or_test_users(tmp_path: Path) -> None:
+    from tailorlm.eval.training import plan_jobs
+
+    store = _rating_store(tmp_path / "s.db")
+    rows = [{"task": "amazon-rating", "method": "lora-global", "predictor": "choice", "users": 10, "baseline": True}]
+    train = [{"method": "lora", "scope": "global", "task": "amazon-rating", "config": {"steps": 1}}]
+    without = SuiteConfig.from_dict({"name": "a", "rows": rows, "train": train})
+    with_val = SuiteConfig.from_dict({"name": "b", "rows": rows, "train": train, "validation_users": 6})
+    _, plain = plan_jobs(without, store)
+    _, guarded = plan_jobs(with_val, store)
+    val, _ = make_split(store, "amazon-rating", kind="user", n_users=6, seed=0, role="validation", reserve=10)
+    test, _ = make_split(store, "amazon-rating", kind="user", n_users=10, seed=0)
+    validation_users = {u for u, _ in val.queries}
+    assert validation_users <= set(plain["amazon-rating"])  # what the guard removes
+    assert not validation_users & set(guarded["amazon-rating"])
+    assert not {u for u, _ in test.queries} & set(guarded["amazon-rating"])
+    assert set(guarded["amazon-rating"]) == set(plain["amazon-rating"]) - validation_users

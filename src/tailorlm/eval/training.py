@@ -74,6 +74,7 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
             # A time split's population is every user, their queries included: shared models
             # learn only from users no row evaluates, as under the user split.
             evaluated = {u for u, _ in widest.queries} if widest.kind == "time" else set()
+            evaluated |= _validation_users(suite, store, spec.task, sizes[spec.task])
             populations[spec.task] = tuple(u for u in widest.population if u not in evaluated)
         population = populations[spec.task]
         config = dict(spec.config)
@@ -98,6 +99,16 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         )
         jobs.extend(TrainJob(spec.method, "persona", p, spec.task, config) for p in personas)
     return jobs, populations
+
+
+def _validation_users(suite: Any, store: Any, task: str, reserve: int) -> set[str]:
+    """The users a suite validates its rows on: shared adapters must not learn from them
+    either, or validation would score rows on their own training data."""
+    n = getattr(suite, "validation_users", 0)
+    if not n:
+        return set()
+    split, _ = make_split(store, task, kind=suite.split, n_users=n, seed=suite.seed, role="validation", reserve=reserve)
+    return {u for u, _ in split.queries}
 
 
 def _derive_pairs(jobs: list[Any], store: Any, populations: Mapping[str, tuple[str, ...]], generator: Any) -> None:

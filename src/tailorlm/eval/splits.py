@@ -150,7 +150,13 @@ def _nested_sample(ids: Sequence[Any], n: int, seed: int) -> list[Any]:
 
 def _validation_sample(ids: Sequence[Any], n: int, seed: int, reserve: int, task: str) -> tuple[set[Any], list[Any]]:
     """(reserved test ids, validation sample): the last ``n`` of the seeded order, which never
-    meet its first ``reserve`` (the test samples), and are nested as ``n`` grows."""
+    meet its first ``reserve`` (the test samples), and are nested as ``n`` grows.
+
+    At most a third of the ids left after the reserve are taken, so the population a
+    validation row fits on stays at least twice its sample: with few users (an annotation
+    study), a validation run whose crowd is much thinner than the test run's would favour
+    methods that need no crowd.
+    """
     order = list(ids)
     random.Random(seed).shuffle(order)
     reserved = set(order[:reserve])
@@ -160,7 +166,7 @@ def _validation_sample(ids: Sequence[Any], n: int, seed: int, reserve: int, task
             f"task {task!r}: no user is left for validation after the {len(reserved)} reserved for test "
             f"({len(order)} eligible); evaluate fewer users"
         )
-    return reserved, sorted(rest[:n])
+    return reserved, sorted(rest[: max(1, min(n, len(rest) // 3))])
 
 
 def _given_validation(

@@ -150,6 +150,24 @@ def test_packaged_suites_parse() -> None:
         ({"name": "x", "rows": [{"task": "amazon-rating", "method": "identity", "predictor": "psychic"}]}, "predictor"),
         ({"name": "x", "rows": [{"task": "amazon-rating", "method": "identity", "colour": 1}]}, "unknown key"),
         ({"name": "x", "rowz": []}, "unknown key"),
+        (
+            {
+                "name": "x",
+                "rows": [
+                    {
+                        "task": "amazon-rating",
+                        "methods": ["identity", "rag-bm25"],
+                        "predictors": ["majority", "user-offset"],
+                    }
+                ],
+            },
+            "several methods or several predictors",
+        ),
+        ({"name": "x", "rows": [{"task": "amazon-rating", "method": "identity", "predictors": ["x"]}]}, "predictor"),
+        (
+            {"name": "x", "validation_users": -1, "rows": [{"task": "amazon-rating", "method": "identity"}]},
+            "validation",
+        ),
     ],
 )
 def test_suite_config_errors_name_the_place(data: dict, match: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from tailorlm.data import TaskExample
 from tailorlm.eval.metrics import rating_scores
+from tailorlm.eval.splits import example_order
 from tailorlm.personalize import Query
 from tailorlm.tasks.base import Task
 from tailorlm.tasks.heads import INF, Observation
@@ -32,10 +33,6 @@ HistoryOf = Callable[[TaskExample], list[Observation]]
 
 def observation_of(ex: TaskExample) -> Observation:
     return Observation(ex.input, ex.target, ex.user_id, ex.metadata.get("item_id"))
-
-
-def _order(ex: TaskExample) -> tuple[bool, int, str]:
-    return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)
 
 
 def validation_examples(
@@ -53,7 +50,7 @@ def validation_examples(
         return list(examples), []
     random.Random(f"validation:{seed}").shuffle(users)
     held = set(users[:n])
-    queries = [max(by_user[u], key=_order) for u in sorted(held)]
+    queries = [max(by_user[u], key=example_order) for u in sorted(held)]
     return [ex for ex in examples if ex.user_id not in held], queries
 
 

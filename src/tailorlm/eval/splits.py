@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from tailorlm.data import Store, TaskExample
 
-__all__ = ["QUERY_SPLITS", "SPLIT_KINDS", "Split", "make_split", "resolve_kind"]
+__all__ = ["QUERY_SPLITS", "SPLIT_KINDS", "Split", "example_order", "make_split", "resolve_kind"]
 
 SplitKind = Literal["user", "time", "given"]
 SPLIT_KINDS = ("auto", "user", "time", "given")
@@ -55,7 +55,8 @@ class Split:
         return asdict(self)
 
 
-def _order(ex: TaskExample) -> tuple[bool, int, str]:
+def example_order(ex: TaskExample) -> tuple[bool, int, str]:
+    """Chronological, undated last, ties by id: what "a user's latest example" means everywhere."""
     return (ex.timestamp is None, ex.timestamp or 0, ex.example_id)
 
 
@@ -121,7 +122,7 @@ def make_split(
         sample = _nested_sample(eligible, n_users, seed)
     queries: dict[tuple[str, str], TaskExample] = {}
     for u in sample:
-        exs = sorted(by_user[u], key=_order)
+        exs = sorted(by_user[u], key=example_order)
         # Without timestamps "latest" has no meaning: a choice seeded per user avoids always
         # testing on the same id pattern and does not depend on which other users are sampled.
         q = exs[-1] if exs[-1].timestamp is not None else random.Random(f"{seed}:{u}").choice(exs)

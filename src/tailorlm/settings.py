@@ -79,6 +79,18 @@ class ServeSettings(BaseModel):
         default_factory=list, description="exact origins allowed cross-origin, e.g. https://app.example.com"
     )
     memory: bool = Field(True, description="extract facts from conversations in the background")
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="rows decoded together (continuous batching); 1 = one request at a time"
+    )
+    max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
+    max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")
+    max_prompt_tokens: int = Field(
+        4096, ge=16, description="longest prompt after personalization (also bounded by the model's context)"
+    )
+    max_tokens: int = Field(1024, ge=1, le=4096, description="largest max_tokens a request may ask for (400 beyond)")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="wall-clock limit per generation; the row is then cancelled and the client gets 504"
+    )
     pooled_context: bool = Field(
         False,
         description="let persona/global fallback put other users' entries into a cold user's prompt "

@@ -33,7 +33,7 @@ from tailorlm.models.base import (
     resolve_adapters,
 )
 
-__all__ = ["FakeCall", "FakeGenerator", "amazon_subset", "openai_test_server"]
+__all__ = ["FakeCall", "FakeDecodeBatch", "FakeGenerator", "amazon_subset", "openai_test_server"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class FakeGenerator:
     prefix: str = "echo: "
     adapters: Iterable[str] | None = None
     calls: list[FakeCall] = field(default_factory=list)
+    #: compute time each decode step of :meth:`decode_batch` stands for (0: instant)
+    step_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.adapters is not None:
@@ -83,10 +85,75 @@ class FakeGenerator:
         return [self._answer(c, config, a) for c, a in zip(convs, rows, strict=True)]
 
     def _answer(self, conv: list[dict[str, str]], config: GenerationConfig, adapter: str | None) -> str:
+        return cut_at_stop(" ".join(self._words(conv, config, adapter)), config.stop).strip()
+
+    def _words(self, conv: list[dict[str, str]], config: GenerationConfig, adapter: str | None) -> list[str]:
         last_user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
         tag = f"[{adapter}] " if adapter is not None else ""
-        words = f"{tag}{self.prefix}{last_user}".split(" ")[: config.max_new_tokens]
-        return cut_at_stop(" ".join(words), config.stop).strip()
+        return f"{tag}{self.prefix}{last_user}".split(" ")[: config.max_new_tokens]
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Whitespace words of every message: the fake's "tokens"."""
+        return sum(len(m["content"].split()) for m in normalize_batch([messages])[0])
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def decode_batch(self) -> "FakeDecodeBatch":
+        """A continuous batch that emits one word per step (see :class:`FakeDecodeBatch`)."""
+        return FakeDecodeBatch(self)
+
+
+class FakeDecodeBatch:
+    """The fake's :class:`~tailorlm.models.continuous.DecodeBatch`: one word per row per step.
+
+    The answer is :meth:`FakeGenerator._answer`'s, streamed through the same
+    :class:`~tailorlm.models.continuous.TextStream` as the real batch; each call is recorded
+    in the generator's ``calls`` as a batch of one. ``sizes`` records the batch size of
+    every step, so tests can see rows join and leave.
+    """
+
+    def __init__(self, fake: FakeGenerator) -> None:
+        self.fake = fake
+        self.rows: dict[int, tuple[list[str], int, Any, GenerationConfig]] = {}
+        self.sizes: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, row_id: int, row: Any, config: GenerationConfig) -> list[Any]:
+        from tailorlm.models.continuous import TextStream
+
+        conv = normalize_batch([row.messages])[0]
+        if self.fake.adapters is not None and row.adapter is not None and row.adapter not in self.fake.adapters:
+            raise ValueError(f"unknown adapter {row.adapter!r}; loaded: {self.fake.adapters}")
+        self.fake.calls.append(FakeCall([conv], config, [row.adapter]))
+        self.rows[row_id] = (self.fake._words(conv, config, row.adapter), 0, TextStream(config.stop), config)
+        return [self._advance(row_id)]
+
+    def step(self) -> list[Any]:
+        self.sizes.append(len(self.rows))
+        if self.fake.step_seconds:
+            time.sleep(self.fake.step_seconds)  # stands for the model's compute time
+        return [self._advance(i) for i in list(self.rows)]
+
+    def remove(self, row_id: int) -> None:
+        self.rows.pop(row_id, None)
+
+    def _advance(self, row_id: int) -> Any:
+        from tailorlm.models.continuous import RowEvent
+
+        words, n, stream, config = self.rows[row_id]
+        n += 1
+        self.rows[row_id] = (words, n, stream, config)
+        text = " ".join(words[:n]) + (" " if n < len(words) else "")
+        last = n >= len(words)
+        delta, stopped = stream.update(text, final=last)
+        if not (last or stopped):
+            return RowEvent(row_id, delta)
+        del self.rows[row_id]
+        reason = "length" if n >= config.max_new_tokens and not stopped else "stop"
+        return RowEvent(row_id, delta, True, reason, cut_at_stop(text, config.stop).strip(), n)
 
 
 @contextlib.contextmanager

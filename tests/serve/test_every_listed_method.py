@@ -163,14 +163,16 @@ def served(smollm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
     settings = settings_for(tmp, memory=False)
     store = Store(settings.resolved_store_url, files_dir=tmp / "files")
     store.add(_records())
+    from tailorlm.models.continuous import ContinuousBatch
+
     loaded_before = list(smollm.adapters)
-    real_generate = smollm.generate
+    real_add = ContinuousBatch.add
     calls: list[dict[str, Any]] = []
 
-    def spy(batch: Any, **kw: Any) -> list[str]:  # what the service hands the model, per call
-        soft = kw.get("soft_prompt")
-        calls.append({"adapter": kw.get("adapter"), "soft_prompt": [s is not None for s in soft] if soft else None})
-        return real_generate(batch, **kw)
+    def spy(self: ContinuousBatch, row_id: int, row: Any, config: Any) -> Any:  # what the scheduler prefills
+        calls.append({"adapter": [row.adapter] if row.adapter else None,
+                      "soft_prompt": [True] if row.soft_prompt is not None else None})  # fmt: skip
+        return real_add(self, row_id, row, config)
 
     # One intra-op thread for this module: its tensors are tiny, and on a 2-core machine
     # shared with other jobs two OpenMP threads wait on each other (measured: a training
@@ -185,7 +187,7 @@ def served(smollm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
         trained_s = time.perf_counter() - start
         admin_key = new_api_key()
         app = create_app(settings, store=store, generator=smollm, embedder=embedder, admin_key=admin_key)
-        mp.setattr(smollm, "generate", spy)
+        mp.setattr(ContinuousBatch, "add", spy)
         with run_in_thread(app) as url:
             yield Served(url, store, admin_key, trained, calls, trained_s)
     finally:

@@ -15,7 +15,7 @@ import pytest
 from serve_harness import ALICE_DOCS, BOB_DOCS, Live, live_server
 
 from tailorlm.models import BackendError, GenerationConfig, Messages, OpenAICompatibleGenerator, chat
-from tailorlm.testing import FakeGenerator
+from tailorlm.testing import FakeDecodeBatch, FakeGenerator
 
 ASK = [{"role": "user", "content": "Which guitar strings suit me?"}]
 
@@ -144,7 +144,7 @@ def test_foundation_http_backend_against_this_server(live: Live) -> None:
 
 
 class GateGenerator(FakeGenerator):
-    """Blocks inside ``generate`` until released, and records how many calls overlap."""
+    """Its decode batch blocks inside each prefill until released, and records overlaps."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,43 +154,51 @@ class GateGenerator(FakeGenerator):
         self.max_active = 0
         self._count = threading.Lock()
 
-    def generate(self, batch: Sequence[Messages], **kw: Any) -> list[str]:
-        with self._count:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-        self.entered.set()
-        try:
-            if not self.release.wait(30):
-                raise TimeoutError("the test never released the generator")
-            return super().generate(batch, **kw)
-        finally:
-            with self._count:
-                self.active -= 1
+    def decode_batch(self) -> FakeDecodeBatch:
+        gate = self
+
+        class Gated(FakeDecodeBatch):
+            def add(self, row_id: int, row: Any, config: Any) -> list[Any]:
+                with gate._count:
+                    gate.active += 1
+                    gate.max_active = max(gate.max_active, gate.active)
+                gate.entered.set()
+                try:
+                    if not gate.release.wait(30):
+                        raise TimeoutError("the test never released the generator")
+                    return super().add(row_id, row, config)
+                finally:
+                    with gate._count:
+                        gate.active -= 1
+
+        return Gated(self)
 
 
-def test_generation_runs_off_the_event_loop_and_one_at_a_time(tmp_path: Path) -> None:
+def test_generation_runs_off_the_event_loop_and_one_model_call_at_a_time(tmp_path: Path) -> None:
     gate = GateGenerator()
     with live_server(tmp_path, generator=gate, memory=False) as server:
-        results: list[int] = []
+        results: list[tuple[int, str]] = []
 
-        def ask() -> None:
+        def ask(i: int) -> None:
             with server.admin() as c:
-                r = c.post("/v1/chat/completions", json={"model": "fake", "messages": ASK})
-                results.append(r.status_code)
+                r = c.post(
+                    "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": f"q{i}"}]}
+                )
+                results.append((r.status_code, r.json()["choices"][0]["message"]["content"]))
 
-        threads = [threading.Thread(target=ask) for _ in range(4)]
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
         for th in threads:
             th.start()
         assert gate.entered.wait(10)
-        # One chat holds the model and three wait for the lock: the server still answers.
+        # One prefill holds the model and three requests wait in the scheduler: the server still answers.
         with server.admin() as c:
             assert c.get("/v1/users").json()["data"] == ["alice", "bob"]
             assert c.get("/v1/models").status_code == 200
         gate.release.set()
         for th in threads:
             th.join(30)
-    assert results == [200] * 4
-    assert gate.max_active == 1  # the lock serialized the local model
+    assert sorted(results) == [(200, f"echo: q{i}") for i in range(4)]
+    assert gate.max_active == 1  # one scheduler thread drives the model
 
 
 def test_bad_stream_request_fails_before_streaming(live: Live) -> None:
@@ -225,7 +233,11 @@ def test_plain_httpx_without_key_is_refused(live: Live) -> None:
 
 
 class FailingGenerator(FakeGenerator):
-    """Fails on cue: 'upstream' -> BackendError (an HTTP backend's outage), 'explode' -> a bug."""
+    """Fails on cue: 'upstream' -> BackendError (an HTTP backend's outage), 'explode' -> a bug.
+
+    Like an HTTP backend it has no decode batch: the scheduler runs each request whole."""
+
+    decode_batch = None
 
     def generate(self, batch: Sequence[Messages], **kw: Any) -> list[str]:
         text = batch[0][-1]["content"]  # type: ignore[index]

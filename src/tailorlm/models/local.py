@@ -91,6 +91,8 @@ class TransformersGenerator:
         self.model: Any = loaded.to(device).eval()
         self._peft_wrapped = False
         self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
+        self._count_tokenizer: Any = None
         self.load_seconds = time.perf_counter() - start
 
     def __repr__(self) -> str:
@@ -322,15 +324,39 @@ class TransformersGenerator:
         return out
 
     def count_tokens(self, messages: Messages) -> int:
-        """Prompt length in tokens after the chat template (what a context budget counts)."""
-        enc = self.tokenizer.apply_chat_template(
-            normalize_messages(messages), add_generation_prompt=True, return_dict=True
-        )
+        """Prompt length in tokens after the chat template (what a context budget counts).
+
+        Uses its own copy of the tokenizer under its own lock: counting (the service bounds
+        every prompt before it reaches the model) never waits for a generation."""
+        with self._counting() as tok:
+            enc = tok.apply_chat_template(normalize_messages(messages), add_generation_prompt=True, return_dict=True)
         return len(enc["input_ids"])
 
     def count_text_tokens(self, text: str) -> int:
         """Tokens of a bare text (a completion), without special tokens."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        with self._counting() as tok:
+            return len(tok.encode(text, add_special_tokens=False))
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[Any]:
+        with self._count_lock:
+            if self._count_tokenizer is None:
+                import copy
+
+                self._count_tokenizer = copy.deepcopy(self.tokenizer)
+            yield self._count_tokenizer
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens (prompt + answer) the model attends to."""
+        return int(self.base_model.config.max_position_embeddings)
+
+    def decode_batch(self) -> Any:
+        """A :class:`~tailorlm.models.continuous.ContinuousBatch` over this model (the service's
+        scheduler drives it; see :mod:`tailorlm.models.continuous`)."""
+        from tailorlm.models.continuous import ContinuousBatch
+
+        return ContinuousBatch(self)
 
     # -- adapters -----------------------------------------------------------------------
 

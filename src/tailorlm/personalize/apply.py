@@ -16,7 +16,7 @@ added to the client's system message, or to the task's when the client sent none
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from tailorlm.errors import ConfigError
 from tailorlm.models.base import GenerationConfig, Generator
 from tailorlm.models.inputs import generate_inputs
 from tailorlm.personalize.pipeline import parse_method_spec
+from tailorlm.personalize.render import context_text
 from tailorlm.personalize.types import PersonalizedInput, Query
 from tailorlm.tasks.base import get_task
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from tailorlm.models.base import Embedder
     from tailorlm.personalize.base import Personalizer
 
-__all__ = ["Generated", "for_conversation", "generate", "personalize_input"]
+__all__ = ["Generated", "for_conversation", "generate", "personalize_input", "trim_context"]
 
 
 @dataclass
@@ -53,6 +54,48 @@ def for_conversation(
     turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
     system = (client_system or get_task(task).system) + pers.context
     return dataclasses.replace(pers, messages=[{"role": "system", "content": system}, *turns])
+
+
+def trim_context(
+    pers: PersonalizedInput,
+    messages: Sequence[Mapping[str, str]],
+    fits: Callable[[PersonalizedInput], bool],
+    *,
+    task: str = "chat",
+) -> PersonalizedInput:
+    """``pers`` for the client's ``messages`` with as many context lines as ``fits`` allows.
+
+    Lines go in the order the renderer kept them (higher-priority blocks first, the most
+    relevant first within a block), so the least relevant are dropped first, never cut
+    mid-line; the usage record lists only what is left and counts the rest as dropped.
+    A binary search over how many lines to keep: ``fits`` is called O(log lines) times.
+    """
+    order = sorted(range(len(pers.blocks)), key=lambda i: -pers.blocks[i].priority)
+    lines = [(bi, item) for bi in order for item in pers.blocks[bi].items]
+
+    def keeping(n: int) -> PersonalizedInput:
+        kept = {bi: [it for b, it in lines[:n] if b == bi] for bi in order}
+        blocks = [dataclasses.replace(b, items=tuple(kept[i])) for i, b in enumerate(pers.blocks) if kept[i]]
+        ids = {(b.kind, it.source_id) for b in blocks for it in b.items}
+        record = dataclasses.replace(
+            pers.record,
+            retrieved=[r for r in pers.record.retrieved if (r["block"], r["id"]) in ids],
+            dropped_items=pers.record.dropped_items + len(lines) - n,
+        )
+        base = dataclasses.replace(pers, blocks=blocks, context=context_text(blocks), record=record)
+        return for_conversation(base, messages, task=task)
+
+    lo, hi = 0, len(lines)  # keeping lo lines fits (or nothing does); keeping hi + 1 does not
+    if fits(full := keeping(hi)):
+        return full
+    hi -= 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(keeping(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return keeping(lo)
 
 
 def personalize_input(

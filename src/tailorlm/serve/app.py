@@ -28,6 +28,7 @@ from tailorlm.serve.middleware import AuthMiddleware, BodyGuardMiddleware, Token
 from tailorlm.serve.routes_keys import router as keys_router
 from tailorlm.serve.routes_openai import router as openai_router
 from tailorlm.serve.routes_users import router as users_router
+from tailorlm.serve.scheduler import Scheduler
 from tailorlm.serve.service import Service
 from tailorlm.settings import Settings, load_settings
 
@@ -80,11 +81,20 @@ def create_app(
     keys = KeyStore(store)
     created = keys.ensure_admin(admin_key)
     memory = MemoryWorker(lambda: _memory_factory(store, engine.generator)) if settings.serve.memory else None
-    service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory)
+    serve = settings.serve
+    scheduler = Scheduler(
+        engine.generator,
+        max_batch_size=serve.max_batch_size,
+        max_queue=serve.max_queue,
+        max_per_key=serve.max_concurrent_per_key,
+        request_timeout_s=serve.request_timeout_s,
+    )
+    service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory, scheduler=scheduler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        scheduler.close()
         if memory is not None:
             memory.stop()
 
@@ -108,7 +118,13 @@ def _build_engine(settings: Settings, store: Store, generator: Generator | None,
         from tailorlm.models import build_embedder
 
         embedder = LazyEmbedder(lambda: build_embedder(settings))  # type: ignore[assignment]
-    return Engine(store, generator, embedder=embedder, pooled_context=settings.serve.pooled_context)
+    return Engine(
+        store,
+        generator,
+        embedder=embedder,
+        pooled_context=settings.serve.pooled_context,
+        max_prompt_tokens=settings.serve.max_prompt_tokens,
+    )
 
 
 def _add_routes(app: FastAPI) -> None:

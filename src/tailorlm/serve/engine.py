@@ -30,16 +30,15 @@ from tailorlm.models.base import (
     Generator,
     Messages,
     count_prompt_tokens,
-    count_text_tokens,
 )
 from tailorlm.models.inputs import ModelInput, generate_inputs
-from tailorlm.personalize.apply import personalize_input
+from tailorlm.personalize.apply import personalize_input, trim_context
 from tailorlm.personalize.pipeline import parse_method_spec
 from tailorlm.personalize.registry import FEATURED_PIPELINES, method_names
 from tailorlm.personalize.types import PersonalizedInput, Query
 from tailorlm.serve.errors import ApiError
 
-__all__ = ["ChatResult", "Engine", "LockedGenerator"]
+__all__ = ["Engine", "LockedGenerator", "Prepared"]
 
 MAX_SPEC_PARTS = 4  # callers choose specs: bound what one request can make the server fit
 MAX_CACHED_SPECS = 32
@@ -75,12 +74,30 @@ class LockedGenerator:
 
 
 @dataclass
-class ChatResult:
-    text: str
+class Prepared:
+    """A chat request ready for the scheduler: the model input and what the response reports."""
+
+    row: ModelInput
     prompt_tokens: int
-    completion_tokens: int
     usage: dict[str, Any] | None  # the ``tailorlm`` extension, when personalized
     known_user: bool = False  # the request named a stored user (its turn goes to memory)
+
+
+#: A bound on the characters one token stands for (SmolLM2's longest token decodes to 81), so
+#: a text of ``chars`` characters has at least ``chars / 128`` tokens: a 900 KB message is
+#: refused on its length before the tokenizer spends half a second on it.
+MAX_CHARS_PER_TOKEN = 128
+
+
+def _too_long(count: str, limit: int, what: str) -> ApiError:
+    return ApiError(
+        400,
+        f"{what} take {count} tokens, over this request's limit of {limit} tokens "
+        "(the model's context minus max_tokens, and at most the server's max_prompt_tokens); "
+        "shorten the messages or lower max_tokens",
+        param="messages",
+        code="context_length_exceeded",
+    )
 
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -102,6 +119,7 @@ class Engine:
         embedder: Embedder | None = None,
         pooled_context: bool = False,
         budget_tokens: int = 1024,
+        max_prompt_tokens: int = 4096,
     ) -> None:
         self.store = store
         if not isinstance(generator, LockedGenerator):
@@ -112,6 +130,7 @@ class Engine:
         self.embedder = embedder
         self.pooled_context = pooled_context
         self.budget_tokens = budget_tokens
+        self.max_prompt_tokens = max_prompt_tokens
         self._methods: OrderedDict[str, Any] = OrderedDict()
         self._methods_lock = threading.Lock()
 
@@ -198,44 +217,69 @@ class Engine:
         _, usage = self.personalize(user_id, "rag-bm25", "overview")
         return usage["scope"], usage["persona_id"]
 
-    # -- generating ---------------------------------------------------------------------------
+    # -- preparing a request for the scheduler -------------------------------------------------
 
-    def complete(self, pers: ModelInput | Messages, config: GenerationConfig) -> tuple[str, int, int]:
-        """(text, prompt tokens, completion tokens), holding the model lock for all three.
+    def prompt_limit(self, max_tokens: int) -> int:
+        """The longest prompt a request with ``max_tokens`` may send: the model's context minus
+        the answer, and at most ``max_prompt_tokens``."""
+        context = getattr(self.generator.inner, "context_length", None)
+        limit = self.max_prompt_tokens
+        if isinstance(context, int):
+            limit = min(limit, context - max_tokens)
+        return limit
 
-        ``pers`` is a personalized input (its adapter and soft prompt are used) or plain
-        messages for the base model."""
-        row = pers if isinstance(pers, ModelInput) else ModelInput([dict(m) for m in pers])
-        gen = self.generator
-        try:
-            with gen.lock:
-                text = generate_inputs(gen.inner, [row], config=config)[0]
-                prompt = count_prompt_tokens(gen.inner, row.messages)
-                completion = count_text_tokens(gen.inner, text)
-        except BackendError as exc:
-            raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        return text, prompt, completion
+    def count(self, messages: Messages) -> int:
+        """Prompt tokens of ``messages`` (the model's tokenizer when it has one), without the
+        model lock. Text far longer than the limit is refused on its length alone, before
+        tokenizing: no token is longer than ``MAX_CHARS_PER_TOKEN`` characters."""
+        return count_prompt_tokens(self.generator.inner, messages)
 
-    def chat(
+    def _check_length(self, messages: Messages, limit: int, *, what: str) -> int:
+        chars = sum(len(str(m.get("content", ""))) for m in messages)
+        if chars // MAX_CHARS_PER_TOKEN > limit:
+            raise _too_long(f"at least {chars // MAX_CHARS_PER_TOKEN}", limit, what)
+        n = self.count(messages)
+        if n > limit:
+            raise _too_long(str(n), limit, what)
+        return n
+
+    def prepare(
         self, user_id: str | None, spec: str | None, messages: list[dict[str, str]], config: GenerationConfig
-    ) -> ChatResult:
-        usage = None
-        row: ModelInput | list[dict[str, str]] = messages
+    ) -> Prepared:
+        """Personalize (when ``spec`` names a method) and bound one chat request.
+
+        The client's own messages are checked first, so an oversized request is refused
+        before any retrieval; then the personalized prompt, whose retrieved context is
+        trimmed (least relevant lines first) when only the context makes it too long.
+
+        Raises:
+            ApiError: 400 for a prompt over :meth:`prompt_limit` (the message gives both
+                numbers), 404 for an unknown user or method.
+        """
+        limit = self.prompt_limit(config.max_new_tokens)
+        if limit < 1:
+            raise ApiError(
+                400,
+                f"max_tokens {config.max_new_tokens} leaves no room for a prompt in the model's context",
+                param="max_tokens",
+            )
+        own = self._check_length(messages, limit, what="the messages")
         known = user_id is not None and spec is None and self.store.has_user(user_id=user_id)
-        if spec is not None:
-            if user_id is None:
-                raise ApiError(400, "a tailorlm/... model needs the 'user' field (or a user-scoped key)", param="user")
-            self.require_user(user_id)
-            text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
-            if not text or not text.strip():
-                raise ApiError(400, "messages need a non-empty user message to personalize for", param="messages")
-            pers = personalize_input(self.method(spec), user_id, messages=messages)
-            row, usage = self._usage(user_id, spec, pers)
-            known = True
-        answer, prompt, completion = self.complete(row, config)
-        return ChatResult(answer, prompt, completion, usage, known_user=known)
+        if spec is None:
+            return Prepared(ModelInput([dict(m) for m in messages]), own, None, known)
+        if user_id is None:
+            raise ApiError(400, "a tailorlm/... model needs the 'user' field (or a user-scoped key)", param="user")
+        self.require_user(user_id)
+        text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+        if not text or not text.strip():
+            raise ApiError(400, "messages need a non-empty user message to personalize for", param="messages")
+        pers = personalize_input(self.method(spec), user_id, messages=messages)
+        n = self.count(pers.messages)
+        if n > limit:
+            pers = trim_context(pers, messages, lambda p: self.count(p.messages) <= limit)
+            n = self._check_length(pers.messages, limit, what="the personalized prompt")
+        row, usage = self._usage(user_id, spec, pers)
+        return Prepared(row, n, usage, True)
 
     def compare(self, user_id: str, spec: str, message: str, max_tokens: int) -> tuple[str, dict[str, Any], str]:
         """Personalized and baseline answers to one message, generated as one batch of two."""

@@ -5,34 +5,38 @@ Any OpenAI client works unchanged: ``model="tailorlm/rag-bm25+profile"`` and
 message is the query), the backend model's own name passes through unpersonalized,
 and the extension field ``tailorlm`` says what personalization was used.
 
-Streaming follows OpenAI's server-sent events (``chat.completion.chunk`` objects,
-then ``data: [DONE]``). The Generator protocol returns whole answers, so the answer
-is generated first and then streamed in word pieces: the wire format is exact, the
-time to first token is the time to the whole answer.
+Every request goes through the service's :class:`~tailorlm.serve.scheduler.Scheduler`: it is
+bounded first (``max_tokens`` up to ``serve.max_tokens``, the prompt after personalization
+within the model's context; 400 otherwise, before the model is touched), then joins the
+running decode batch. Streaming follows OpenAI's server-sent events
+(``chat.completion.chunk`` objects, then ``data: [DONE]``) with text as it is decoded; a
+client that disconnects, streaming or not, cancels its row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
-from tailorlm.serve.engine import ChatResult, stream_pieces
-from tailorlm.serve.errors import ApiError
+from tailorlm.serve.engine import Prepared
+from tailorlm.serve.errors import ApiError, error_body
+from tailorlm.serve.scheduler import Completion, Ticket
 from tailorlm.serve.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 from tailorlm.serve.service import Service, get_principal, get_service
 
 __all__ = ["router"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 }
 router = APIRouter(tags=["openai"], responses=_ERRORS)
 
@@ -89,7 +93,10 @@ def _config(body: ChatCompletionRequest) -> GenerationConfig:
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: Principal = Depends(get_principal),
+    svc: Service = Depends(get_service),
 ) -> Any:
     """Answer a conversation, personalized for ``user`` when ``model`` is ``tailorlm/<spec>``."""
     user_id = body.user if body.user is not None else principal.user_id
@@ -111,38 +118,82 @@ async def chat_completions(
         )
     messages = _plain_messages(body)
     config = _config(body)
-    result: ChatResult = await svc.generate(svc.engine.chat, user_id, spec, messages, config)
-    if user_id is not None and result.known_user:
-        svc.remember(user_id, [*messages, {"role": "assistant", "content": result.text}])
+    bound = svc.settings.serve.max_tokens
+    if config.max_new_tokens > bound:
+        param = "max_tokens" if body.max_tokens is not None else "max_completion_tokens"
+        raise ApiError(400, f"{param} is {config.max_new_tokens}; this server allows at most {bound}", param=param)
+    prepared: Prepared = await svc.generate(svc.engine.prepare, user_id, spec, messages, config)
+    ticket = svc.scheduler.submit(prepared.row, config, key=principal.key_id, prompt_tokens=prepared.prompt_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    finish = "length" if result.completion_tokens >= config.max_new_tokens else "stop"
-    usage = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+
+    def finished(done: Completion) -> dict[str, int]:
+        if user_id is not None and prepared.known_user:
+            svc.remember(user_id, [*messages, {"role": "assistant", "content": done.text}])
+        return {
+            "prompt_tokens": prepared.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": prepared.prompt_tokens + done.completion_tokens,
+        }
+
     if body.stream:
+        try:
+            await _until_disconnect(request, ticket.started(), svc, ticket)
+        except BaseException:
+            svc.scheduler.cancel(ticket)
+            raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _sse(completion_id, body.model, result, finish, usage if include_usage else None)
+        chunks = _sse(completion_id, body.model, prepared, ticket, svc, finished, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    done = await _until_disconnect(request, ticket.result(), svc, ticket)
     response = {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": finish}],
-        "usage": usage,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": done.text}, "finish_reason": done.finish_reason}
+        ],
+        "usage": finished(done),
     }
-    if result.usage is not None:
-        response["tailorlm"] = result.usage
+    if prepared.usage is not None:
+        response["tailorlm"] = prepared.usage
     return response
 
 
+async def _until_disconnect(request: Request, work: Any, svc: Service, ticket: Ticket) -> Any:
+    """Await ``work``; if the client disconnects first, cancel the ticket's row instead.
+
+    The request body has been read, so the next ASGI message is ``http.disconnect``."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        svc.scheduler.cancel(ticket)
+        raise ApiError(499, "the client closed the connection")
+    return task.result()
+
+
 async def _sse(
-    completion_id: str, model: str, result: ChatResult, finish: str, usage: dict[str, int] | None
+    completion_id: str,
+    model: str,
+    prepared: Prepared,
+    ticket: Ticket,
+    svc: Service,
+    finished: Any,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
-    """The answer as SSE chunks. An async generator: Starlette would run a sync one in the
-    thread pool, one thread hop per chunk."""
+    """The answer as SSE chunks while it is decoded. A disconnect cancels this generator
+    (Starlette), and with it the row. An async generator: Starlette would run a sync one in
+    the thread pool, one thread hop per chunk."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
@@ -151,12 +202,24 @@ async def _sse(
         data.update(choices=[choice], **extra)
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    first: dict[str, Any] = {"tailorlm": result.usage} if result.usage is not None else {}
-    yield chunk({"role": "assistant", "content": ""}, **first)
-    for piece in stream_pieces(result.text):
-        yield chunk({"content": piece})
-    yield chunk({}, finish)
-    if usage is not None:
-        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
-        yield f"data: {json.dumps({**data, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
+    try:
+        first: dict[str, Any] = {"tailorlm": prepared.usage} if prepared.usage is not None else {}
+        yield chunk({"role": "assistant", "content": ""}, **first)
+        try:
+            async for piece in ticket:
+                yield chunk({"content": piece})
+        except ApiError as exc:  # e.g. the time limit, after the stream started
+            yield f"data: {json.dumps(error_body(exc.status, exc.message, type=exc.type, code=exc.code))}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        done = ticket.completion
+        assert done is not None
+        usage = finished(done)
+        yield chunk({}, done.finish_reason)
+        if include_usage:
+            data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+            yield f"data: {json.dumps({**data, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if not ticket.done:
+            svc.scheduler.cancel(ticket)

@@ -23,6 +23,7 @@ from tailorlm.serve.auth import KeyStore, Principal
 from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import ApiError
 from tailorlm.serve.memory_worker import MemoryWorker
+from tailorlm.serve.scheduler import Scheduler
 from tailorlm.settings import Settings
 
 __all__ = ["Service", "get_principal", "get_service"]
@@ -41,6 +42,7 @@ class Service:
     engine: Engine
     keys: KeyStore
     memory: MemoryWorker | None
+    scheduler: Scheduler
     _limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
     # SQLite has one writer at a time and makes the others poll with sleeps of up to 100 ms;
     # queueing this process's writers on a lock hands the database over at once instead.
@@ -57,7 +59,8 @@ class Service:
             w.add_all(records)
 
     async def generate(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a model-bound call in a worker thread, never on the event loop."""
+        """Run a model-bound call (personalizing, the workbench's compare) in a worker thread,
+        never on the event loop; chat generation itself goes through :attr:`scheduler`."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(GENERATION_THREADS)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)

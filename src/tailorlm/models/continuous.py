@@ -1,0 +1,281 @@
+"""Continuous batching for the local model: rows join and leave a running decode batch.
+
+What vLLM and TGI do on a GPU, on this CPU backend, with PEFT's per-row ``adapter_names``:
+
+- :meth:`ContinuousBatch.add` prefills one request **alone** (no padding to other rows'
+  lengths, only the last position's logits), samples its first token, and joins its KV
+  cache to the batch's by left-padding the shorter side (masked out).
+- :meth:`ContinuousBatch.step` decodes one token for every row at once: one forward pass
+  with each row's own position ids, attention mask and adapter; each row samples with its
+  own settings and random generator, and stops on its own EOS, stop string or max_tokens.
+- Finished or cancelled rows leave at once (:meth:`ContinuousBatch.remove`); padding columns
+  no remaining row needs are cut off, so a long prompt that left does not slow the others.
+
+Greedy rows give the tokens a one-at-a-time :meth:`TransformersGenerator.generate` gives in
+fp32 (the padding is masked, positions are per row). :class:`TextStream` turns a row's
+growing decoded text into safe-to-show deltas; the fake decoder in :mod:`tailorlm.testing`
+shares it, so tests of the scheduler see the same stop and whitespace rules.
+
+The batch is not thread-safe: one scheduler thread owns it and holds the generator's lock
+around each call (other users of the model interleave between steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tailorlm.models.base import BASE_ADAPTER, GenerationConfig, cut_at_stop, normalize_messages
+
+if TYPE_CHECKING:
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.models.local import TransformersGenerator
+
+__all__ = ["ContinuousBatch", "DecodeBatch", "RowEvent", "TextStream"]
+
+
+@dataclass(frozen=True)
+class RowEvent:
+    """What one row produced in one call: new text, and whether (and why) it finished."""
+
+    row_id: int
+    delta: str
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
+    text: str | None = None  # the whole answer, once finished
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+
+
+class DecodeBatch(Protocol):
+    """A running batch a scheduler drives one call at a time (see the module docstring)."""
+
+    def add(self, row_id: int, row: ModelInput, config: GenerationConfig) -> list[RowEvent]: ...
+
+    def step(self) -> list[RowEvent]: ...
+
+    def remove(self, row_id: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class TextStream:
+    """A row's answer as it grows: the text to show so far, with what may still change held back.
+
+    The final answer is ``cut_at_stop(text, stop).strip()``, as :meth:`generate` returns it;
+    deltas concatenate to exactly that. Held back until the next token decides: trailing
+    whitespace (the answer is stripped), a trailing partial UTF-8 character, and a suffix
+    that could be the start of a stop string.
+    """
+
+    def __init__(self, stop: Sequence[str] = ()) -> None:
+        self.stop = tuple(stop)
+        self.sent = 0
+
+    def update(self, text: str, *, final: bool = False) -> tuple[str, bool]:
+        """(delta to emit, whether a stop string ended the answer) for the decoded ``text``."""
+        cut = cut_at_stop(text, self.stop)
+        stopped = len(cut) < len(text) or any(s in text for s in self.stop)
+        shown = cut.strip() if (stopped or final) else self._settled(cut.lstrip())
+        delta = shown[self.sent :]
+        self.sent = max(self.sent, len(shown))
+        return delta, stopped
+
+    def _settled(self, text: str) -> str:
+        text = text.rstrip().rstrip("\ufffd")
+        hold = 0
+        for s in self.stop:  # the longest suffix of text that is a proper prefix of a stop string
+            for n in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:n]):
+                    hold = n
+                    break
+        return text[: len(text) - hold].rstrip()
+
+
+@dataclass
+class _Row:
+    row_id: int
+    adapter: str
+    config: GenerationConfig
+    prompt_tokens: int
+    length: int  # tokens of this row in the cache (= position id of next_token)
+    next_token: int = -1
+    tokens: list[int] = field(default_factory=list)
+    stream: TextStream = field(default_factory=TextStream)
+    rng: Any = None
+    warpers: Any = None
+
+
+class ContinuousBatch:
+    """The continuous decode batch over a :class:`TransformersGenerator` (module docstring)."""
+
+    def __init__(self, generator: TransformersGenerator) -> None:
+        self.gen = generator
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, cache columns): 0 = left padding, 1 = a real token
+        eos = generator.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.eos.add(generator.tokenizer.eos_token_id)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- joining ----------------------------------------------------------------------------
+
+    def add(self, row_id: int, row: ModelInput, config: GenerationConfig) -> list[RowEvent]:
+        """Prefill ``row`` alone, sample its first token and join it to the batch."""
+        import torch
+        from transformers import DynamicCache
+
+        gen = self.gen
+        if row.adapter is not None and row.adapter not in gen.adapters:
+            raise ValueError(f"unknown adapter {row.adapter!r}; loaded: {gen.adapters}")
+        ids = gen.tokenizer.apply_chat_template(
+            normalize_messages(row.messages), add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        soft = gen._resolve_soft([row.soft_prompt], 1)[0]
+        cache = DynamicCache(config=gen.base_model.config)
+        with gen._eval_mode(), torch.inference_mode():
+            if soft is None:
+                inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=gen.device)}
+            else:
+                tok = gen.model.get_input_embeddings()(torch.tensor(ids, device=gen.device))
+                inputs = {"inputs_embeds": torch.cat([soft, tok], dim=0)[None]}
+            length = len(ids) + (0 if soft is None else soft.shape[0])
+            out = gen.model(
+                **inputs,
+                attention_mask=torch.ones(1, length, dtype=torch.long, device=gen.device),
+                position_ids=torch.arange(length, device=gen.device)[None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **self._adapter_kwargs([row.adapter or BASE_ADAPTER]),
+            )
+        state = _Row(row_id, row.adapter or BASE_ADAPTER, config, length, length, stream=TextStream(config.stop))
+        state.rng, state.warpers = _sampler(config, gen.device)
+        self._join(out.past_key_values, state)
+        return [self._advance(state, out.logits[0, -1])]
+
+    def _join(self, cache: Any, state: _Row) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        layers = cache.layers
+        if any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+            raise NotImplementedError("continuous batching needs full-attention layers (no sliding window)")
+        ones = torch.ones(1, state.length, dtype=torch.long, device=self.gen.device)
+        if self.cache is None:
+            self.cache, self.mask, self.rows = cache, ones, [state]
+            return
+        width, new = self.mask.shape[1], state.length
+        total = max(width, new)
+        for mine, theirs in zip(self.cache.layers, layers, strict=True):
+            mine.keys = torch.cat(
+                [F.pad(mine.keys, (0, 0, total - width, 0)), F.pad(theirs.keys, (0, 0, total - new, 0))]
+            )
+            mine.values = torch.cat(
+                [F.pad(mine.values, (0, 0, total - width, 0)), F.pad(theirs.values, (0, 0, total - new, 0))]
+            )
+        self.mask = torch.cat([F.pad(self.mask, (total - width, 0)), F.pad(ones, (total - new, 0))])
+        self.rows.append(state)
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def step(self) -> list[RowEvent]:
+        """One new token for every row; finished rows leave the batch."""
+        import torch
+
+        if not self.rows:
+            return []
+        gen = self.gen
+        dev = gen.device
+        mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.long, device=dev)], dim=1)
+        with gen._eval_mode(), torch.inference_mode():
+            out = gen.model(
+                input_ids=torch.tensor([[r.next_token] for r in self.rows], device=dev),
+                attention_mask=mask,
+                position_ids=torch.tensor([[r.length] for r in self.rows], device=dev),
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **self._adapter_kwargs([r.adapter for r in self.rows]),
+            )
+        self.cache, self.mask = out.past_key_values, mask
+        events = []
+        for i, r in enumerate(list(self.rows)):
+            r.length += 1
+            events.append(self._advance(r, out.logits[i, -1]))
+        return events
+
+    def _advance(self, r: _Row, logits: Any) -> RowEvent:
+        """Sample ``r``'s next token from ``logits``, update its text; remove it when done."""
+        import torch
+
+        with torch.inference_mode():
+            scores = logits.float()[None]
+            if r.warpers is None:
+                token = int(scores.argmax(dim=-1))
+            else:
+                for warp in r.warpers:
+                    scores = warp(None, scores)
+                token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=r.rng))
+        eos = token in self.eos
+        if not eos:
+            r.tokens.append(token)
+        r.next_token = token
+        length = len(r.tokens) >= r.config.max_new_tokens
+        text = self.gen.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        delta, stopped = r.stream.update(text, final=eos or length)
+        if not (eos or stopped or length):
+            return RowEvent(r.row_id, delta, prompt_tokens=r.prompt_tokens)
+        self.remove(r.row_id)
+        reason = "length" if length and not (eos or stopped) else "stop"
+        final = cut_at_stop(text, r.config.stop).strip()
+        return RowEvent(r.row_id, delta, True, reason, final, len(r.tokens), r.prompt_tokens)
+
+    def remove(self, row_id: int) -> None:
+        """Drop a row (finished or cancelled) and the padding columns nobody needs any more."""
+        import torch
+
+        keep = [i for i, r in enumerate(self.rows) if r.row_id != row_id]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        self.rows = [self.rows[i] for i in keep]
+        index = torch.tensor(keep, device=self.gen.device)
+        self.mask = self.mask[index]
+        lead = self.mask.shape[1] - max(r.length for r in self.rows)
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, lead:]
+            layer.values = layer.values[index, :, lead:]
+        self.mask = self.mask[:, lead:]
+
+    def _adapter_kwargs(self, names: list[str]) -> dict[str, Any]:
+        """PEFT's per-row adapters when any adapter is loaded (``__base__`` = none)."""
+        return {"adapter_names": names} if self.gen._peft_wrapped else {}
+
+
+def _sampler(config: GenerationConfig, device: str) -> tuple[Any, Any]:
+    """(random generator, logits warpers) for a sampling row; (None, None) when greedy.
+
+    Each row has its own generator, so a seeded request gives the same answer whatever
+    else is in the batch. Like :meth:`TransformersGenerator.generate`: no top-k cut.
+    """
+    if config.greedy:
+        return None, None
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    rng = torch.Generator(device=device)
+    if config.seed is not None:
+        rng.manual_seed(config.seed)
+    else:
+        rng.seed()
+    warpers = [TemperatureLogitsWarper(config.temperature)]
+    if config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(config.top_p))
+    return rng, warpers

@@ -1,0 +1,360 @@
+"""Between the routes and the model: admission, continuous batching, cancellation, time limits.
+
+A route hands :meth:`Scheduler.submit` one personalized row (messages, adapter, soft prompt)
+and its decoding settings and gets a :class:`Ticket`: an async stream of text deltas that
+ends with the finished answer. One scheduler thread owns the model's decode batch
+(:class:`~tailorlm.models.continuous.ContinuousBatch` for the local model) and loops:
+
+1. drop cancelled and timed-out rows (a client that disconnected, a request past
+   ``request_timeout_s``) from the queue and the batch;
+2. admit waiting requests in FIFO order while the batch has room, each prefilled alone,
+   up to ``prefill_tokens`` of prompt per loop (at least one request), so a burst of long
+   prompts cannot hold the running rows for long;
+3. decode one token for every running row and hand each ticket its delta.
+
+The generator's lock is held for one prefill or one decode step at a time, so other users
+of the model (memory extraction, the workbench's compare) interleave between steps.
+
+Admission is bounded: at most ``max_per_key`` requests in flight per API key (429), at most
+``max_queue`` waiting (429 with ``Retry-After``). A generator without a decode batch (an
+HTTP backend, which batches on its own server) runs each request whole in a pool of
+``max_batch_size`` threads under the same admission rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tailorlm.errors import BackendError
+from tailorlm.models.base import GenerationConfig, count_text_tokens
+from tailorlm.models.continuous import DecodeBatch, RowEvent
+from tailorlm.models.inputs import ModelInput, generate_inputs
+from tailorlm.serve.errors import ApiError
+
+__all__ = ["Completion", "Scheduler", "SchedulerStats", "Ticket"]
+
+log = logging.getLogger("tailorlm.serve")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    running: int  # rows in the decode batch
+    queued: int
+    in_flight: int  # queued + running, all keys
+    steps: int  # decode steps since start
+    max_batch_seen: int
+
+
+class Ticket:
+    """One request's handle: ``async for delta in ticket`` streams, ``await ticket.result()`` waits.
+
+    Created on the event loop; the scheduler thread feeds it through ``call_soon_threadsafe``.
+    ``cancel()`` (a disconnect) removes the row before the next decode step.
+    """
+
+    def __init__(self, row_id: int, row: ModelInput, config: GenerationConfig, key: str | None) -> None:
+        self.row_id, self.row, self.config, self.key = row_id, row, config, key
+        self.created = time.monotonic()
+        self.deadline = math.inf
+        self.first_token_at: float | None = None
+        self.prompt_tokens: int | None = None
+        self.cancelled = False
+        self.done = False
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[RowEvent | BaseException] = asyncio.Queue()
+        self._peeked: RowEvent | BaseException | None = None
+        self._completion: Completion | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    # called from the scheduler thread
+    def _push(self, item: RowEvent | BaseException) -> None:
+        if isinstance(item, RowEvent) and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if isinstance(item, BaseException) or item.finished:
+            self.done = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+
+    async def started(self) -> None:
+        """Wait for the first token (or raise the request's error): a streaming route answers
+        200 only once the row is really running."""
+        if self._peeked is None and self._completion is None:
+            self._peeked = await self._events.get()
+        if isinstance(self._peeked, BaseException):
+            raise self._peeked
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while self._completion is None:
+            if self._peeked is not None:
+                item, self._peeked = self._peeked, None
+            else:
+                item = await self._events.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item.finished:
+                self._completion = Completion(item.text or "", item.finish_reason or "stop", item.completion_tokens)
+            if item.delta:
+                yield item.delta
+
+    async def result(self) -> Completion:
+        """The whole answer (drains the stream)."""
+        async for _ in self:
+            pass
+        assert self._completion is not None
+        return self._completion
+
+    @property
+    def completion(self) -> Completion | None:
+        return self._completion
+
+
+class Scheduler:
+    """See the module docstring. ``generator`` is the engine's :class:`LockedGenerator`."""
+
+    def __init__(
+        self,
+        generator: Any,
+        *,
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        max_per_key: int = 4,
+        request_timeout_s: float = 300.0,
+        prefill_tokens: int = 1024,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 0 or max_per_key < 1 or request_timeout_s <= 0:
+            raise ValueError("max_batch_size and max_per_key must be >= 1, max_queue >= 0, request_timeout_s > 0")
+        self.generator = generator
+        self.max_batch_size, self.max_queue, self.max_per_key = max_batch_size, max_queue, max_per_key
+        self.request_timeout_s, self.prefill_tokens = request_timeout_s, prefill_tokens
+        make = getattr(generator.inner, "decode_batch", None)
+        self._batch: DecodeBatch | None = make() if callable(make) else None
+        self._pool = None if self._batch is not None else ThreadPoolExecutor(max_batch_size, "tailorlm-generate")
+        self._cond = threading.Condition()
+        self._queue: deque[Ticket] = deque()
+        self._running: dict[int, Ticket] = {}
+        self._per_key: Counter[str] = Counter()
+        self._ids = itertools.count()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._steps = 0
+        self._max_batch_seen = 0
+        self._seconds_per_request = 1.0  # running mean, for Retry-After
+
+    @property
+    def continuous(self) -> bool:
+        return self._batch is not None
+
+    def stats(self) -> SchedulerStats:
+        with self._cond:
+            running = len(self._running)
+            queued = len(self._queue)
+            return SchedulerStats(running, queued, running + queued, self._steps, self._max_batch_seen)
+
+    # -- admission (event loop) -------------------------------------------------------------
+
+    def submit(
+        self, row: ModelInput, config: GenerationConfig, *, key: str | None = None, prompt_tokens: int | None = None
+    ) -> Ticket:
+        """Queue one request; raises ApiError(429) past the per-key cap or the queue bound.
+
+        ``prompt_tokens`` (counted by the caller, who bounds it) sizes the prefill budget."""
+        with self._cond:
+            if self._closed:
+                raise ApiError(503, "the server is shutting down", type="server_error")
+            if key is not None and self._per_key[key] >= self.max_per_key:
+                raise ApiError(
+                    429,
+                    f"this API key already has {self._per_key[key]} requests in flight (at most {self.max_per_key}); "
+                    "wait for one to finish",
+                    code="too_many_concurrent_requests",
+                    headers={"Retry-After": "1"},
+                )
+            waiting = len(self._queue) + max(0, len(self._running) - self.max_batch_size + 1)
+            if len(self._queue) >= self.max_queue and len(self._running) >= self.max_batch_size:
+                retry = max(1, math.ceil(waiting * self._seconds_per_request / self.max_batch_size))
+                raise ApiError(
+                    429,
+                    f"the server is at capacity ({len(self._running)} running, {len(self._queue)} queued, "
+                    f"queue limit {self.max_queue}); retry in about {retry} s",
+                    code="server_busy",
+                    headers={"Retry-After": str(retry)},
+                )
+            ticket = Ticket(next(self._ids), row, config, key)
+            ticket.deadline = ticket.created + self.request_timeout_s
+            ticket.prompt_tokens = prompt_tokens
+            if key is not None:
+                self._per_key[key] += 1
+            if self._pool is not None:
+                self._running[ticket.row_id] = ticket
+                self._pool.submit(self._run_whole, ticket)
+            else:
+                self._queue.append(ticket)
+                self._ensure_thread()
+                self._cond.notify()
+            return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Stop ``ticket``'s row at the next step (a disconnected client)."""
+        with self._cond:
+            ticket.cancel()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="tailorlm-scheduler", daemon=True)
+            self._thread.start()
+
+    def _release(self, ticket: Ticket) -> None:
+        """Forget a finished/cancelled ticket (caller holds the condition)."""
+        self._running.pop(ticket.row_id, None)
+        if ticket.key is not None:
+            self._per_key[ticket.key] -= 1
+            if self._per_key[ticket.key] <= 0:
+                del self._per_key[ticket.key]
+        seconds = time.monotonic() - ticket.created
+        self._seconds_per_request = 0.9 * self._seconds_per_request + 0.1 * seconds
+
+    # -- the decode loop (scheduler thread) -----------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._queue and not self._running:
+                    self._cond.wait()
+                if self._closed:
+                    self._fail_all(ApiError(503, "the server is shutting down", type="server_error"))
+                    return
+                self._reap()
+                admit = self._admissible()
+            for ticket in admit:
+                self._call(lambda t=ticket: self._batch.add(t.row_id, t.row, t.config), [ticket])
+            if self._running:
+                self._call(self._batch.step, list(self._running.values()))
+
+    def _reap(self) -> None:
+        """Drop cancelled and timed-out rows from the queue and the batch (condition held)."""
+        now = time.monotonic()
+        for ticket in [*self._queue, *self._running.values()]:
+            expired = now > ticket.deadline
+            if not (ticket.cancelled or expired):
+                continue
+            if ticket.row_id in self._running:
+                self._batch.remove(ticket.row_id)  # type: ignore[union-attr]
+            else:
+                self._queue.remove(ticket)
+            self._release(ticket)
+            if expired and not ticket.cancelled:
+                ticket._push(
+                    ApiError(
+                        504,
+                        f"the request took longer than the server's limit of {self.request_timeout_s:g} s "
+                        "and was cancelled",
+                        type="timeout_error",
+                        code="request_timeout",
+                    )
+                )
+
+    def _admissible(self) -> list[Ticket]:
+        """Waiting tickets to prefill now, FIFO (condition held; they move to running)."""
+        out: list[Ticket] = []
+        budget = self.prefill_tokens
+        while self._queue and len(self._running) < self.max_batch_size:
+            head = self._queue[0]
+            cost = head.prompt_tokens if head.prompt_tokens is not None else self.prefill_tokens
+            if out and cost > budget:
+                break
+            ticket = self._queue.popleft()
+            budget -= cost
+            self._running[ticket.row_id] = ticket
+            out.append(ticket)
+        self._max_batch_seen = max(self._max_batch_seen, len(self._running))
+        return out
+
+    def _call(self, fn: Any, tickets: list[Ticket]) -> None:
+        """Run one prefill or step under the model lock and deliver its events."""
+        try:
+            with self.generator.lock:
+                events = fn()
+        except Exception as exc:  # a failed row must not stop the loop for everyone
+            log.exception("generation failed for %d row(s)", len(tickets))
+            err = _api_error(exc)
+            with self._cond:
+                for t in tickets:
+                    if self._batch is not None:
+                        self._batch.remove(t.row_id)
+                    if t.row_id in self._running:
+                        self._release(t)
+                    t._push(err)
+            return
+        with self._cond:
+            self._steps += 1
+            for ev in events:
+                ticket = self._running.get(ev.row_id)
+                if ticket is None:
+                    continue
+                if ev.finished:
+                    self._release(ticket)
+                ticket._push(ev)
+
+    def _fail_all(self, err: ApiError) -> None:
+        for ticket in [*self._queue, *self._running.values()]:
+            ticket._push(err)
+        self._queue.clear()
+        self._running.clear()
+
+    # -- whole requests (generators without a decode batch) ------------------------------------
+
+    def _run_whole(self, ticket: Ticket) -> None:
+        try:
+            if ticket.cancelled:
+                raise ApiError(499, "cancelled")
+            with self.generator.lock:
+                text = generate_inputs(self.generator.inner, [ticket.row], config=ticket.config)[0]
+            tokens = count_text_tokens(self.generator.inner, text)
+            reason = "length" if tokens >= ticket.config.max_new_tokens else "stop"
+            event: RowEvent | BaseException = RowEvent(ticket.row_id, text, True, reason, text, tokens)
+        except Exception as exc:
+            event = _api_error(exc)
+        with self._cond:
+            self._release(ticket)
+        ticket._push(event)
+
+
+def _api_error(exc: Exception) -> Exception:
+    """What the waiting route raises: a backend outage is a 502, a bad row (an unknown
+    adapter) a 400; anything else is raised as it is, for the app's catch-all (a 500 that
+    names only the exception's class)."""
+    if isinstance(exc, BackendError):
+        return ApiError(502, f"the model backend failed: {exc}", type="server_error")
+    if isinstance(exc, ValueError):
+        return ApiError(400, str(exc))
+    return exc

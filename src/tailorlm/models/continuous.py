@@ -203,11 +203,10 @@ class ContinuousBatch:
                 **self._adapter_kwargs([r.adapter for r in self.rows]),
             )
         self.cache, self.mask = out.past_key_values, mask
-        events = []
-        for i, r in enumerate(list(self.rows)):
+        rows = list(self.rows)
+        for r in rows:  # every row's length first: a row leaving below trims by the others' lengths
             r.length += 1
-            events.append(self._advance(r, out.logits[i, -1]))
-        return events
+        return [self._advance(r, out.logits[i, -1]) for i, r in enumerate(rows)]
 
     def _advance(self, r: _Row, logits: Any) -> RowEvent:
         """Sample ``r``'s next token from ``logits``, update its text; remove it when done."""

@@ -136,8 +136,8 @@ async def chat_completions(
         }
 
     if body.stream:
-        try:
-            await _until_disconnect(request, ticket.started(), svc, ticket)
+        try:  # a disconnect from here on ends the stream (Starlette), and _sse cancels the row
+            await ticket.started()
         except BaseException:
             svc.scheduler.cancel(ticket)
             raise

@@ -1,0 +1,134 @@
+"""The continuous decode batch on the real model: rows with different adapters (or none) join
+at different steps and leave on their own, and greedy answers equal one-at-a-time answers (fp32).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tailorlm.models import TransformersGenerator
+from tailorlm.models.base import GenerationConfig
+from tailorlm.models.continuous import ContinuousBatch
+from tailorlm.models.inputs import ModelInput
+
+ROWS = [
+    ModelInput([{"role": "user", "content": "Name three colours."}], "cb-a"),
+    ModelInput(
+        [{"role": "system", "content": "Answer briefly. " * 20}, {"role": "user", "content": "Why is the sky blue?"}]
+    ),
+    ModelInput([{"role": "user", "content": "Write one sentence about guitars."}], "cb-b"),
+    ModelInput([{"role": "user", "content": "Give me a title for a review of a capo."}], "cb-a"),
+]
+
+
+@pytest.fixture(scope="module")
+def two_adapters(
+    smollm: TransformersGenerator, random_lora: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """The session's random LoRA as ``cb-a`` and a second one (other seed) as ``cb-b``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(smollm.path, local_files_only=True)
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        other = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    path = tmp_path_factory.mktemp("lora-b") / "random-r2-seed1"
+    other.save_pretrained(path)
+    smollm.add_adapter("cb-a", random_lora)
+    smollm.add_adapter("cb-b", path)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            smollm.delete_adapter("cb-a")
+            smollm.delete_adapter("cb-b")
+
+
+def test_rows_joining_and_leaving_give_the_one_at_a_time_greedy_answers(
+    smollm: TransformersGenerator, two_adapters: None
+) -> None:
+    configs = [GenerationConfig(max_new_tokens=n) for n in (10, 14, 6, 12)]
+    configs[3] = GenerationConfig(max_new_tokens=12, stop=("\n",))
+    alone = [smollm.generate([r.messages], config=c, adapter=r.adapter)[0] for r, c in zip(ROWS, configs, strict=True)]
+
+    batch = ContinuousBatch(smollm)
+    streamed = {i: "" for i in range(len(ROWS))}
+    final: dict[int, str] = {}
+    sizes = []
+
+    def take(events: list) -> None:
+        for ev in events:
+            streamed[ev.row_id] += ev.delta
+            if ev.finished:
+                final[ev.row_id] = ev.text
+                assert ev.completion_tokens <= configs[ev.row_id].max_new_tokens
+
+    waiting = list(range(len(ROWS)))
+    step = 0
+    while waiting or len(batch):
+        if waiting and step % 2 == 0:  # a new row joins every other step
+            i = waiting.pop(0)
+            take(batch.add(i, ROWS[i], configs[i]))
+        sizes.append(len(batch))
+        take(batch.step())
+        step += 1
+
+    assert [final[i] for i in range(len(ROWS))] == alone
+    assert [streamed[i] for i in range(len(ROWS))] == alone  # the deltas add up to the answer
+    assert max(sizes) >= 3  # rows really shared decode steps
+    assert batch.cache is None and batch.mask is None  # everything left
+
+
+def test_a_removed_row_frees_its_padding(smollm: TransformersGenerator) -> None:
+    batch = ContinuousBatch(smollm)
+    long = ModelInput([{"role": "user", "content": "Summarize: " + "The guitar has six strings. " * 30}])
+    short = ModelInput([{"role": "user", "content": "Hi"}])
+    batch.add(0, short, GenerationConfig(max_new_tokens=50))
+    batch.add(1, long, GenerationConfig(max_new_tokens=50))
+    wide = batch.mask.shape[1]
+    assert len(batch) == 2 and wide > 150
+    batch.step()
+    batch.remove(1)
+    assert len(batch) == 1
+    assert batch.mask.shape[1] < wide / 4  # only the short row's columns are left
+    assert int(batch.mask.sum()) == batch.mask.shape[1]  # and none of them is padding
+    assert batch.cache.layers[0].keys.shape[2] == batch.mask.shape[1]
+
+
+def test_an_unknown_adapter_is_refused_before_prefill(smollm: TransformersGenerator) -> None:
+    batch = ContinuousBatch(smollm)
+    with pytest.raises(ValueError, match="unknown adapter 'nope'"):
+        batch.add(0, ModelInput([{"role": "user", "content": "Hi"}], "nope"), GenerationConfig())
+    assert len(batch) == 0
+
+
+def test_seeded_sampling_does_not_depend_on_batch_mates(smollm: TransformersGenerator) -> None:
+    sampled = GenerationConfig(max_new_tokens=8, temperature=0.9, seed=7)
+    row = ModelInput([{"role": "user", "content": "Tell me a fact."}])
+
+    def run(mates: int) -> str:
+        batch = ContinuousBatch(smollm)
+        for j in range(mates):
+            batch.add(
+                100 + j,
+                ModelInput([{"role": "user", "content": f"Count to {j + 3}."}]),
+                GenerationConfig(max_new_tokens=8),
+            )
+        out = {}
+        for ev in batch.add(0, row, sampled):
+            out[ev.row_id] = ev
+        while 0 not in out or not out[0].finished:
+            for ev in batch.step():
+                if ev.row_id == 0:
+                    out[0] = ev
+        return out[0].text
+
+    assert run(0) == run(2)

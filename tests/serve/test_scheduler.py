@@ -1,0 +1,226 @@
+"""The scheduler behind the chat route, with the fake generator's decode batch (one word per step).
+
+Real sockets, the real app; what the model would compute is the fake's, so these tests are
+about admission, joining and leaving the batch, cancellation, bounds and time limits. The
+real model's batch is tested in ``tests/models/test_continuous.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serve_harness import Live, live_server
+
+from tailorlm.models.continuous import TextStream
+from tailorlm.testing import FakeGenerator
+
+LONG = " ".join(f"w{i}" for i in range(400))  # the fake answers with the message, one word per step
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll a condition the server reaches on its own (not a sleep that hopes for a race)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _scheduler(server: Live) -> Any:
+    return server.app.state.service.scheduler
+
+
+def _chat(content: str, **kw: Any) -> dict[str, Any]:
+    return {"model": "fake", "messages": [{"role": "user", "content": content}], **kw}
+
+
+def _stream_text(lines: list[str]) -> str:
+    out = ""
+    for line in lines:
+        if line.startswith("data: {"):
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            out += choices[0].get("delta", {}).get("content") or ""
+    return out
+
+
+# -- the text stream ------------------------------------------------------------------------------
+
+
+def test_text_stream_concatenates_to_the_stripped_answer_and_holds_back_stop_prefixes() -> None:
+    stream = TextStream(stop=("END",))
+    pieces = []
+    for text in (" Hello", " Hello wor", " Hello world E", " Hello world EN", " Hello world ENDED"):
+        delta, stopped = stream.update(text)
+        pieces.append(delta)
+    assert stopped
+    assert pieces == ["Hello", " wor", "ld", "", ""]  # " E" and " EN" may start the stop string: held
+    assert "".join(pieces) == "Hello world"
+
+    stream = TextStream(stop=("END",))
+    assert stream.update("Go E") == ("Go", False)
+    assert stream.update("Go Eagles ", final=True) == (" Eagles", False)  # it was not the stop after all
+
+
+def test_text_stream_holds_a_partial_character() -> None:
+    stream = TextStream()
+    assert stream.update("caf\ufffd") == ("caf", False)
+    assert stream.update("café!", final=True) == ("é!", False)
+
+
+# -- batching ----------------------------------------------------------------------------------------
+
+
+def test_concurrent_streaming_and_plain_requests_share_decode_steps(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.005)
+    with live_server(tmp_path, generator=fake, memory=False) as server:
+        results: dict[int, str] = {}
+
+        def ask(i: int) -> None:
+            words = " ".join(f"r{i}w{j}" for j in range(30))
+            with server.admin() as c:
+                if i % 2:
+                    with c.stream("POST", "/v1/chat/completions", json=_chat(words, stream=True)) as r:
+                        assert r.status_code == 200
+                        results[i] = _stream_text(list(r.iter_lines()))
+                else:
+                    results[i] = c.post("/v1/chat/completions", json=_chat(words)).json()["choices"][0]["message"][
+                        "content"
+                    ]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        sizes = _scheduler(server)._batch.sizes
+    assert results == {i: "echo: " + " ".join(f"r{i}w{j}" for j in range(30)) for i in range(4)}
+    assert max(sizes) >= 2  # rows decoded together
+    assert sizes[-1] == 1  # and left one by one
+
+
+def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False) as server:
+        sched = _scheduler(server)
+        with server.admin() as c, c.stream("POST", "/v1/chat/completions", json=_chat(LONG, stream=True)) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")  # the role chunk
+            next(lines)
+            assert sched.stats().running == 1
+        # the client is gone: the row leaves the batch long before its 400 words are decoded
+        _wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
+        steps = len(sched._batch.sizes)
+        assert steps < 200
+        with server.admin() as c:  # and the server goes on serving
+            assert (
+                c.post("/v1/chat/completions", json=_chat("still there?")).json()["choices"][0]["message"]["content"]
+                == "echo: still there?"
+            )
+
+
+def test_a_disconnecting_plain_request_cancels_its_row(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False) as server:
+        sched = _scheduler(server)
+        with server.admin() as c, pytest.raises(httpx.ReadTimeout):
+            c.post("/v1/chat/completions", json=_chat(LONG, max_tokens=400), timeout=0.5)
+        _wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
+        assert len(sched._batch.sizes) < 200
+
+
+# -- admission ----------------------------------------------------------------------------------------
+
+
+def test_per_key_concurrency_cap_answers_429(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False, max_concurrent_per_key=1) as server:
+        with server.as_user("alice") as c, c.stream("POST", "/v1/chat/completions", json=_chat(LONG, stream=True)) as r:
+            lines = r.iter_lines()  # kept: closing this generator would close the response
+            next(lines)
+            second = server.as_user("alice").post("/v1/chat/completions", json=_chat("me again"))
+            other = server.as_user("bob").post("/v1/chat/completions", json=_chat("hello"))
+        assert second.status_code == 429
+        error = second.json()["error"]
+        assert error["code"] == "too_many_concurrent_requests" and "at most 1" in error["message"]
+        assert other.status_code == 200  # the cap is per key
+
+
+def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.01)
+    settings = {"max_batch_size": 1, "max_queue": 1}
+    with live_server(tmp_path, generator=fake, memory=False, **settings) as server:
+        sched = _scheduler(server)
+        queued: list[int] = []
+        with server.admin() as c, c.stream("POST", "/v1/chat/completions", json=_chat(LONG, stream=True)) as r:
+            lines = r.iter_lines()  # kept: closing this generator would close the response
+            next(lines)
+            waiter = threading.Thread(
+                target=lambda: queued.append(server.admin().post("/v1/chat/completions", json=_chat("b")).status_code)
+            )
+            waiter.start()
+            _wait_for(lambda: sched.stats().queued == 1, "the second request to queue")
+            third = server.admin().post("/v1/chat/completions", json=_chat("c"))
+        waiter.join(30)
+    assert third.status_code == 429 and third.json()["error"]["code"] == "server_busy"
+    assert int(third.headers["Retry-After"]) >= 1
+    assert queued == [200]  # the queued request ran once the first left
+
+
+# -- bounds ------------------------------------------------------------------------------------------------
+
+
+def test_over_long_prompt_is_refused_with_both_numbers_before_the_model(tmp_path: Path) -> None:
+    fake = FakeGenerator()
+    with live_server(tmp_path, generator=fake, memory=False, max_prompt_tokens=50) as server, server.admin() as c:
+        r = c.post("/v1/chat/completions", json=_chat(" ".join(["word"] * 80)))
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+        assert "80 tokens" in error["message"] and "limit of 50 tokens" in error["message"]
+        start = time.perf_counter()
+        huge = c.post("/v1/chat/completions", json=_chat("x" * 900_000))
+        assert huge.status_code == 400 and "at least" in huge.json()["error"]["message"]
+        assert time.perf_counter() - start < 1.0
+        assert fake.calls == []  # the model never saw either
+
+
+def test_max_tokens_beyond_the_bound_is_refused(tmp_path: Path) -> None:
+    with live_server(tmp_path, memory=False, max_tokens=64) as server, server.admin() as c:
+        r = c.post("/v1/chat/completions", json=_chat("hi", max_tokens=65))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+        assert "at most 64" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json=_chat("hi", max_completion_tokens=65))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_completion_tokens"
+        assert c.post("/v1/chat/completions", json=_chat("hi", max_tokens=64)).status_code == 200
+
+
+def test_personalized_context_is_trimmed_to_fit_before_refusing(tmp_path: Path) -> None:
+    with live_server(tmp_path, memory=False) as server, server.as_user("alice") as c:
+        body = {"model": "tailorlm/rag-bm25", "messages": [{"role": "user", "content": "Which strings for my guitar?"}]}
+        full = c.post("/v1/chat/completions", json=body).json()
+        used, kept = full["usage"]["prompt_tokens"], len(full["tailorlm"]["retrieved"])
+        assert kept >= 2
+        server.app.state.service.engine.max_prompt_tokens = used - 1
+        trimmed = c.post("/v1/chat/completions", json=body)
+        assert trimmed.status_code == 200
+        assert trimmed.json()["usage"]["prompt_tokens"] <= used - 1
+        assert 1 <= len(trimmed.json()["tailorlm"]["retrieved"]) < kept
+        assert trimmed.json()["tailorlm"]["dropped_items"] > full["tailorlm"]["dropped_items"]
+        server.app.state.service.engine.max_prompt_tokens = 4  # not even the message fits
+        assert c.post("/v1/chat/completions", json=body).status_code == 400
+
+
+def test_a_request_past_the_time_limit_is_cancelled_with_504(tmp_path: Path) -> None:
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False, request_timeout_s=0.3) as server, server.admin() as c:
+        r = c.post("/v1/chat/completions", json=_chat(LONG, max_tokens=400))
+        assert r.status_code == 504 and "limit of 0.3 s" in r.json()["error"]["message"]
+        assert _scheduler(server).stats().running == 0
+        assert c.post("/v1/chat/completions", json=_chat("quick")).status_code == 200

@@ -132,3 +132,22 @@ def test_seeded_sampling_does_not_depend_on_batch_mates(smollm: TransformersGene
         return out[0].text
 
     assert run(0) == run(2)
+
+
+def test_a_row_whose_adapter_is_unloaded_is_dropped_alone(smollm: TransformersGenerator, random_lora: Path) -> None:
+    smollm.add_adapter("cb-gone", random_lora)
+    batch = ContinuousBatch(smollm)
+    try:
+        batch.add(0, ModelInput([{"role": "user", "content": "Count to ten."}]), GenerationConfig(max_new_tokens=20))
+        batch.add(
+            1,
+            ModelInput([{"role": "user", "content": "Count to five."}], "cb-gone"),
+            GenerationConfig(max_new_tokens=20),
+        )
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            smollm.delete_adapter("cb-gone")
+    events = {ev.row_id: ev for ev in batch.step()}
+    assert events[1].finished and "unloaded" in (events[1].error or "")
+    assert events[0].error is None and len(batch) == 1  # the other row goes on

@@ -101,8 +101,8 @@ def test_concurrent_streaming_and_plain_requests_share_decode_steps(tmp_path: Pa
             th.join(30)
         sizes = _scheduler(server)._batch.sizes
     assert results == {i: "echo: " + " ".join(f"r{i}w{j}" for j in range(30)) for i in range(4)}
-    assert max(sizes) >= 2  # rows decoded together
-    assert sizes[-1] == 1  # and left one by one
+    assert max(sizes) >= 2  # rows decoded together:
+    assert len(sizes) < 100  # one at a time, 4 answers of 31 words would take 120 steps
 
 
 def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:

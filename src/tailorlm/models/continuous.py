@@ -16,8 +16,10 @@ fp32 (the padding is masked, positions are per row). :class:`TextStream` turns a
 growing decoded text into safe-to-show deltas; the fake decoder in :mod:`tailorlm.testing`
 shares it, so tests of the scheduler see the same stop and whitespace rules.
 
-The batch is not thread-safe: one scheduler thread owns it and holds the generator's lock
-around each call (other users of the model interleave between steps).
+The batch is not thread-safe: one scheduler thread owns it. Each forward pass holds the
+generator's own lock, which adapter loads and unloads take too; other users of the model
+interleave between steps. A row whose adapter was unloaded between steps (an LRU eviction,
+a forgotten user) is dropped with an ``error`` event instead of failing the whole batch.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class RowEvent:
     text: str | None = None  # the whole answer, once finished
     completion_tokens: int = 0
     prompt_tokens: int = 0
+    error: str | None = None  # the row was dropped (e.g. its adapter was unloaded under it)
 
 
 class DecodeBatch(Protocol):
@@ -137,7 +140,7 @@ class ContinuousBatch:
         )["input_ids"]
         soft = gen._resolve_soft([row.soft_prompt], 1)[0]
         cache = DynamicCache(config=gen.base_model.config)
-        with gen._eval_mode(), torch.inference_mode():
+        with gen._lock, gen._eval_mode(), torch.inference_mode():
             if soft is None:
                 inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=gen.device)}
             else:
@@ -190,9 +193,16 @@ class ContinuousBatch:
         if not self.rows:
             return []
         gen = self.gen
+        dropped = []
+        for r in [r for r in self.rows if r.adapter != BASE_ADAPTER and r.adapter not in gen.adapters]:
+            self.remove(r.row_id)  # unloaded while the row ran (an LRU eviction, a forgotten user)
+            msg = f"adapter {r.adapter!r} was unloaded while this answer was being generated; retry"
+            dropped.append(RowEvent(r.row_id, "", True, "error", None, len(r.tokens), r.prompt_tokens, msg))
+        if not self.rows:
+            return dropped
         dev = gen.device
         mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.long, device=dev)], dim=1)
-        with gen._eval_mode(), torch.inference_mode():
+        with gen._lock, gen._eval_mode(), torch.inference_mode():
             out = gen.model(
                 input_ids=torch.tensor([[r.next_token] for r in self.rows], device=dev),
                 attention_mask=mask,
@@ -206,7 +216,7 @@ class ContinuousBatch:
         rows = list(self.rows)
         for r in rows:  # every row's length first: a row leaving below trims by the others' lengths
             r.length += 1
-        return [self._advance(r, out.logits[i, -1]) for i, r in enumerate(rows)]
+        return dropped + [self._advance(r, out.logits[i, -1]) for i, r in enumerate(rows)]
 
     def _advance(self, r: _Row, logits: Any) -> RowEvent:
         """Sample ``r``'s next token from ``logits``, update its text; remove it when done."""

@@ -323,7 +323,10 @@ class Scheduler:
                     continue
                 if ev.finished:
                     self._release(ticket)
-                ticket._push(ev)
+                if ev.error is not None:
+                    ticket._push(ApiError(503, ev.error, type="server_error", code="adapter_unloaded"))
+                else:
+                    ticket._push(ev)
 
     def _fail_all(self, err: ApiError) -> None:
         for ticket in [*self._queue, *self._running.values()]:

@@ -48,8 +48,10 @@ class GeneratorSettings(BaseModel):
     )
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key: str | None = Field(None, description="API key for the HTTP backend")
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="local weights dtype (bf16 helps only at batch >= 8 on CPU)"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="local weights dtype; 'auto': bf16 where the CPU computes it natively "
+        "(AVX512-BF16, AMX, ARM BF16), else fp32 (emulated bf16 is slower)",
     )
     timeout_s: float = Field(120.0, description="HTTP request timeout")
 

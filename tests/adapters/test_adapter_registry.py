@@ -125,3 +125,32 @@ def test_cache_loads_once_and_evicts_least_recently_used(store: Store) -> None:
     assert gen.adapters == [] and cache.loaded == []
     with pytest.raises(ValueError, match="capacity"):
         AdapterCache(gen, reg, capacity=0)
+
+
+def test_adapters_are_keyed_by_model_not_precision_and_legacy_records_are_found(store: Store) -> None:
+    import hashlib
+    import json
+
+    from tailorlm.data import Artifact
+
+    fp32, bf16 = "smol|path=/m|dtype=float32|url=x", "smol|path=/m|dtype=bfloat16|url=x"
+    reg32, reg16 = AdapterRegistry(store, base_model=fp32), AdapterRegistry(store, base_model=bf16)
+    key = AdapterKey("lora", "user", "alice", "chat")
+    rec = reg32.register(key, _save(reg32, key, b"w"), {})
+    assert reg16.get(key) == rec  # trained in fp32, served on a bf16 copy of the weights
+    assert AdapterRegistry(store, base_model="smol|path=/other|dtype=float32|url=x").get(key) is None
+
+    # a record written before keys left the dtype out: the full fp32 fingerprint in key and model
+    legacy_key = AdapterKey("lora", "user", "bob", "chat")
+    folder = _save(reg32, legacy_key, b"old")
+    payload = {"key": {"method": "lora", "scope": "user", "owner": "bob", "task": "chat", "variant": "default"},
+               "name": "old-name", "base_model": fp32, "meta": {}}  # fmt: skip
+    sha = hashlib.sha256(fp32.encode()).hexdigest()[:12]
+    store.put_artifact(Artifact(scope="user", owner="bob", kind="adapter", key=f"lora|chat|default|{sha}",
+                                payload=json.loads(json.dumps(payload)), path=str(folder), model=fp32))  # fmt: skip
+    assert reg16.get(legacy_key).name == "old-name"
+    assert {r.key for r in reg16.list(scope="user")} == {key, legacy_key}
+    new = reg16.register(legacy_key, _save(reg16, legacy_key, b"new"), {})
+    assert reg32.get(legacy_key) == new and not folder.exists()  # the new record replaced the legacy one
+    assert [r.name for r in reg32.list(owner="bob")] == [new.name]
+    assert reg32.delete(legacy_key) and reg16.get(legacy_key) is None

@@ -43,6 +43,19 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_DTYPE = re.compile(r"\|dtype=[^|]*")
+
+
+def _without_dtype(fingerprint: str) -> str:
+    return _DTYPE.sub("", fingerprint)
+
+
+def _with_dtype(fingerprint: str, dtype: str) -> str:
+    """``fingerprint`` as :func:`~tailorlm.models.base.model_fingerprint` wrote it for ``dtype``
+    (after the path, before the base URL), or unchanged when it names no dtype."""
+    return _DTYPE.sub(f"|dtype={dtype}", fingerprint)
+
+
 def _slug(text: str) -> str:
     """A path component for ``text``: readable when it is already safe, else slug + hash
     (so two different values never share a folder)."""
@@ -126,9 +139,13 @@ class AdapterRegistry:
         if not base_model:
             raise ValueError("base_model must be the model_fingerprint of the base model, got ''")
         self.store = store
-        self.base_model = base_model
+        # An adapter is trained on a model, not on a precision: one trained in fp32 serves a
+        # bf16 copy of the same weights. Keys leave the dtype out; records written before
+        # they did (the fingerprint with its dtype, or with fp32) are still found.
+        self.base_model = _without_dtype(base_model)
+        self._legacy = [m for m in dict.fromkeys([base_model, _with_dtype(base_model, "float32")]) if m != self.base_model]
         self.root = Path(root) if root is not None else Path(store.files_dir) / "adapters"
-        self._base_sha = _sha(base_model)[:12]
+        self._base_sha = _sha(self.base_model)[:12]
 
     def __repr__(self) -> str:
         return f"AdapterRegistry(base_model={self.base_model!r}, root='{self.root}')"
@@ -139,8 +156,12 @@ class AdapterRegistry:
         owner = _sha(key.owner)[:12] if key.owner else "_global"
         return self.root / self._base_sha / _slug(key.task) / _slug(key.method) / key.scope / owner / _slug(key.variant)
 
-    def _artifact_key(self, key: AdapterKey) -> str:
-        return f"{key.method}|{key.task}|{key.variant}|{self._base_sha}"
+    def _artifact_key(self, key: AdapterKey, base_sha: str | None = None) -> str:
+        return f"{key.method}|{key.task}|{key.variant}|{base_sha or self._base_sha}"
+
+    def _artifact_keys(self, key: AdapterKey) -> list[str]:
+        """The key records of ``key`` are stored under: current first, then legacy ones."""
+        return [self._artifact_key(key), *(self._artifact_key(key, _sha(m)[:12]) for m in self._legacy)]
 
     def folder_for(self, key: AdapterKey) -> Path:
         """A fresh, empty folder to save a new version of ``key``'s adapter into (created).
@@ -189,6 +210,8 @@ class AdapterRegistry:
                 model=self.base_model,
             )
         )
+        for legacy in self._artifact_keys(key)[1:]:  # the new record replaces a legacy one too
+            self.store.delete_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=legacy)
         if old is not None and old.path.resolve() != folder:
             shutil.rmtree(old.path, ignore_errors=True)
         return record
@@ -199,7 +222,7 @@ class AdapterRegistry:
 
     def _from_artifact(self, art: Any) -> AdapterRecord | None:
         p = art.payload or {}
-        if art.model != self.base_model or "key" not in p or not art.path:
+        if (art.model != self.base_model and art.model not in self._legacy) or "key" not in p or not art.path:
             return None
         return AdapterRecord(
             key=AdapterKey(**p["key"]),
@@ -211,8 +234,11 @@ class AdapterRegistry:
 
     def get(self, key: AdapterKey) -> AdapterRecord | None:
         """The current adapter for ``key`` on this base model, or None."""
-        art = self.store.get_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=self._artifact_key(key))
-        return self._from_artifact(art) if art is not None else None
+        for artifact_key in self._artifact_keys(key):
+            art = self.store.get_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=artifact_key)
+            if art is not None and (rec := self._from_artifact(art)) is not None:
+                return rec
+        return None
 
     def list(
         self,
@@ -240,6 +266,7 @@ class AdapterRegistry:
         rec = self.get(key)
         if rec is None:
             return False
-        self.store.delete_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=self._artifact_key(key))
+        for artifact_key in self._artifact_keys(key):  # a legacy record would otherwise resurface
+            self.store.delete_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=artifact_key)
         shutil.rmtree(rec.path, ignore_errors=True)  # store only removes files inside files_dir
         return True

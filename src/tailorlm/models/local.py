@@ -31,7 +31,35 @@ from tailorlm.models.base import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TransformersGenerator", "soft_prompt_inputs"]
+__all__ = ["TransformersGenerator", "native_bf16", "soft_prompt_inputs"]
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware (``dtype="auto"`` then picks bf16).
+
+    On CPUs that emulate bf16 (no AVX512-BF16 or AMX on x86, no BF16 extension on ARM) it
+    is slower than fp32, so "auto" keeps fp32 there. Read from the CPU's feature flags
+    (Linux ``/proc/cpuinfo``, macOS ``sysctl``); False when they cannot be read.
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    if flags:
+        return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
+    import platform
+    import subprocess
+
+    if platform.system() == "Darwin":
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, check=False)
+        return out.stdout.strip() == "1"
+    return False
 
 
 class TransformersGenerator:
@@ -45,6 +73,8 @@ class TransformersGenerator:
     plain transformers model until the first :meth:`add_adapter`, then the
     ``peft.PeftModel`` wrapping it (:attr:`base_model` is always the plain one).
     ``load_seconds`` and ``converted_now`` tell a cold load (GGUF conversion) from a warm one.
+    ``dtype="auto"`` is bf16 where the device computes it natively (:func:`native_bf16`),
+    else fp32; :attr:`dtype` holds the one chosen.
 
     Calls are serialised by a lock: one model cannot run two generations at once, and
     adapter switching is global model state.
@@ -55,7 +85,7 @@ class TransformersGenerator:
         model: str = "smollm2",
         *,
         cache_dir: Path | None = None,
-        dtype: Literal["float32", "bfloat16"] = "float32",
+        dtype: Literal["auto", "float32", "bfloat16"] = "float32",
         device: str = "cpu",
     ) -> None:
         start = time.perf_counter()
@@ -79,8 +109,10 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        if dtype == "auto":
+            dtype = "bfloat16" if native_bf16(device) else "float32"
         self.path, self.device, self.dtype = path, device, dtype
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
             path, padding_side="left", local_files_only=True

@@ -143,7 +143,9 @@ class AdapterRegistry:
         # bf16 copy of the same weights. Keys leave the dtype out; records written before
         # they did (the fingerprint with its dtype, or with fp32) are still found.
         self.base_model = _without_dtype(base_model)
-        self._legacy = [m for m in dict.fromkeys([base_model, _with_dtype(base_model, "float32")]) if m != self.base_model]
+        self._legacy = [
+            m for m in dict.fromkeys([base_model, _with_dtype(base_model, "float32")]) if m != self.base_model
+        ]
         self.root = Path(root) if root is not None else Path(store.files_dir) / "adapters"
         self._base_sha = _sha(self.base_model)[:12]
 

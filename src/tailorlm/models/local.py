@@ -268,6 +268,9 @@ class TransformersGenerator:
         """Generate in eval mode (no dropout; PEFT refuses mixed batches in training mode)
         but hand the model back as found, since training code shares it."""
         was_training = self.model.training
+        if not was_training:  # the common case; eval()/train() walk every module (~20 ms each)
+            yield
+            return
         self.model.eval()
         try:
             yield
@@ -420,6 +423,8 @@ class TransformersGenerator:
                 raise ValueError(f"adapter {name!r} is already loaded")
             if self._peft_wrapped:
                 self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+                if not self.model.training:  # new layers start in training mode; _eval_mode trusts the root's flag
+                    self.model.eval()
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False).eval()
                 self._peft_wrapped = True
@@ -444,6 +449,8 @@ class TransformersGenerator:
             self.model.add_weighted_adapter(
                 adapters=list(sources), weights=list(weights), adapter_name=name, combination_type=combination
             )
+            if not self.model.training:
+                self.model.eval()
             return True
 
     def delete_adapter(self, name: str) -> None:

@@ -165,7 +165,7 @@ def test_compare_gives_both_answers_and_the_preference_can_be_stored(live: Live)
         usage = out["personalized"]["tailorlm"]
         assert usage["method"] == "rag-bm25+profile" and usage["methods"] == ["rag-bm25", "profile"]
         assert any(item["text"] in ALICE_DOCS for item in usage["retrieved"])
-        personalized, baseline = live.generator.calls[-1].batch  # one batch of two
+        (personalized,), (baseline,) = (call.batch for call in live.generator.calls[-2:])  # two rows of the batch
         assert "Warm nylon" in personalized[0]["content"] and "Warm nylon" not in baseline[0]["content"]
         r = c.post("/v1/users/alice/compare", json={"message": "x", "method": "nope"})
         assert r.status_code == 404 and r.json()["error"]["param"] == "method"

@@ -1,11 +1,14 @@
-"""Personalize and generate for the service: fitted methods per spec, one lock on the model.
+"""Personalize and bound requests for the service: fitted methods per spec, prompt limits.
 
 - Methods are fitted once per spec on first use and cached; user deletion drops the
   cache (fitted methods may hold pooled population entries of the deleted user), a
   forgotten fact drops only that user's in-memory state.
-- The local model is not thread-safe (one set of weights, adapters switched in place),
-  so every call into it, generation, token counting, profile summaries written by a
-  method, memory extraction, goes through :class:`LockedGenerator`.
+- :meth:`Engine.prepare` turns a chat request into a bounded model input (the prompt
+  counted in tokens after personalization, retrieved context trimmed first); generation
+  itself is the scheduler's (:mod:`tailorlm.serve.scheduler`).
+- The local model is not thread-safe (one set of weights, adapters switched in place):
+  the scheduler and every other caller (profile summaries written by a method, memory
+  extraction) go through :class:`LockedGenerator`'s lock, one forward pass or call at a time.
 - Pooling: by default the service fits methods on an empty population, so a user's
   answers are built from that user's data only and a user-scoped key can never read
   another user's text through a prompt. ``pooled_context=True`` fits on every user,
@@ -15,7 +18,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailorlm.data.store import Store
-from tailorlm.errors import BackendError
 from tailorlm.models.base import (
     Embedder,
     GenerationConfig,
@@ -31,7 +32,7 @@ from tailorlm.models.base import (
     Messages,
     count_prompt_tokens,
 )
-from tailorlm.models.inputs import ModelInput, generate_inputs
+from tailorlm.models.inputs import ModelInput
 from tailorlm.personalize.apply import personalize_input, trim_context
 from tailorlm.personalize.pipeline import parse_method_spec
 from tailorlm.personalize.registry import FEATURED_PIPELINES, method_names
@@ -98,14 +99,6 @@ def _too_long(count: str, limit: int, what: str) -> ApiError:
         param="messages",
         code="context_length_exceeded",
     )
-
-
-_WORD = re.compile(r"\S+\s*|\s+")
-
-
-def stream_pieces(text: str) -> list[str]:
-    """``text`` cut into word pieces whose concatenation is ``text`` (for SSE chunks)."""
-    return _WORD.findall(text)
 
 
 class Engine:
@@ -281,16 +274,16 @@ class Engine:
         row, usage = self._usage(user_id, spec, pers)
         return Prepared(row, n, usage, True)
 
-    def compare(self, user_id: str, spec: str, message: str, max_tokens: int) -> tuple[str, dict[str, Any], str]:
-        """Personalized and baseline answers to one message, generated as one batch of two."""
+    def prepare_compare(self, user_id: str, spec: str, message: str, max_tokens: int) -> tuple[Prepared, Prepared]:
+        """The personalized and the baseline input for one message, both bounded like a chat."""
         self.require_user(user_id)
+        limit = self.prompt_limit(max_tokens)
         pers, usage = self.personalize(user_id, spec, message, param="method")
         baseline = self.method("identity").personalize(user_id, Query(message, task="chat"))
-        config = GenerationConfig(max_new_tokens=max_tokens)
-        gen = self.generator
-        try:
-            with gen.lock:
-                answers = generate_inputs(gen.inner, [pers, baseline], config=config)
-        except BackendError as exc:
-            raise ApiError(502, f"the model backend failed: {exc}", type="server_error") from None
-        return answers[0], usage, answers[1]
+        n_base = self._check_length(baseline.messages, limit, what="the message")
+        n = self.count(pers.messages)
+        if n > limit:
+            pers = trim_context(pers, pers.messages[1:], lambda p: self.count(p.messages) <= limit)
+            pers, usage = self._usage(user_id, spec, pers)
+            n = self._check_length(pers.messages, limit, what="the personalized prompt")
+        return Prepared(pers, n, usage, True), Prepared(baseline, n_base, None, True)

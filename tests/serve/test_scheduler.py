@@ -224,3 +224,25 @@ def test_a_request_past_the_time_limit_is_cancelled_with_504(tmp_path: Path) -> 
         assert r.status_code == 504 and "limit of 0.3 s" in r.json()["error"]["message"]
         assert _scheduler(server).stats().running == 0
         assert c.post("/v1/chat/completions", json=_chat("quick")).status_code == 200
+
+
+def test_the_services_own_model_calls_join_the_batch_instead_of_holding_the_model(tmp_path: Path) -> None:
+    from tailorlm.models.base import GenerationConfig
+
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False) as server:
+        sched = _scheduler(server)
+        locked = server.app.state.service.engine.generator  # what memory extraction and methods call
+        config = GenerationConfig(max_new_tokens=300)
+        background: list[list[str]] = []
+        worker = threading.Thread(
+            target=lambda: background.append(locked.generate([[{"role": "user", "content": LONG}]], config=config))
+        )
+        worker.start()
+        _wait_for(lambda: sched.stats().running == 1, "the background generation to start")
+        with server.admin() as c:
+            r = c.post("/v1/chat/completions", json=_chat("quick one"))
+        assert r.json()["choices"][0]["message"]["content"] == "echo: quick one"
+        assert sched.stats().running == 1  # answered while the 300-word background answer still runs
+        worker.join(30)
+    assert background == [[fake._answer([{"role": "user", "content": LONG}], config, None)]]

@@ -65,8 +65,20 @@ class LockedGenerator:
         self.inner = inner
         self.name = inner.name
         self.lock: Any = _NoLock() if thread_safe else threading.Lock()
+        self.scheduler: Any = None  # set by the app: then calls join the running batch
 
     def generate(self, batch: Sequence[Messages], **kw: Any) -> list[str]:
+        """Answer ``batch``; through the scheduler's running batch when there is one (so a
+        256-token memory extraction does not hold the model while chats wait)."""
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.continuous:
+            from tailorlm.models.base import normalize_batch, resolve_adapters
+
+            convs = normalize_batch(batch)
+            adapters = resolve_adapters(kw.get("adapter"), len(convs))
+            soft = kw.get("soft_prompt") or [None] * len(convs)
+            rows = [ModelInput(c, a, sp) for c, a, sp in zip(convs, adapters, soft, strict=True)]
+            return scheduler.generate(rows, kw.get("config") or GenerationConfig())
         with self.lock:
             return self.inner.generate(batch, **kw)
 

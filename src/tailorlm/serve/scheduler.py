@@ -67,7 +67,8 @@ class Ticket:
     """One request's handle: ``async for delta in ticket`` streams, ``await ticket.result()`` waits.
 
     Created on the event loop; the scheduler thread feeds it through ``call_soon_threadsafe``.
-    ``cancel()`` (a disconnect) removes the row before the next decode step.
+    ``cancel()`` (a disconnect) removes the row before the next decode step. Created off any
+    event loop (a worker thread's model call), it is waited on with :meth:`wait`.
     """
 
     def __init__(self, row_id: int, row: ModelInput, config: GenerationConfig, key: str | None) -> None:
@@ -78,8 +79,13 @@ class Ticket:
         self.prompt_tokens: int | None = None
         self.cancelled = False
         self.done = False
-        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._events: asyncio.Queue[RowEvent | BaseException] = asyncio.Queue()
+        self._finished = threading.Event()
+        self._outcome: RowEvent | BaseException | None = None
         self._peeked: RowEvent | BaseException | None = None
         self._completion: Completion | None = None
 
@@ -92,8 +98,21 @@ class Ticket:
             self.first_token_at = time.monotonic()
         if isinstance(item, BaseException) or item.finished:
             self.done = True
+        if self._loop is None:
+            if self.done:
+                self._outcome = item
+                self._finished.set()
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
             self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+
+    def wait(self) -> str:
+        """Block until the answer is done (a ticket made off the event loop); its text."""
+        self._finished.wait()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        assert self._outcome is not None
+        return self._outcome.text or ""
 
     async def started(self) -> None:
         """Wait for the first token (or raise the request's error): a streaming route answers
@@ -173,11 +192,18 @@ class Scheduler:
     # -- admission (event loop) -------------------------------------------------------------
 
     def submit(
-        self, row: ModelInput, config: GenerationConfig, *, key: str | None = None, prompt_tokens: int | None = None
+        self,
+        row: ModelInput,
+        config: GenerationConfig,
+        *,
+        key: str | None = None,
+        prompt_tokens: int | None = None,
+        internal: bool = False,
     ) -> Ticket:
         """Queue one request; raises ApiError(429) past the per-key cap or the queue bound.
 
-        ``prompt_tokens`` (counted by the caller, who bounds it) sizes the prefill budget."""
+        ``prompt_tokens`` (counted by the caller, who bounds it) sizes the prefill budget.
+        ``internal`` work (memory extraction, profile summaries) is never refused."""
         with self._cond:
             if self._closed:
                 raise ApiError(503, "the server is shutting down", type="server_error")
@@ -190,7 +216,8 @@ class Scheduler:
                     headers={"Retry-After": "1"},
                 )
             waiting = len(self._queue) + max(0, len(self._running) - self.max_batch_size + 1)
-            if len(self._queue) >= self.max_queue and len(self._running) >= self.max_batch_size:
+            full = len(self._queue) >= self.max_queue and len(self._running) >= self.max_batch_size
+            if full and not internal:
                 retry = max(1, math.ceil(waiting * self._seconds_per_request / self.max_batch_size))
                 raise ApiError(
                     429,
@@ -212,6 +239,20 @@ class Scheduler:
                 self._ensure_thread()
                 self._cond.notify()
             return ticket
+
+    def generate(self, rows: list[ModelInput], config: GenerationConfig) -> list[str]:
+        """Answer ``rows`` through the running batch, blocking: for the service's own model
+        calls from worker threads (memory extraction, profile summaries), which would
+        otherwise hold the model for a whole generation while every chat waits."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the scheduler thread cannot wait for its own batch")
+        tickets = [self.submit(row, config, internal=True) for row in rows]
+        try:
+            return [t.wait() for t in tickets]
+        finally:
+            for t in tickets:
+                if not t.done:
+                    self.cancel(t)
 
     def cancel(self, ticket: Ticket) -> None:
         """Stop ``ticket``'s row at the next step (a disconnected client)."""

@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tailorlm import Document, Store, User
-from tailorlm.models.base import GenerationConfig, Messages, normalize_batch
+from tailorlm.models.base import GenerationConfig
 from tailorlm.testing import FakeGenerator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,15 +51,10 @@ class ContextNotingFake(FakeGenerator):
     (a Preference with chosen == rejected is invalid).
     """
 
-    def generate(
-        self,
-        batch: Sequence[Messages],
-        *,
-        config: GenerationConfig | None = None,
-        adapter: str | Sequence[str | None] | None = None,
-    ) -> list[str]:
-        answers = super().generate(batch, config=config, adapter=adapter)
-        return [_context_note(conv) + answer for conv, answer in zip(normalize_batch(batch), answers, strict=True)]
+    def _words(self, conv: list[dict[str, str]], config: GenerationConfig, adapter: str | None) -> list[str]:
+        # the words both generate() and the scheduler's decode batch answer with
+        words = super()._words(conv, config, adapter)
+        return (_context_note(conv).split() + words)[: config.max_new_tokens]
 
 
 def _context_note(conv: list[dict[str, str]]) -> str:

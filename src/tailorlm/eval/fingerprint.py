@@ -90,7 +90,7 @@ def generator_fingerprint(settings: Any) -> str:
     gen = settings.generator
     if gen.backend == "openai":
         return f"openai|model={gen.model}|base_url={gen.base_url}"
-    from tailorlm.models.local import resolve_dtype
+    from tailorlm.models.dtype import resolve_dtype
 
     dtype = resolve_dtype(gen.dtype)  # "auto" names the dtype the machine will use
     if gen.model == "smollm2":

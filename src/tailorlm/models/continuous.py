@@ -32,7 +32,6 @@ from tailorlm.models.base import BASE_ADAPTER, GenerationConfig, cut_at_stop, no
 
 if TYPE_CHECKING:
     from tailorlm.models.inputs import ModelInput
-    from tailorlm.models.local import TransformersGenerator
 
 __all__ = ["ContinuousBatch", "DecodeBatch", "RowEvent", "TextStream"]
 
@@ -113,7 +112,7 @@ class _Row:
 class ContinuousBatch:
     """The continuous decode batch over a :class:`TransformersGenerator` (module docstring)."""
 
-    def __init__(self, generator: TransformersGenerator) -> None:
+    def __init__(self, generator: Any) -> None:  # a TransformersGenerator (importing it here would be a cycle)
         self.gen = generator
         self.rows: list[_Row] = []
         self.cache: Any = None

@@ -9,8 +9,9 @@ script re-run with ``--serve``), over a fresh SQLite store. Each of ``--clients`
 its own LoRA adapter (r=8 on q_proj/v_proj, small random weights: it changes the answers
 without derailing them; throughput does not depend on what the weights learned),
 registered in the adapter registry and served through ``tailorlm/lora-user``; one more
-client sends the base model's name (no adapter). Prompts are real Amazon reviews (title
-requests) when ../shared/data is there, else synthetic text.
+client sends the base model's name (no adapter). Prompts are real Amazon reviews when
+../shared/data is there (else synthetic text), with a request to reply to the review in a
+paragraph (``--ask reply``: answers of about ``--new-tokens``) or to title it (``--ask title``).
 
 The same run starts the server twice on the same store: with ``serve.max_batch_size=1``
 (the one-at-a-time path: each request prefilled and decoded alone, in arrival order) and
@@ -153,11 +154,19 @@ async def _chat(client: Any, body: dict[str, Any]) -> dict[str, Any]:
             "text": text}  # fmt: skip
 
 
-def _body(user: str, has_adapter: bool, prompt: str, new_tokens: int, base_name: str) -> dict[str, Any]:
+#: What each request asks about its review: "reply" (a paragraph, so answers run to about
+#: ``--new-tokens``, as a chat answer does) or "title" (a few words, then EOS).
+ASKS = {
+    "reply": "Reply to this customer's product review in one friendly paragraph:",
+    "title": "Write a short title for this product review:",
+}
+
+
+def _body(user: str, has_adapter: bool, prompt: str, new_tokens: int, base_name: str, ask: str) -> dict[str, Any]:
     return {
         "model": "tailorlm/lora-user" if has_adapter else base_name,
         "user": user,
-        "messages": [{"role": "user", "content": f"Write a short title for this product review:\n\n{prompt}"}],
+        "messages": [{"role": "user", "content": f"{ASKS[ask]}\n\n{prompt}"}],
         "max_tokens": new_tokens,
         "temperature": 0,
         "stream": True,
@@ -277,6 +286,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--ask", default="reply", choices=sorted(ASKS), help="what each request asks (see ASKS)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_batching.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -297,7 +307,7 @@ def main() -> None:
         key = new_api_key()
 
         def bodies(r: int, base_name: str) -> list[dict[str, Any]]:
-            return [_body(u, i < args.clients, reviews[r * len(users) + i], args.new_tokens, base_name)
+            return [_body(u, i < args.clients, reviews[r * len(users) + i], args.new_tokens, base_name, args.ask)
                     for i, u in enumerate(users)]  # fmt: skip
 
         runs: dict[str, Any] = {}
@@ -339,6 +349,8 @@ def main() -> None:
         "rounds": args.rounds,
         "new_tokens": args.new_tokens,
         "dtype": args.dtype,
+        "ask": args.ask,
+        "mean_completion_tokens": round(serial["completion_tokens"] / serial["requests"], 1),
         "max_batch_size": args.max_batch,
         "tokens_per_s_serial": serial["tokens_per_s"],
         "tokens_per_s_batched": batched["tokens_per_s"],

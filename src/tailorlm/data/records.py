@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Any, Literal
 
@@ -62,27 +63,46 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
+#: Timestamps are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+TIMESTAMP_MIN, TIMESTAMP_MAX = -(2**63), 2**63 - 1
+
+
 def to_timestamp(value: Any) -> int | None:
-    """Accept Unix seconds (int/float/numeric str), ISO 8601 strings or datetimes."""
+    """Accept Unix seconds (int/float/numeric str), ISO 8601 strings or datetimes.
+
+    Values a 64-bit column cannot hold (and NaN or infinite seconds) are refused here, so
+    every way in (records, the API, uploads, loaders) says so instead of failing in the
+    database."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError("timestamp must be a number, an ISO date or a datetime, not a bool")
     if isinstance(value, int | float):
-        return int(value)
+        return _in_range(value)
     if isinstance(value, datetime):
         return int(value.timestamp())
     if isinstance(value, str):
         s = value.strip()
         try:
-            return int(float(s))
+            number = float(s) if not s.lstrip("+-").isdigit() else int(s)
         except ValueError:
             pass
+        else:
+            return _in_range(number)
         try:
             return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp())
         except ValueError:
             raise ValueError(f"unrecognised timestamp {value!r} (want Unix seconds or ISO 8601)") from None
     raise ValueError(f"unrecognised timestamp type {type(value).__name__}")
+
+
+def _in_range(seconds: float) -> int:
+    if isinstance(seconds, float) and not math.isfinite(seconds):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {seconds}")
+    value = int(seconds)
+    if not TIMESTAMP_MIN <= value <= TIMESTAMP_MAX:
+        raise ValueError(f"timestamp {value} is outside the supported range [-2**63, 2**63 - 1] (Unix seconds)")
+    return value
 
 
 class _Record(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 import tailorlm.serve.schemas as s
 from tailorlm.data import Document, Interaction, Preference, User
+from tailorlm.data.records import TIMESTAMP_MAX, TIMESTAMP_MIN
 from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.errors import ApiError, format_loc
@@ -127,7 +128,9 @@ def export_user(
 def list_documents(
     user_id: str,
     doc_kind: str | None = None,
-    before: int | None = Query(None, description="only documents strictly before this Unix time"),
+    before: int | None = Query(
+        None, ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX, description="only documents strictly before this Unix time"
+    ),
     limit: int | None = Query(None, ge=1, le=100_000),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
@@ -153,7 +156,9 @@ def add_document(
 def list_interactions(
     user_id: str,
     interaction: str | None = None,
-    before: int | None = None,
+    before: int | None = Query(
+        None, ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX, description="only interactions strictly before this Unix time"
+    ),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.InteractionList:

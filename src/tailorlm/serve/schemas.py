@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from tailorlm.data import USER_ATTRIBUTES, Document, Fact, Interaction, Preference, User
 
@@ -42,6 +42,22 @@ __all__ = [
 _STRICT = ConfigDict(strict=True, extra="forbid")
 _OPENAI = ConfigDict(strict=True, extra="ignore")
 Timestamp = int | str | None  # Unix seconds or ISO 8601, as records accept
+
+#: A user id that can be a URL path segment: no "/", no control characters (NUL included),
+#: and not "." or ".." (clients and proxies resolve those as path steps).
+USER_ID_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
+
+
+def _valid_user_id(value: str) -> str:
+    """Refuse ids that could not be addressed as one URL path segment, saying why."""
+    if "/" in value:
+        raise ValueError(f"user_id {value!r} contains '/', which URL paths would split; choose another id")
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"user_id contains the control character {bad!r} at position {value.index(bad)}")
+    if value in (".", ".."):
+        raise ValueError(f"user_id {value!r} would be read as a path step in URLs; choose another id")
+    return value
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -97,7 +113,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: int = Field(1, ge=1, le=1, description="only one choice is generated")
 
 
@@ -177,10 +193,21 @@ def _user_in() -> type[BaseModel]:
     model = create_model(
         "UserIn",
         __config__=_STRICT,
-        user_id=(str, Field(..., min_length=1, max_length=256)),
+        user_id=(
+            str,
+            Field(
+                ...,
+                min_length=1,
+                max_length=256,
+                json_schema_extra={"pattern": USER_ID_PATTERN},
+                description="1-256 characters; no '/', no control characters, not '.' or '..' "
+                "(ids appear in URL paths)",
+            ),
+        ),
         name=(str | None, None),
         **attrs,  # type: ignore[arg-type]  # pydantic's overloads cannot type a field mapping
         attributes=(dict[str, Any], Field(default_factory=dict)),
+        __validators__={"_valid_user_id": field_validator("user_id")(_valid_user_id)},
     )
     model.__doc__ = "Create or update a user (upsert by ``user_id``); fields not given become empty."
     return model

@@ -385,3 +385,29 @@ def test_concurrent_observers_and_readers_keep_one_current_location(sqlite_store
     assert len([f for f in rows if f.metadata["key"] == "location" and f.is_valid]) == 1
     assert len([f for f in rows if f.metadata["key"] == "diet"]) == 1
     assert len([f for f in rows if f.metadata["key"] == "location"]) == len(cities)
+
+
+def test_a_forgotten_fact_does_not_come_back_from_resent_history(sqlite_store: Store) -> None:
+    mem = Memory(sqlite_store, None)
+    said = {"role": "user", "content": "I live in Berlin."}
+    (fact,) = mem.observe("u", [said]).added
+    assert mem.forget("u", fact_id=fact.fact_id) == 1
+    # the client resends the conversation, as OpenAI clients do, with a new question
+    history = [said, {"role": "assistant", "content": "Nice!"}, {"role": "user", "content": "Any tips for winter?"}]
+    assert mem.observe("u", history).added == [] and mem.facts("u") == []
+    # the same history reaching a fresh Memory (another worker, a restart) is still held back
+    fresh = Memory(sqlite_store, None)
+    assert fresh.observe("u", [said, {"role": "user", "content": "What should I wear?"}]).added == []
+    # a new, explicit statement after the deletion adds it again
+    again = mem.observe("u", [*history, {"role": "user", "content": "I live in Berlin."}])
+    assert [f.text for f in again.added] == [fact.text] and len(mem.facts("u")) == 1
+
+
+def test_only_turns_not_read_before_are_extracted(sqlite_store: Store) -> None:
+    mem = Memory(sqlite_store, None)
+    first = [{"role": "user", "content": "I live in Lyon."}]
+    mem.observe("u", first)
+    mem.observe("u", [{"role": "user", "content": "I moved to Paris."}])
+    # resending the first turn must not reopen Lyon over Paris
+    update = mem.observe("u", [*first, {"role": "user", "content": "Thanks!"}])
+    assert update.added == [] and [f.text for f in mem.facts("u")] == ["I live in Paris"]

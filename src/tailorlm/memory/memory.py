@@ -1,8 +1,10 @@
 """Conversational memory: facts about a user, extracted from what they say, kept honest over time.
 
-``observe`` reads one turn (only the user's own messages), applies any forget request in
-it, extracts candidate facts, and compares them with the user's valid facts: repeats are
-counted, contradictions close the old fact (``valid_to``) and add the new one. Facts are
+``observe`` reads one turn (only the user's own messages, and of those only the ones it
+has not read before plus the newest, since clients resend the whole conversation), applies
+any forget request in it, extracts candidate facts, and compares them with the user's
+valid facts: repeats are counted, contradictions close the old fact (``valid_to``) and add
+the new one. Forgotten facts leave tombstones, so resent history cannot restore them. Facts are
 ordinary user data in the store, so retrieval (``load_history(source="facts")``),
 export and ``delete_user`` cover them like everything else.
 
@@ -124,7 +126,13 @@ class Memory:
             ValueError: an empty ``user_id`` or malformed messages.
         """
         user_id = _check_user(user_id)
-        said = [m["content"] for m in normalize_messages(messages) if m["role"] == "user"]
+        turns = [m["content"] for m in normalize_messages(messages) if m["role"] == "user"]
+        with self._lock(user_id):
+            seen = set(self._state(user_id, _SEEN))
+        # Clients resend the whole conversation each turn: read only what this memory has not
+        # read before, and the last user message, which is the new turn by definition.
+        said = [t for i, t in enumerate(turns) if i == len(turns) - 1 or _turn_hash(t) not in seen]
+        latest = {c.text for c in split_clauses(turns[-1:])}
         clauses: list[Clause] = []
         forget: list[ForgetRequest] = []
         for clause in split_clauses(said):
@@ -138,14 +146,16 @@ class Memory:
             with self._lock(user_id):
                 forgotten = self._delete(user_id, [f for r in forget for f in self._matching(user_id, r)])
         if not clauses:
+            self._mark_seen(user_id, turns)
             return MemoryUpdate(user_id, forgotten=forgotten)
         extracted = self.extractor.extract(clauses)
         now = int(time.time())
         with self._lock(user_id):
+            candidates = self._past_tombstones(user_id, extracted.candidates, latest)
             everything = self.store.get_facts(user_id=user_id, valid_only=False)
             plan = plan_update(
                 [f for f in everything if f.is_valid],
-                extracted.candidates,
+                candidates,
                 config=self.config,
                 similarity=self._similarity if self.embedder is not None else None,
             )
@@ -158,6 +168,7 @@ class Memory:
             closed = self._close(user_id, plan.invalidate, now)
             if added:  # another process may have written this user's facts meanwhile
                 closed += self._close(user_id, settle(self.store.get_facts(user_id=user_id), self.config), now)
+        self._mark_seen(user_id, turns)
         return MemoryUpdate(
             user_id, added, closed, plan.duplicates, forgotten, extracted.method, list(extracted.errors)
         )
@@ -205,7 +216,9 @@ class Memory:
         ``text`` may name a topic ("where I live", "my name", "my daughter"), state the
         fact ("I live in Paris", "that I live in Paris"), or give words that all occur in
         the fact ("Paris"). Closed facts that match are deleted too: forgetting removes
-        the fact's whole history, not only its current version.
+        the fact's whole history, not only its current version. Each forgotten fact leaves
+        a tombstone: a conversation the client resends does not bring it back; only the
+        user stating it again in a new turn does.
 
         Raises:
             ValueError: neither or both of ``fact_id`` and ``text``, or an empty one.
@@ -214,8 +227,9 @@ class Memory:
         if (fact_id is None) == (text is None) or not (fact_id or text or "").strip():
             raise ValueError("give exactly one of fact_id and text, non-empty")
         with self._lock(user_id):
-            if fact_id is not None:
-                return int(self.store.delete_fact(user_id=user_id, fact_id=fact_id))
+            if fact_id is not None:  # through _delete, so the fact leaves a tombstone
+                facts = [f for f in self.store.get_facts(user_id=user_id, valid_only=False) if f.fact_id == fact_id]
+                return len(self._delete(user_id, facts))
             what = re.sub(r"^(?:that|about|the\s+fact\s+that)\s+", "", (text or "").strip(), flags=re.I)
             request = ForgetRequest(said=what, keys=keys_for_phrase(what), text=what)
             return len(self._delete(user_id, self._matching(user_id, request)))
@@ -236,8 +250,51 @@ class Memory:
         return [f for f in facts if words <= _content_words(f"{f.text} {f.metadata.get('said', '')}")]
 
     def _delete(self, user_id: str, facts: list[Fact]) -> list[Fact]:
+        """Delete ``facts`` and leave a tombstone for each (caller holds the user's lock)."""
         unique = {f.fact_id: f for f in facts}
-        return [f for f in unique.values() if self.store.delete_fact(user_id=user_id, fact_id=f.fact_id)]
+        gone = [f for f in unique.values() if self.store.delete_fact(user_id=user_id, fact_id=f.fact_id)]
+        if gone:
+            stones = self._state(user_id, _TOMBSTONES)
+            stones += [_identity(_key(f), str(f.metadata.get("value", "")), _negated(f)) for f in gone]
+            self._put_state(user_id, _TOMBSTONES, list(dict.fromkeys(stones)))
+        return gone
+
+    # -- what was read and what was forgotten ---------------------------------------------------
+
+    def _state(self, user_id: str, key: str) -> list[str]:
+        art = self.store.get_artifact(scope="user", owner=user_id, kind=_STATE_KIND, key=key)
+        return list(art.payload.get("items", [])) if art is not None else []
+
+    def _put_state(self, user_id: str, key: str, items: list[str]) -> None:
+        from tailorlm.data import Artifact
+
+        payload = {"items": items[-_STATE_LIMIT:]}
+        self.store.put_artifact(Artifact(scope="user", owner=user_id, kind=_STATE_KIND, key=key, payload=payload))
+
+    def _mark_seen(self, user_id: str, turns: Sequence[str]) -> None:
+        with self._lock(user_id):
+            seen = self._state(user_id, _SEEN)
+            new = [h for h in dict.fromkeys(_turn_hash(t) for t in turns) if h not in set(seen)]
+            if new:
+                self._put_state(user_id, _SEEN, seen + new)
+
+    def _past_tombstones(self, user_id: str, candidates: Sequence[Candidate], latest: set[str]) -> list[Candidate]:
+        """Drop candidates of forgotten facts unless the user states them again in the new turn,
+        which lifts the tombstone (caller holds the user's lock)."""
+        stones = self._state(user_id, _TOMBSTONES)
+        if not stones:
+            return list(candidates)
+        kept, lifted = [], set()
+        for cand in candidates:
+            ident = _identity(cand.key, cand.value, cand.negated)
+            if ident not in stones:
+                kept.append(cand)
+            elif cand.said in latest or any(cand.said in c or c in cand.said for c in latest):
+                kept.append(cand)
+                lifted.add(ident)
+        if lifted:
+            self._put_state(user_id, _TOMBSTONES, [s for s in stones if s not in lifted])
+        return kept
 
 
 _STOP = frozenset(
@@ -253,6 +310,20 @@ def _content_words(text: str) -> set[str]:
         if w not in _STOP:
             words.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
     return words
+
+
+_STATE_KIND = "memory"  # per-user artifacts: the turns read (by hash) and the forgotten facts
+_SEEN, _TOMBSTONES = "seen-turns", "tombstones"
+_STATE_LIMIT = 10_000  # hashes kept per user; older turns may then be read again (tombstones still hold)
+
+
+def _turn_hash(text: str) -> str:
+    return hashlib.sha256(norm_text(text).encode("utf-8")).hexdigest()[:24]
+
+
+def _identity(key: str, value: str, negated: bool) -> str:
+    """What a fact says, whatever its id or wording: key, normalized value, polarity."""
+    return f"{key}\x1f{norm_text(value)}\x1f{int(bool(negated))}"
 
 
 def _key(fact: Fact) -> str:

@@ -223,3 +223,20 @@ def test_embedding_dedupe_but_never_across_a_contradiction() -> None:
 def test_config_errors(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         MemoryConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Big news: I moved to Berlin last month.",
+        "I've relocated to Berlin.",
+        "Update - I moved to Berlin.",
+        "These days I live in Berlin.",
+        "We moved to Berlin.",
+        "So, we relocated to Berlin in May.",
+        "Quick update: we're living in Berlin now",
+    ],
+)
+def test_everyday_phrasings_of_a_move_give_the_new_city(said: str) -> None:
+    facts = [c for clause in split_clauses([said]) for c in parse_clause(clause) or []]
+    assert [(c.key, c.value, c.negated) for c in facts] == [("location", "Berlin", False)]

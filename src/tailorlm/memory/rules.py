@@ -22,12 +22,18 @@ __all__ = ["Clause", "ForgetRequest", "durable_first_person", "parse_clause", "p
 
 _F = re.IGNORECASE
 _LEAD = (
-    r"(?:(?:and|but|so|also|well|oh|ok|okay|yes|yeah|no|hi|hello|hey|actually|btw|by\s+the\s+way|anyway|fyi)"
-    r"[,\s]+)*"
+    # a short announcement before the statement: "Big news:", "Quick update -", "Guess what,"
+    r"(?:(?:big\s+|some\s+|good\s+|quick\s+|small\s+|an?\s+)?(?:news|update|fyi|note|heads\s+up)\s*(?::|[-–—]|,)\s*"
+    r"|guess\s+what[,:!]?\s+)?"
+    r"(?:(?:and|but|so|also|well|oh|ok|okay|yes|yeah|no|hi|hello|hey|actually|btw|by\s+the\s+way|anyway|fyi"
+    r"|these\s+days|nowadays|lately|recently|now|currently|since\s+then)[,\s]+)*"
 )
 _ADV = r"(?:(?:now|currently|actually|still|also|really|just|recently|finally|mostly|already|totally|absolutely)\s+)*"
 _I = r"i\s+" + _ADV
 _IM = r"(?:i'm|i\s+am|im)\s+" + _ADV
+# "we" statements about where the user lives count for the user too ("We moved to Berlin")
+_WE = r"we\s+" + _ADV
+_WERE = r"(?:we're|we\s+are)\s+" + _ADV
 _NOT = r"(?:don't|do\s+not|no\s+longer|never)\s+"
 _DIET = r"vegetarian|vegan|pescatarian|pescetarian|flexitarian|keto|paleo|omnivore|carnivore"
 _PET = r"dogs?|cats?|pupp(?:y|ies)|kittens?|rabbits?|hamsters?|parrots?|birds?|fish|horses?|turtles?|snakes?|lizards?"
@@ -50,7 +56,9 @@ _TRIM = re.compile(
     r"|a\s+lot|very\s+much|so\s+much|as\s+an?|last\s+\w+|this\s+\w+|next\s+\w+"
     r"|for\s+(?:a|the|about|over|almost|\d+|two|three|several|many|some|years|months|ages)\b"
     r"|(?:a\s+few\s+|\d+\s+|two\s+|three\s+|many\s+)?\w+\s+ago|ago|with\s+my"
-    r"|in\s+(?:\d|19|20)\d*)\b).*$",
+    r"|in\s+(?:\d|19|20)\d*"
+    r"|(?:in|since|back\s+in|early\s+in|late\s+in)\s+(?:january|february|march|april|may|june|july|august"
+    r"|september|october|november|december|spring|summer|autumn|fall|winter))\b).*$",
     _F,
 )
 
@@ -220,8 +228,14 @@ _RULES: list[tuple[str, Builder]] = [
         rf"(?:{_IM}(?:originally\s+)?from|i\s+(?:originally\s+)?come\s+from|i\s+grew\s+up\s+in)\s+(?P<v>.+)",
         _simple("hometown", max_words=5),
     ),
-    (rf"(?:{_I}(?:live|reside|stay)|{_IM}(?:living|based|staying))\s+in\s+(?P<v>.+)", _simple("location", max_words=5)),
-    (rf"{_I}(?:have\s+|'ve\s+)?(?:moved|relocated)\s+(?:back\s+)?to\s+(?P<v>.+)", _simple("location", max_words=5)),
+    (
+        rf"(?:{_I}(?:live|reside|stay)|{_WE}(?:live|reside)|(?:{_IM}|{_WERE})(?:living|based|staying))\s+in\s+(?P<v>.+)",
+        _simple("location", max_words=5),
+    ),
+    (
+        rf"(?:{_I}(?:have\s+)?|i've\s+{_ADV}|{_WE}(?:have\s+)?|we've\s+{_ADV})(?:moved|relocated)\s+(?:back\s+)?to\s+(?P<v>.+)",
+        _simple("location", max_words=5),
+    ),
     (r"my\s+(?:home|city|home\s*town)\s+is\s+(?:now\s+)?(?P<v>.+)", _simple("location", max_words=5)),
     (rf"{_I}{_NOT}live\s+in\s+(?P<v>.+)", _simple("location", negated=True, max_words=5)),
     (rf"(?:{_I}work|{_IM}(?:working|employed))\s+(?:at|for|by)\s+(?P<v>.+)", _simple("employer", max_words=5)),

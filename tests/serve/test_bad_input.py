@@ -76,3 +76,15 @@ def test_bad_input_gets_a_clear_json_error_and_the_server_keeps_serving(
         # Still serving, on the same connection pool:
         assert c.get("/health").json() == {"status": "ok"}
         assert c.post(CHAT, json=OK_CHAT).json()["choices"][0]["message"]["content"] == "echo: still there?"
+
+
+def test_405_names_every_method_the_path_takes_in_allow(live: Live) -> None:
+    with live.admin() as c:
+        for method, path, allowed in [
+            ("PUT", "/v1/users", "GET, POST"),
+            ("PATCH", "/v1/users/alice", "DELETE, GET"),
+            ("GET", "/v1/chat/completions", "POST"),
+        ]:
+            r = c.request(method, path)
+            assert r.status_code == 405 and r.headers["allow"] == allowed, (method, path, r.headers.get("allow"))
+            assert r.json()["error"]["message"].endswith(f"allowed: {allowed}")

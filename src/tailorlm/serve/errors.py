@@ -176,9 +176,26 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            message = f"method {request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+            headers["Allow"] = ", ".join(allowed)
+        return error_response(exc.status_code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first
+    route's: GET for ``/v1/users``, which takes POST too)."""
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import compile_path
+
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):  # included routers' routes, full paths
+        regex, _, _ = compile_path(route.path)
+        if regex.match(request.url.path):
+            methods |= set(route.methods or ())
+    return sorted(methods)
 
 
 class CatchAllMiddleware:

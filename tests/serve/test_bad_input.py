@@ -54,6 +54,8 @@ CASES = [
      "less than or equal to 9223372036854775807"),
     ("seed-2-63", "POST", CHAT, {"json": {**OK_CHAT, "seed": 2**63}}, 422, "body.seed",
      "less than or equal to 9223372036854775807"),
+    ("key-for-unknown-user", "POST", "/v1/keys", {"json": {"user_id": "ghost"}}, 404, "user_id",
+     "unknown user 'ghost'; create it with POST /v1/users first"),
     ("unknown-route", "GET", "/v1/nothing-here", {}, 404, None, "no route GET /v1/nothing-here"),
     ("wrong-method", "PUT", "/v1/users", {"json": {}}, 405, None, "method PUT is not allowed on /v1/users"),
 ]  # fmt: skip

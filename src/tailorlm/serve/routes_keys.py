@@ -26,8 +26,11 @@ router = APIRouter(prefix="/keys", tags=["keys"], responses=_ERRORS)
 def create_key(
     body: s.KeyCreate, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.KeyCreated:
-    """A key that can read and write only ``user_id``'s data (the user need not exist yet)."""
+    """A key that can read and write only ``user_id``'s data; the user must exist (404 otherwise:
+    a key for a mistyped id would silently read nothing and write a new user)."""
     require_admin(principal)
+    if not svc.store.has_user(user_id=body.user_id):
+        raise ApiError(404, f"unknown user {body.user_id!r}; create it with POST /v1/users first", param="user_id")
     key = svc.keys.create(role="user", user_id=body.user_id, label=body.label)
     key_id = key.split("_", 2)[1]  # tlm_<key_id>_<secret>
     return s.KeyCreated(key=key, key_id=key_id, role="user", user_id=body.user_id)

@@ -47,21 +47,23 @@ def test_records_round_trip(live: Live) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "param", "text"),
+    ("path", "body", "status", "param", "text"),
     [
-        ("documents", {"user_id": "bob", "text": "x"}, "body.user_id", "path names user 'alice'"),
-        ("documents", {"text": "x", "rating": "five"}, "body.rating", "valid number"),
-        ("interactions", {"item_id": "i", "interaction": "hover"}, "body.interaction", "'rating'"),
-        ("preferences", {"prompt": "p", "chosen": "same", "rejected": "same"}, "body", "identical"),
-        ("documents", {"text": "x", "colour": "red"}, "body.colour", "Extra inputs"),
+        ("documents", {"user_id": "bob", "text": "x"}, 409, "body.user_id", "path names user 'alice'"),
+        ("documents", {"text": "x", "rating": "five"}, 422, "body.rating", "valid number"),
+        ("interactions", {"item_id": "i", "interaction": "hover"}, 422, "body.interaction", "'rating'"),
+        ("preferences", {"prompt": "p", "chosen": "same", "rejected": "same"}, 422, "body", "identical"),
+        ("documents", {"text": "x", "colour": "red"}, 422, "body.colour", "Extra inputs"),
     ],
     ids=["other-user-in-body", "wrong-type", "bad-literal", "identical-pair", "unknown-field"],
 )
-def test_invalid_records_are_refused_naming_the_field(live: Live, path: str, body: dict, param: str, text: str) -> None:
+def test_invalid_records_are_refused_naming_the_field(
+    live: Live, path: str, body: dict, status: int, param: str, text: str
+) -> None:
     with live.admin() as c:
         before = c.get("/v1/users/alice/export").json()
         r = c.post(f"/v1/users/alice/{path}", json=body)
-        assert r.status_code == 422
+        assert r.status_code == status
         assert r.json()["error"]["param"] == param and text in r.json()["error"]["message"]
         assert c.get("/v1/users/alice/export").json() == before
 

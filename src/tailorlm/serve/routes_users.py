@@ -30,6 +30,10 @@ __all__ = ["router"]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429)
 }
+_ERRORS[409] = {
+    "model": s.ErrorResponse,
+    "description": "the body's user_id names another user than the path (a rule JSON Schema cannot state)",
+}
 router = APIRouter(prefix="/users", tags=["users"], responses=_ERRORS)
 R = TypeVar("R", Document, Interaction, Preference)
 
@@ -43,7 +47,10 @@ def _record(cls: type[R], user_id: str, body: BaseModel) -> R:
     data = body.model_dump()
     given = data.pop("user_id", None)
     if given is not None and given != user_id:
-        raise ApiError(422, f"body.user_id is {given!r} but the path names user {user_id!r}", param="body.user_id")
+        raise ApiError(
+            409, f"body.user_id is {given!r} but the path names user {user_id!r}; omit it or make them equal",
+            param="body.user_id",
+        )  # fmt: skip
     try:
         return cls(user_id=user_id, **data)
     except ValidationError as exc:

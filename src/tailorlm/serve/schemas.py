@@ -11,9 +11,9 @@ Stored records are returned as the record models themselves (``User``, ``Documen
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
 from tailorlm.data import USER_ATTRIBUTES, Document, Fact, Interaction, Preference, User
 
@@ -41,7 +41,21 @@ __all__ = [
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 _OPENAI = ConfigDict(strict=True, extra="ignore")
-Timestamp = int | str | None  # Unix seconds or ISO 8601, as records accept
+
+
+def _integral(value: Any) -> Any:
+    """120.0 -> 120: JSON Schema's integers include floats with no fraction, and clients
+    (and API fuzzers) send them; strict models would refuse them. Strings stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def Int(ge: int | None = None, le: int | None = None) -> Any:
+    """An integer as JSON Schema defines it (what the OpenAPI spec promises): 3 or 3.0, not "3".
+    Bounds go inside, so the spec states them as ``minimum`` / ``maximum``."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
+Timestamp = Int() | str | None  # Unix seconds or ISO 8601, as records accept
 
 #: A user id that can be a URL path segment: no "/", no control characters (NUL included),
 #: and not "." or ".." (clients and proxies resolve those as path steps).
@@ -108,13 +122,13 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(None, description="the tailorlm user id whose data personalizes the answer")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    max_tokens: Int(1, 4096) | None = None
+    max_completion_tokens: Int(1, 4096) | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(1, ge=1, le=1, description="only one choice is generated")
+    seed: Int(0, 2**63 - 1) | None = None
+    n: Int(1, 1) = Field(1, description="only one choice is generated")
 
 
 class RetrievedItem(BaseModel):
@@ -186,10 +200,19 @@ class ModelList(BaseModel):
 # -- users and their data ---------------------------------------------------------------------
 
 
+def _attribute(name: str) -> tuple[Any, Any]:
+    """A user attribute's type and field for ``UserIn``: integers take 3.0 as well as 3 (bounds kept)."""
+    field = User.model_fields[name]
+    if field.annotation != (int | None):
+        return field.annotation, field
+    bounds = {k: getattr(m, k) for m in field.metadata for k in ("ge", "le") if hasattr(m, k)}
+    return Int(bounds.get("ge"), bounds.get("le")) | None, Field(None, description=field.description)
+
+
 def _user_in() -> type[BaseModel]:
     """``UserIn`` is built from :class:`~tailorlm.data.User`'s fields, so the typed attributes
     (``data.records.USER_ATTRIBUTES``, the one list) and their constraints are declared once."""
-    attrs = {name: (User.model_fields[name].annotation, User.model_fields[name]) for name in USER_ATTRIBUTES}
+    attrs = {name: _attribute(name) for name in USER_ATTRIBUTES}
     model = create_model(
         "UserIn",
         __config__=_STRICT,
@@ -227,7 +250,7 @@ class DocumentIn(BaseModel):
     """A document of the user in the path; ``doc_id`` is derived from the content if absent."""
 
     model_config = _STRICT
-    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
     doc_id: str | None = None
     doc_kind: str = "document"
     text: str = Field(..., min_length=1)
@@ -240,7 +263,7 @@ class DocumentIn(BaseModel):
 
 class InteractionIn(BaseModel):
     model_config = _STRICT
-    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
     item_id: str = Field(..., min_length=1)
     interaction_id: str | None = None
     interaction: Literal["rating", "click", "purchase", "view", "like", "skip"] = "rating"
@@ -253,7 +276,7 @@ class PreferenceIn(BaseModel):
     """Pair-wise feedback: for ``prompt`` the user prefers ``chosen`` over ``rejected``."""
 
     model_config = _STRICT
-    user_id: str | None = Field(None, description="optional; must equal the user in the path")
+    user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
     pref_id: str | None = None
     prompt: str
     chosen: str
@@ -306,7 +329,7 @@ class CompareRequest(BaseModel):
     model_config = _STRICT
     message: str = Field(..., min_length=1, max_length=20_000)
     method: str = Field("rag-bm25+profile", min_length=1, description="method spec of the personalized answer")
-    max_tokens: int = Field(128, ge=1, le=1024)
+    max_tokens: Int(1, 1024) = 128
 
 
 class PersonalizedAnswer(BaseModel):

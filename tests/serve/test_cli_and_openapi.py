@@ -87,3 +87,11 @@ def test_openapi_documents_every_route_with_auth_and_errors(live: Live) -> None:
     schemas = spec["components"]["schemas"]
     assert schemas["ChatCompletionRequest"]["required"] == ["model", "messages"]
     assert "tailorlm" in schemas["ChatCompletion"]["properties"]
+
+
+def test_every_status_the_key_and_user_routes_return_is_in_the_spec(live) -> None:  # type: ignore[no-untyped-def]
+    spec = live.app.openapi()
+    assert "409" in spec["paths"]["/v1/keys/{key_id}"]["delete"]["responses"]  # self-revoke
+    assert "409" in spec["paths"]["/v1/users/{user_id}/documents"]["post"]["responses"]  # body/path users differ
+    chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "404", "429", "503", "504"} <= set(chat)

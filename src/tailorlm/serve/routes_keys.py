@@ -45,7 +45,11 @@ def list_keys(
     return s.KeyList(data=[s.KeyOut(**asdict(k)) for k in svc.keys.list_keys(user_id=user_id)])
 
 
-@router.delete("/{key_id}", response_model=s.KeyOut)
+@router.delete(
+    "/{key_id}",
+    response_model=s.KeyOut,
+    responses={409: {"model": s.ErrorResponse, "description": "the key making the request cannot revoke itself"}},
+)
 def revoke_key(
     key_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.KeyOut:

@@ -143,9 +143,12 @@ def page(sync_api: Any) -> Iterator[Any]:
             page.set_default_timeout(TIMEOUT_MS)
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
             page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+            page.expected_console_errors = []  # substrings of console errors a test causes on purpose
             yield page
         finally:
             browser.close()
+    allowed = getattr(page, "expected_console_errors", [])
+    errors = [e for e in errors if not (e.startswith("console: ") and any(a in e for a in allowed))]
     assert not errors, errors
 
 
@@ -238,3 +241,35 @@ def test_page_and_assets_are_public_and_nothing_else_is_served(base_url: str) ->
         for path in ("/static/index.html.bak", "/static/..%2Fworkbench.py", "/static/../workbench.py"):
             assert client.get(path).status_code == 404, path
         assert client.get("/v1/users").status_code == 401
+
+
+def test_a_failed_user_load_clears_the_panels_and_disables_the_actions(
+    sync_api: Any, page: Any, base_url: str, store: Store
+) -> None:
+    expect = sync_api.expect
+    page.expected_console_errors = ["404"]  # the browser logs the failed fetch itself
+    page.goto(f"{base_url}/#key={ADMIN_KEY}")
+    page.get_by_role("button", name=USER, exact=True).click()
+    expect(page.locator("#documents")).to_contain_text("Warm and quiet")
+    expect(page.locator("#delete-user")).to_be_enabled()
+    store.delete_user(user_id="movielens:42")  # gone after the list was shown: its load will fail
+    page.get_by_role("button", name="movielens:42", exact=True).click()
+    expect(page.locator("#status")).to_contain_text("Could not load movielens:42")
+    expect(page.locator("#user-title")).to_have_text("movielens:42 (could not be loaded)")
+    expect(page.locator("#documents li")).to_have_count(0)  # not the guitarist's reviews under another name
+    expect(page.locator("#attributes")).to_have_text("")
+    expect(page.locator("#delete-user")).to_be_disabled()
+    expect(page.locator("#send")).to_be_disabled()
+
+
+def test_a_timestamp_beyond_the_javascript_date_range_does_not_break_the_page(
+    sync_api: Any, page: Any, base_url: str, store: Store
+) -> None:
+    expect = sync_api.expect
+    far = 2**62  # a valid 64-bit timestamp; as milliseconds it is far past what a Date holds
+    store.add([Document(user_id=USER, doc_kind="review", timestamp=far, text="A review from the far future.")])
+    page.goto(f"{base_url}/#key={ADMIN_KEY}")
+    page.get_by_role("button", name=USER, exact=True).click()
+    expect(page.locator("#documents")).to_contain_text("A review from the far future.")
+    expect(page.locator("#documents")).to_contain_text(f"t={str(far)[:14]}")  # as a JavaScript number prints it
+    expect(page.locator("#delete-user")).to_be_enabled()  # the page works (the fixture also checks for errors)

@@ -1,6 +1,6 @@
 // tailorlm workbench: plain JavaScript (an ES module) over the JSON API under /v1, no build step.
 // Every piece of user data is put on the page as text (render.js, el()), never as HTML.
-import { $, el, renderAnswers, renderOverview, renderPreferences } from "./render.js";
+import { $, clearUserPanels, el, renderAnswers, renderOverview, renderPreferences } from "./render.js";
 
 const KEY_STORAGE = "tailorlm.apiKey";
 const MAX_LISTED_USERS = 300; // a long list stays fast; the filter finds the rest
@@ -140,8 +140,21 @@ async function chooseUser(userId) {
   $("empty-state").hidden = true;
   $("user-panel").hidden = false;
   $("user-title").textContent = userId;
+  clearUserPanels(); // never show the previous user's data under this user's name
+  setUserActions(false);
   setStatus(`Loading ${userId}…`);
-  if (await refreshUser(userId)) setStatus(`Showing ${userId}.`);
+  if (await refreshUser(userId)) {
+    setUserActions(true);
+    setStatus(`Showing ${userId}.`);
+  } else if (state.userId === userId) {
+    $("user-title").textContent = `${userId} (could not be loaded)`;
+  }
+}
+
+/** Delete and compare act on the loaded user only: off while loading and after a failed load. */
+function setUserActions(enabled) {
+  $("delete-user").disabled = !enabled;
+  $("send").disabled = !enabled;
 }
 
 /** (Re)load the overview and preferences of a user; false if that failed. */
@@ -196,7 +209,7 @@ async function compare(event) {
   } catch (err) {
     if (err.status !== 401) setStatus(`Could not compare: ${err.message}`, true);
   } finally {
-    $("send").disabled = false;
+    if (state.userId === userId) $("send").disabled = false;
     $("results").setAttribute("aria-busy", "false");
   }
 }

@@ -28,11 +28,20 @@ function show(value) {
   return String(value);
 }
 
-/** Seconds since the epoch (as stored) -> YYYY-MM-DD; anything else as it is. */
+/** Seconds since the epoch (as stored) -> YYYY-MM-DD; anything else as it is. A timestamp
+ * beyond what a JavaScript Date holds (+-8.64e15 ms, the store allows 64-bit seconds) is
+ * shown as the number it is rather than breaking the page. */
 function day(timestamp) {
   if (typeof timestamp !== "number") return timestamp ?? null;
-  const ms = timestamp > 1e11 ? timestamp : timestamp * 1000;
-  return new Date(ms).toISOString().slice(0, 10);
+  const ms = Math.abs(timestamp) > 1e11 ? timestamp : timestamp * 1000;
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return `t=${timestamp}`;
+  return date.toISOString().slice(0, 10);
+}
+
+/** Empty every panel of the user page (before a load, and when a load fails). */
+export function clearUserPanels() {
+  for (const id of ["attributes", "persona", "counts", "facts", "documents", "preferences"]) $(id).replaceChildren();
 }
 
 function snippet(text, limit = 280) {

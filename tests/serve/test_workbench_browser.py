@@ -273,3 +273,41 @@ def test_a_timestamp_beyond_the_javascript_date_range_does_not_break_the_page(
     expect(page.locator("#documents")).to_contain_text("A review from the far future.")
     expect(page.locator("#documents")).to_contain_text(f"t={str(far)[:14]}")  # as a JavaScript number prints it
     expect(page.locator("#delete-user")).to_be_enabled()  # the page works (the fixture also checks for errors)
+
+
+@pytest.fixture
+def slow_app(store: Store, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The app over a fake whose every decode step stands for 50 ms of model time."""
+    from tailorlm.serve import create_app, run_in_thread
+    from tailorlm.settings import load_settings
+
+    settings = load_settings(cache_dir=tmp_path / "cache", serve={"memory": False})
+    app = create_app(settings, store=store, generator=ContextNotingFake(step_seconds=0.05), admin_key=ADMIN_KEY)
+    with run_in_thread(app) as url:
+        yield url, app
+
+
+def test_a_long_compare_shows_elapsed_time_and_can_be_cancelled(sync_api: Any, page: Any, slow_app: tuple) -> None:
+    import re
+    import time
+
+    expect = sync_api.expect
+    url, app = slow_app
+    page.goto(f"{url}/#key={ADMIN_KEY}")
+    page.get_by_role("button", name=USER, exact=True).click()
+    expect(page.locator("#documents")).to_contain_text("Warm and quiet")
+    page.get_by_label("Method", exact=True).select_option("rag-bm25")  # no model call before the two answers
+    page.get_by_label("Max tokens", exact=True).fill("400")
+    page.get_by_label("Message", exact=True).fill(" ".join(f"word{i}" for i in range(300)))
+    page.get_by_role("button", name="Compare answers").click()
+    expect(page.locator("#status")).to_have_text(re.compile(r"Generating both answers… [1-9]\d* s"))  # it counts
+    scheduler = app.state.service.scheduler
+    assert scheduler.stats().running == 2  # both answers are being decoded
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#status")).to_contain_text("Cancelled")
+    expect(page.get_by_role("button", name="Compare answers")).to_be_enabled()
+    deadline = time.monotonic() + 10
+    while scheduler.stats().running and time.monotonic() < deadline:  # the server notices the closed request
+        time.sleep(0.01)
+    assert scheduler.stats().running == 0
+    assert len(scheduler._batch.sizes) < 300  # cancelled long before the 300-word answers were done

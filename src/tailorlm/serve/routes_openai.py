@@ -15,7 +15,6 @@ client that disconnects, streaming or not, cancels its row.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -29,7 +28,7 @@ from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.engine import Prepared
 from tailorlm.serve.errors import ApiError, error_body
-from tailorlm.serve.scheduler import Completion, Ticket
+from tailorlm.serve.scheduler import Completion, Ticket, until_disconnect
 from tailorlm.serve.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 from tailorlm.serve.service import Service, get_principal, get_service
 
@@ -144,7 +143,7 @@ async def chat_completions(
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _sse(completion_id, body.model, prepared, ticket, svc, finished, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    done = await _until_disconnect(request, ticket.result(), svc, ticket)
+    done = await until_disconnect(request, ticket.result(), svc.scheduler, [ticket])
     response = {
         "id": completion_id,
         "object": "chat.completion",
@@ -158,28 +157,6 @@ async def chat_completions(
     if prepared.usage is not None:
         response["tailorlm"] = prepared.usage
     return response
-
-
-async def _until_disconnect(request: Request, work: Any, svc: Service, ticket: Ticket) -> Any:
-    """Await ``work``; if the client disconnects first, cancel the ticket's row instead.
-
-    The request body has been read, so the next ASGI message is ``http.disconnect``."""
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-    if not task.done():
-        task.cancel()
-        svc.scheduler.cancel(ticket)
-        raise ApiError(499, "the client closed the connection")
-    return task.result()
 
 
 async def _sse(

@@ -22,6 +22,7 @@ from tailorlm.data.records import TIMESTAMP_MAX, TIMESTAMP_MIN
 from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.errors import ApiError, format_loc
+from tailorlm.serve.scheduler import until_disconnect
 from tailorlm.serve.service import Service, get_principal, get_service
 from tailorlm.serve.upload import parse_upload
 
@@ -278,6 +279,7 @@ def forget_fact(
 @router.post("/{user_id}/compare", response_model=s.CompareResponse)
 async def compare(
     user_id: str,
+    request: Request,
     body: s.CompareRequest = Body(...),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
@@ -290,7 +292,8 @@ async def compare(
     try:  # both rows join the running batch; a refusal of the second or a disconnect cancels both
         for p in (pers, base):
             tickets.append(svc.scheduler.submit(p.row, config, key=principal.key_id, prompt_tokens=p.prompt_tokens))
-        text, baseline = (done.text for done in await asyncio.gather(*(t.result() for t in tickets)))
+        both = asyncio.gather(*(t.result() for t in tickets))
+        text, baseline = (done.text for done in await until_disconnect(request, both, svc.scheduler, tickets))
     finally:
         for t in tickets:
             if not t.done:

@@ -42,7 +42,7 @@ from tailorlm.models.continuous import DecodeBatch, RowEvent
 from tailorlm.models.inputs import ModelInput, generate_inputs
 from tailorlm.serve.errors import ApiError
 
-__all__ = ["Completion", "Scheduler", "SchedulerStats", "Ticket"]
+__all__ = ["Completion", "Scheduler", "SchedulerStats", "Ticket", "until_disconnect"]
 
 log = logging.getLogger("tailorlm.serve")
 
@@ -402,3 +402,27 @@ def _api_error(exc: Exception) -> Exception:
     if isinstance(exc, ValueError):
         return ApiError(400, str(exc))
     return exc
+
+
+async def until_disconnect(request: Any, work: Any, scheduler: Scheduler, tickets: list[Ticket]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel ``tickets``' rows instead.
+
+    For routes that answer once (Starlette cancels only streaming responses on a disconnect).
+    The request body has been read, so the next ASGI message is ``http.disconnect``."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        for ticket in tickets:
+            scheduler.cancel(ticket)
+        raise ApiError(499, "the client closed the connection")
+    return task.result()

@@ -5,7 +5,7 @@ import { $, clearUserPanels, el, renderAnswers, renderOverview, renderPreference
 const KEY_STORAGE = "tailorlm.apiKey";
 const MAX_LISTED_USERS = 300; // a long list stays fast; the filter finds the rest
 const DEFAULT_METHOD = "rag-bm25+profile"; // the server's default for /compare
-const state = { key: null, users: [], userId: null, last: null };
+const state = { key: null, users: [], userId: null, last: null, cancel: null };
 
 function setStatus(message, isError = false) {
   const status = $("status");
@@ -31,10 +31,11 @@ function errorText(data, status) {
   return typeof data === "string" && data ? data : `HTTP ${status}`;
 }
 
-async function api(path, { method = "GET", body } = {}) {
+async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { Authorization: `Bearer ${state.key}`, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const response = await fetch(path, { method, headers, body: payload, signal });
   const raw = await response.text();
   let data = raw;
   try {
@@ -197,18 +198,30 @@ async function compare(event) {
   if (!userId || !message) return;
   const body = { message, max_tokens: Number($("max-tokens").value) || 96 };
   if ($("method").value) body.method = $("method").value;
+  // Generation can take a while on a CPU: show the elapsed time and let the user cancel
+  // (closing the request cancels both rows on the server).
+  const controller = new AbortController();
+  const started = Date.now();
+  const tick = () => setStatus(`Generating both answers… ${Math.round((Date.now() - started) / 1000)} s`);
+  tick();
+  const timer = setInterval(tick, 1000);
+  state.cancel = () => controller.abort();
   $("send").disabled = true;
+  $("cancel").hidden = false;
   $("results").setAttribute("aria-busy", "true");
-  setStatus("Generating both answers…");
   try {
-    const result = await api(userPath(userId, "/compare"), { method: "POST", body });
+    const result = await api(userPath(userId, "/compare"), { method: "POST", body, signal: controller.signal });
     if (state.userId !== userId) return;
     state.last = { userId, message, personalized: result.personalized.text, baseline: result.baseline.text };
     renderAnswers(result, body.method);
-    setStatus("Both answers are ready.");
+    setStatus(`Both answers are ready (${Math.round((Date.now() - started) / 1000)} s).`);
   } catch (err) {
-    if (err.status !== 401) setStatus(`Could not compare: ${err.message}`, true);
+    if (err.name === "AbortError") setStatus("Cancelled: nothing was generated or stored.");
+    else if (err.status !== 401) setStatus(`Could not compare: ${err.message}`, true);
   } finally {
+    clearInterval(timer);
+    state.cancel = null;
+    $("cancel").hidden = true;
     if (state.userId === userId) $("send").disabled = false;
     $("results").setAttribute("aria-busy", "false");
   }
@@ -260,6 +273,7 @@ function init() {
   });
   $("user-filter").addEventListener("input", renderUserList);
   $("delete-user").addEventListener("click", deleteUser);
+  $("cancel").addEventListener("click", () => state.cancel?.());
   $("chat-form").addEventListener("submit", compare);
   for (const button of document.querySelectorAll("button.prefer")) {
     button.addEventListener("click", () => prefer(button.dataset.side));

@@ -140,3 +140,37 @@ def test_a_version_1_store_is_migrated_to_add_the_key_table(tmp_path: Path) -> N
     key = KeyStore(store).create(role="user", user_id="u1")
     assert KeyStore(store).verify(key).user_id == "u1"
     assert new_api_key() != new_api_key()
+
+
+def test_concurrent_checks_of_one_uncached_key_run_scrypt_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a cached key expires every client's next request checks it: one scrypt must serve all
+    (each costs 16 MiB the allocator keeps: the soak benchmark's RSS grew 2.8x without this)."""
+    import threading
+
+    import tailorlm.serve.auth as auth
+
+    calls: list[int] = []
+    real = auth._hash
+
+    def counted(secret: str, salt: str) -> str:
+        calls.append(1)
+        return real(secret, salt)
+
+    keys = KeyStore(Store(f"sqlite:///{tmp_path / 'k.db'}"))
+    key = keys.create(role="admin")
+    monkeypatch.setattr(auth, "_hash", counted)
+    start = threading.Barrier(20)
+    results: list[object] = []
+
+    def check() -> None:
+        start.wait()
+        results.append(keys.verify(key))
+
+    threads = [threading.Thread(target=check) for _ in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert len(results) == 20 and all(r is not None and r.role == "admin" for r in results)
+    assert len(calls) == 1
+    assert keys.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None  # a wrong secret is still refused

@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +37,6 @@ Role = Literal["admin", "user"]
 _KEY = re.compile(r"^tlm_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32, "maxmem": 64 * 1024 * 1024}
 _CACHE_MAX = 10_000
-_SCRYPT_CONCURRENCY = 2  # scrypt checks running at once (each allocates 16 MiB)
 
 
 def new_api_key() -> str:
@@ -110,10 +110,12 @@ class KeyStore:
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
         # One scrypt per key at a time (when a cached key expires, every client's next request
-        # would otherwise verify it at once), and few at all: each costs 16 MiB, which the
-        # allocator keeps (the soak benchmark's RSS grew 2.8x from such stampedes).
+        # would otherwise verify it at once), and all of them on one thread: each allocates
+        # 16 MiB, and glibc keeps such a block in the arena of the thread that freed it, so
+        # scrypt on every request thread left up to 16 x 16 MiB resident (the soak benchmark's
+        # RSS grew 2.8x).
         self._verifying: dict[str, threading.Lock] = {}
-        self._scrypt_slots = threading.BoundedSemaphore(_SCRYPT_CONCURRENCY)
+        self._scrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailorlm-scrypt")
 
     # -- creating --------------------------------------------------------------------
 
@@ -215,8 +217,8 @@ class KeyStore:
         row = self._row(key_id)
         if row is None or row["revoked_at"] is not None:
             return None
-        with self._scrypt_slots:
-            matches = hmac.compare_digest(_hash(secret, row["salt"]), row["hash"])
+        computed = self._scrypt.submit(_hash, secret, row["salt"]).result()
+        matches = hmac.compare_digest(computed, row["hash"])
         if not matches:
             return None
         principal = Principal(key_id=key_id, role=row["role"], user_id=row["user_id"])

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import schemathesis  # the dev extra (make test installs it)
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from serve_harness import seed, settings_for
 
 from tailorlm.data import Store
@@ -24,6 +25,10 @@ from tailorlm.serve import create_app, new_api_key
 from tailorlm.testing import FakeGenerator
 
 EXAMPLES = 12
+DERANDOMIZE = True  # the same cases on every run (CI); set False locally to explore
+# Bodies with rules JSON Schema cannot state: JSON Lines of records (the spec says "a
+# string"), and a preference whose chosen answer must differ from the rejected one.
+CROSS_FIELD_RULES = {"POST /v1/users/{user_id}/upload", "POST /v1/users/{user_id}/preferences"}
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -63,13 +68,17 @@ def _fuzz(scratch: Scratch, key: str) -> dict[str, str]:
         @settings(
             max_examples=EXAMPLES,
             deadline=None,
-            derandomize=True,
+            derandomize=DERANDOMIZE,
             database=None,
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
         def run(case: Any) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {key}"})
+            # There a schema-valid body may still break a stated rule, and its 422 is right; every
+            # other check (no 5xx, listed statuses, response schemas) applies to them too.
+            ruled = case.operation.label in CROSS_FIELD_RULES
+            excluded = [positive_data_acceptance] if ruled else []
+            case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, excluded_checks=excluded)
 
         try:
             run()

@@ -52,6 +52,8 @@ CASES = [
      "outside the supported range"),
     ("before-2-63", "GET", "/v1/users/alice/documents", {"params": {"before": 2**63}}, 422, "query.before",
      "less than or equal to 9223372036854775807"),
+    ("offset-2-63", "GET", "/v1/users", {"params": {"offset": 2**63}}, 422, "query.offset",
+     "less than or equal to 9223372036854775807"),
     ("seed-2-63", "POST", CHAT, {"json": {**OK_CHAT, "seed": 2**63}}, 422, "body.seed",
      "less than or equal to 9223372036854775807"),
     ("key-for-unknown-user", "POST", "/v1/keys", {"json": {"user_id": "ghost"}}, 404, "user_id",

@@ -70,7 +70,7 @@ def _write(svc: Service, record: Any, source: str = "api") -> None:
 @router.get("", response_model=s.UserList)
 def list_users(
     limit: int = Query(10_000, ge=1, le=100_000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**63 - 1),  # the database counts rows in 64 bits
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.UserList:

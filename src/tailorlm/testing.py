@@ -92,13 +92,6 @@ class FakeGenerator:
         tag = f"[{adapter}] " if adapter is not None else ""
         return f"{tag}{self.prefix}{last_user}".split(" ")[: config.max_new_tokens]
 
-    def count_tokens(self, messages: Messages) -> int:
-        """Whitespace words of every message: the fake's "tokens"."""
-        return sum(len(m["content"].split()) for m in normalize_batch([messages])[0])
-
-    def count_text_tokens(self, text: str) -> int:
-        return len(text.split())
-
     def decode_batch(self) -> "FakeDecodeBatch":
         """A continuous batch that emits one word per step (see :class:`FakeDecodeBatch`)."""
         return FakeDecodeBatch(self)

@@ -148,6 +148,7 @@ class AdapterRegistry:
         ]
         self.root = Path(root) if root is not None else Path(store.files_dir) / "adapters"
         self._base_sha = _sha(self.base_model)[:12]
+        self._legacy_shas = [_sha(m)[:12] for m in self._legacy]
 
     def __repr__(self) -> str:
         return f"AdapterRegistry(base_model={self.base_model!r}, root='{self.root}')"
@@ -163,7 +164,7 @@ class AdapterRegistry:
 
     def _artifact_keys(self, key: AdapterKey) -> list[str]:
         """The key records of ``key`` are stored under: current first, then legacy ones."""
-        return [self._artifact_key(key), *(self._artifact_key(key, _sha(m)[:12]) for m in self._legacy)]
+        return [self._artifact_key(key), *(self._artifact_key(key, sha) for sha in self._legacy_shas)]
 
     def folder_for(self, key: AdapterKey) -> Path:
         """A fresh, empty folder to save a new version of ``key``'s adapter into (created).

@@ -279,6 +279,13 @@ class Engine:
         if not text or not text.strip():
             raise ApiError(400, "messages need a non-empty user message to personalize for", param="messages")
         pers = personalize_input(self.method(spec), user_id, messages=messages)
+        return self._within(user_id, spec, pers, messages, limit)
+
+    def _within(
+        self, user_id: str, spec: str, pers: PersonalizedInput, messages: list[dict[str, str]], limit: int
+    ) -> Prepared:
+        """``pers`` (for the client's ``messages``) within ``limit`` tokens: retrieved context
+        trimmed first, then refused with a 400."""
         n = self.count(pers.messages)
         if n > limit:
             pers = trim_context(pers, messages, lambda p: self.count(p.messages) <= limit)
@@ -290,12 +297,8 @@ class Engine:
         """The personalized and the baseline input for one message, both bounded like a chat."""
         self.require_user(user_id)
         limit = self.prompt_limit(max_tokens)
-        pers, usage = self.personalize(user_id, spec, message, param="method")
-        baseline = self.method("identity").personalize(user_id, Query(message, task="chat"))
+        query = Query(message, task="chat")
+        baseline = self.method("identity").personalize(user_id, query)
         n_base = self._check_length(baseline.messages, limit, what="the message")
-        n = self.count(pers.messages)
-        if n > limit:
-            pers = trim_context(pers, pers.messages[1:], lambda p: self.count(p.messages) <= limit)
-            pers, usage = self._usage(user_id, spec, pers)
-            n = self._check_length(pers.messages, limit, what="the personalized prompt")
-        return Prepared(pers, n, usage, True), Prepared(baseline, n_base, None, True)
+        pers = self.method(spec, param="method").personalize(user_id, query)
+        return self._within(user_id, spec, pers, pers.messages[1:], limit), Prepared(baseline, n_base, None, True)

@@ -34,6 +34,7 @@ def test_detect_format(tmp_path: Path) -> None:
         "amazon",
         "movielens",
         "lamp",
+        "locomo",
         "personachat",
         "popquorn",
         "jsonl",

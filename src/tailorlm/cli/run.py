@@ -169,6 +169,22 @@ def _metrics_table(title: str, result: dict[str, Any]) -> Table:
     return table
 
 
+def _category_table(by_category: dict[str, Any]) -> Table:
+    """Memory QA: each question category's metrics with 95% CIs (n: the values each rests on)."""
+    metrics = list(dict.fromkeys(m for cell in by_category.values() for m in cell["ci"]))
+    table = Table(title="by question category")
+    for col in ("category", "questions", *metrics):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for cat, cell in by_category.items():
+        cis = cell["ci"]
+        values = [
+            f"{cis[m]['estimate']:.3f} [{cis[m]['low']:.3f}, {cis[m]['high']:.3f}] n={cis[m]['n']}" if m in cis else ""
+            for m in metrics
+        ]
+        table.add_row(cat, str(cell["n"]), *values)
+    return table
+
+
 def _paired_table(method: str, comparison: dict[str, Any]) -> Table:
     """Method minus baseline per primary metric on the common queries: difference, CI, p-value."""
     from tailorlm.eval.metrics import METRIC_DIRECTION
@@ -189,6 +205,8 @@ def _print_result(method: str, task: str, result: dict[str, Any], output: Path |
     """The metrics (and the baseline's, and the paired test) as tables; with --output, all as JSON."""
     title = f"{method} / {task} / predictor {result['predictor']} ({result['seconds']:.1f} s)"
     console.print(_metrics_table(title, result))
+    if result.get("ci_by_category"):
+        console.print(_category_table(result["ci_by_category"]))
     if "baseline" in result:
         base = result["baseline"]
         console.print(_metrics_table(f"baseline {base['method']} / predictor {base['predictor']}", base))

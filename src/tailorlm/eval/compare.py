@@ -6,7 +6,10 @@ baseline evaluated on the same queries. They share these functions so a number p
 by ``run`` is the number a suite's report shows for the same split and seed.
 
 A result dict is ``RunResult.to_dict()`` (``task``, ``rows`` with ``user_id`` and
-``example_id``, and ``per_example`` values in the order of ``rows``).
+``example_id``, and ``per_example`` values in the order of ``rows``). A per-example value
+may be None where the metric is undefined for that query (evidence recall of a question
+without evidence): it is left out of CIs, and of paired tests together with its partner.
+Rows that carry a ``category`` (memory QA's question types) also get a CI per category.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from tailorlm.eval.metrics import METRIC_DIRECTION
 from tailorlm.eval.stats import bootstrap_ci, paired_test, statistic_for
 from tailorlm.tasks import get_task
 
-__all__ = ["paired", "primary_metrics", "with_uncertainty"]
+__all__ = ["by_category", "paired", "primary_metrics", "with_uncertainty"]
 
 _PRIMARY = {
     "rating": ("mae", "rmse"),
     "classification": ("accuracy",),
     "generation": ("rouge1", "rougeL", "meteor"),
     "ranking": ("ndcg@10", "hit@10"),
+    "qa": ("f1", "evidence_recall", "judge"),
 }
 
 
@@ -35,19 +39,46 @@ def primary_metrics(kind: str) -> tuple[str, ...]:
     return _PRIMARY.get(kind, ())
 
 
+def _cis(
+    per_example: dict[str, list[Any]], metrics: tuple[str, ...], seed: int, keep: list[int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """A bootstrap CI per metric over its defined values; with ``keep``, of those rows only and
+    with ``n``, the number of values it rests on (a category's questions with evidence)."""
+    cis = {}
+    rows = None if keep is None else set(keep)
+    for metric in metrics:
+        source, stat = statistic_for(metric)
+        values = per_example.get(source) or []
+        defined = [v for i, v in enumerate(values) if v is not None and (rows is None or i in rows)]
+        if defined:
+            ci: dict[str, Any] = bootstrap_ci(defined, statistic=stat, seed=seed).to_dict()
+            cis[metric] = ci if rows is None else ci | {"n": len(defined)}
+    return cis
+
+
+def by_category(result: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
+    """Per row ``category`` (in sorted order): its number of queries and a CI per primary metric."""
+    metrics = primary_metrics(get_task(result["task"]).kind)
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(result["rows"]):
+        if row.get("category") is not None:
+            groups.setdefault(str(row["category"]), []).append(i)
+    return {
+        cat: {"n": len(idx), "ci": _cis(result["per_example"], metrics, seed, keep=idx)}
+        for cat, idx in sorted(groups.items())
+    }
+
+
 def with_uncertainty(result: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Attach ``result["ci"]``: a bootstrap CI per primary metric that has per-example values.
+    """Attach ``result["ci"]``: a bootstrap CI per primary metric that has per-example values,
+    and ``result["ci_by_category"]`` when the rows carry categories.
 
     A metric without per-example values (METEOR when it was not computed) gets no CI
     rather than a made-up one. Returns ``result`` itself, updated.
     """
-    cis = {}
-    for metric in primary_metrics(get_task(result["task"]).kind):
-        source, stat = statistic_for(metric)
-        values = result["per_example"].get(source)
-        if values:
-            cis[metric] = bootstrap_ci(values, statistic=stat, seed=seed).to_dict()
-    result["ci"] = cis
+    result["ci"] = _cis(result["per_example"], primary_metrics(get_task(result["task"]).kind), seed)
+    if any(row.get("category") is not None for row in result["rows"]):
+        result["ci_by_category"] = by_category(result, seed)
     return result
 
 
@@ -69,8 +100,10 @@ def paired(result: dict[str, Any], base: dict[str, Any], seed: int, baseline_nam
         a, b = result["per_example"].get(source), base["per_example"].get(source)
         if not a or not b:
             continue
-        va = [a[idx_a[q]] for q in common]
-        vb = [b[idx_b[q]] for q in common]
+        both = [(a[idx_a[q]], b[idx_b[q]]) for q in common if a[idx_a[q]] is not None and b[idx_b[q]] is not None]
+        if not both:
+            continue
+        va, vb = [x for x, _ in both], [y for _, y in both]
         out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed).to_dict()
         sign = METRIC_DIRECTION.get(metric, 1)
         out["gain_per_query"][metric] = [sign * (x - y) for x, y in zip(va, vb, strict=True)]

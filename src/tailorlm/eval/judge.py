@@ -1,4 +1,5 @@
-"""Pairwise LLM-as-judge: "which of these two sounds more like this user?", asked in both orders.
+"""LLM-as-judge: pairwise ("which of these two sounds more like this user?", both orders) and
+correctness ("does this answer say what the reference says?", for memory QA).
 
 Position bias is large in small judges (they prefer whichever answer comes first, or
 second), so every pair is judged twice with the answers swapped; a pair counts as a
@@ -10,6 +11,12 @@ others (any OpenAI-compatible server) answer freely and the first A/B is parsed.
 gave a decisive verdict and ROUGE-1 against the user's real text differs, how often
 they pick the same output. Near 0.5 means the judge is no better than a coin at
 recovering what the user actually wrote.
+
+:class:`CorrectnessJudge` grades one answer against the reference answer of a question
+(LoCoMo's "LLM judge" accuracy beside token F1, which misses paraphrases such as "May
+7th" for "7 May 2023"). It runs on the same generator path as everything else: by
+constrained choice between "yes" and "no" when the model can score choices, else by
+generation with the first yes/no parsed (no verdict counts as "no").
 """
 
 from __future__ import annotations
@@ -21,9 +28,62 @@ from typing import Any
 
 from tailorlm.models.base import ChoiceScorer, GenerationConfig
 
-__all__ = ["JudgeVerdict", "PairwiseJudge", "rouge_agreement"]
+__all__ = ["CorrectnessJudge", "JudgeVerdict", "PairwiseJudge", "rouge_agreement"]
 
 SYSTEM = "You compare two texts and decide which one was more likely written by a given person."
+GRADER_SYSTEM = "You grade answers to questions against the correct answer."
+
+
+def _scores_choices(generator: Any) -> bool:
+    """Whether ``generator`` can score choices; a caching wrapper only can when what it wraps can."""
+    inner = getattr(generator, "generator", generator)
+    return isinstance(generator, ChoiceScorer) and isinstance(inner, ChoiceScorer)
+
+
+class CorrectnessJudge:
+    """Grade answers against reference answers: 1.0 when the judge says they agree, else 0.0.
+
+    Args:
+        generator: the judge model (a Generator; ``score_choices`` is used when it has it).
+        snippet_chars: question, reference and answer are each cut to this many characters.
+
+    Example:
+        >>> from tailorlm.testing import FakeGenerator
+        >>> CorrectnessJudge(FakeGenerator(prefix="")).grade([("When?", "7 May 2023", "")])
+        [0.0]
+    """
+
+    def __init__(self, generator: Any, *, snippet_chars: int = 300) -> None:
+        self.generator = generator
+        self.snippet_chars = snippet_chars
+
+    def _messages(self, question: str, reference: str, answer: str) -> list[dict[str, str]]:
+        cut = self.snippet_chars
+        prompt = (
+            f"Question: {question[:cut]}\nCorrect answer: {reference[:cut]}\nGiven answer: {answer[:cut]}\n\n"
+            "Does the given answer say the same as the correct answer (the same fact, date or name; "
+            "the wording may differ)? Answer yes or no."
+        )
+        return [{"role": "system", "content": GRADER_SYSTEM}, {"role": "user", "content": prompt}]
+
+    def grade(self, items: Sequence[tuple[str, str, str]], *, batch_size: int = 8) -> list[float]:
+        """``items``: (question, reference answer, given answer); an empty answer is 0.0 unasked."""
+        out = [0.0] * len(items)
+        todo = [i for i, (_, _, answer) in enumerate(items) if answer.strip()]
+        for lo in range(0, len(todo), batch_size):
+            idx = todo[lo : lo + batch_size]
+            batch = [self._messages(*items[i]) for i in idx]
+            if _scores_choices(self.generator):
+                verdicts = [1.0 if yes >= no else 0.0 for yes, no in self.generator.score_choices(batch, ["yes", "no"])]
+            else:
+                texts = self.generator.generate(batch, config=GenerationConfig(max_new_tokens=4))
+                verdicts = [1.0 if (m := _YES_NO.match(t)) and m.group(1).lower() == "yes" else 0.0 for t in texts]
+            for i, v in zip(idx, verdicts, strict=True):
+                out[i] = v
+        return out
+
+
+_YES_NO = re.compile(r"\W*(yes|no)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +121,7 @@ class PairwiseJudge:
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
     def _ask(self, batch: list[list[dict[str, str]]]) -> list[str]:
-        if isinstance(self.generator, ChoiceScorer):
+        if _scores_choices(self.generator):
             scores = self.generator.score_choices(batch, ["A", "B"])
             return ["A" if row[0] >= row[1] else "B" for row in scores]
         texts = self.generator.generate(batch, config=GenerationConfig(max_new_tokens=4))

@@ -2,7 +2,8 @@
 
 ROUGE via ``rouge-score`` (stemming on, as LaMP), BLEU via ``sacrebleu``, METEOR via
 ``nltk`` (WordNet from Debian's ``wordnet-base``, never downloaded at run time),
-accuracy / macro-F1 via scikit-learn, MAE / RMSE with numpy, and the top-k ranking
+accuracy / macro-F1 via scikit-learn, MAE / RMSE with numpy, SQuAD's answer token F1
+(written out here: no installed library ships it) and evidence recall for memory QA, and the top-k ranking
 metrics (NDCG, hit rate, MRR, recall, precision: RecBole's names and definitions) via
 Cornac. This is the only home of the ranking metrics: the MovieLens anchors
 (:mod:`tailorlm.eval.recsys`) score their lists here too, so a ranking number means the
@@ -18,7 +19,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
+import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,10 @@ __all__ = [
     "METRIC_DIRECTION",
     "WordNetMissing",
     "classification_scores",
+    "evidence_recall",
     "generation_scores",
     "meteor_per_example",
+    "normalize_answer",
     "ranking_metrics",
     "ranking_per_example",
     "ranking_scores",
@@ -40,6 +46,7 @@ __all__ = [
     "rating_scores",
     "reciprocal_rank",
     "rouge_per_example",
+    "token_f1",
 ]
 
 # +1: higher is better; -1: lower is better (used by plots, gains and the paired test's sign).
@@ -56,6 +63,9 @@ METRIC_DIRECTION: dict[str, int] = {
     "ndcg@10": 1,
     "hit@10": 1,
     "mrr": 1,
+    "f1": 1,
+    "evidence_recall": 1,
+    "judge": 1,
 }
 
 
@@ -70,6 +80,57 @@ def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> 
         r1.append(s["rouge1"].fmeasure)
         rl.append(s["rougeL"].fmeasure)
     return {"rouge1": r1, "rougeL": rl}
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces.
+
+    Example:
+        >>> normalize_answer("The 7th of May, 2023!")
+        '7th of may 2023'
+    """
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD's token F1 between an answer and the reference, after :func:`normalize_answer`.
+
+    Tokens are counted with repeats (a bag of words); when either side normalizes to
+    nothing the score is 1.0 if both do, else 0.0 (SQuAD's convention).
+
+    Example: "on 7 May 2023" vs "7 May 2023": 3 common tokens, precision 3/4, recall 3/3,
+    F1 = 2 * 0.75 * 1 / 1.75:
+        >>> round(token_f1("on 7 May 2023", "7 May 2023"), 4)
+        0.8571
+    """
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def evidence_recall(evidence: Sequence[str], retrieved: Sequence[str]) -> float | None:
+    """Share of the evidence ids among the retrieved ids (recall@k, k = how many were retrieved).
+
+    None when there is no evidence: recall is undefined there, and counting such a
+    question as 0 or 1 would move the mean by what the annotators left out.
+
+    Example:
+        >>> evidence_recall(["D1:3", "D2:8"], ["D2:8", "D5:1", "D1:4"]), evidence_recall([], ["D1:1"])
+        (0.5, None)
+    """
+    wanted = set(evidence)
+    if not wanted:
+        return None
+    return len(wanted & set(retrieved)) / len(wanted)
 
 
 class WordNetMissing(RuntimeError):

@@ -88,8 +88,28 @@ def markdown_table(report: dict[str, Any]) -> str:
             cells.append(f"{m.get('prompt_tokens', 0):.0f}")
             cells.append(f"{sysm.get('personalize_ms_p50', 0):.1f} / {sysm.get('personalize_ms_p99', 0):.1f}")
             out.append("| " + " | ".join(cells) + " |")
+        out += _category_table(task, rows)
     out += _system_tables(report)
     return "\n".join(out) + "\n"
+
+
+def _category_table(task: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Per question category (memory QA), every row's metrics with 95% CIs; [] when rows have none.
+
+    A cell's ``n`` is how many of the category's questions the value rests on (evidence
+    recall leaves out questions without evidence)."""
+    done = [r for r in rows if not r.get("skipped") and r.get("ci_by_category")]
+    if not done:
+        return []
+    metrics = primary_metrics(get_task(task).kind)
+    header = ["method / predictor", "category", "questions", *[f"{m} (95% CI, n)" for m in metrics]]
+    out = ["", f"#### {task} by question category", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in done:
+        for cat, cell in r["ci_by_category"].items():
+            cis = cell["ci"]
+            values = [f"{_fmt_ci(cis[m])}, {cis[m]['n']}" if m in cis else "" for m in metrics]
+            out.append("| " + " | ".join([r["name"], cat, str(cell["n"]), *values]) + " |")
+    return out
 
 
 def _system_tables(report: dict[str, Any]) -> list[str]:
@@ -219,7 +239,9 @@ def _md_to_html_table(md: str) -> str:
     """Render the Markdown tables (only pipes and headings occur) without a Markdown dependency."""
     out, in_table = [], False
     for line in md.splitlines():
-        if line.startswith("### "):
+        if line.startswith("#### "):
+            out.append(f"<h4>{html.escape(line[5:])}</h4>")
+        elif line.startswith("### "):
             out.append(f"<h3>{html.escape(line[4:])}</h3>")
         elif line.startswith("## "):
             out.append(f"<h2>{html.escape(line[3:])}</h2>")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from tailorlm.data import Store
+from tailorlm.eval.judge import CorrectnessJudge
+from tailorlm.eval.memqa import category_of, score_qa
 from tailorlm.eval.metrics import (
     classification_scores,
     generation_scores,
@@ -84,8 +86,9 @@ class RunResult:
     seconds: float
     rows: list[dict[str, Any]] = field(default_factory=list)
     # Per-query values the bootstrap resamples (same order as ``rows``): e.g. abs_error
-    # and sq_error for ratings, rouge1/rougeL/meteor for generation, accuracy for labels.
-    per_example: dict[str, list[float]] = field(default_factory=dict)
+    # and sq_error for ratings, rouge1/rougeL/meteor for generation, accuracy for labels,
+    # f1/evidence_recall/judge for memory QA (None where a value is undefined for a query).
+    per_example: dict[str, list[float | None]] = field(default_factory=dict)
     # System figures measured during the run: personalization latency, prediction time,
     # generated tokens, peak memory.
     system: dict[str, Any] = field(default_factory=dict)
@@ -287,9 +290,15 @@ def run_method(
 
     golds = [ex.target or "" for ex in examples]
     answers = [p.answer for p in out.predictions]
-    metrics, per_example = _score(t, answers, golds, out.inputs, meteor=meteor, queries=out.queries)
-    system = _system(out.latency_ms, out.predict_s, out.predictions, pred_name, generator)
     rows = _rows(examples, out.predictions, out.inputs)
+    if t.kind == "qa":  # memory QA: answer F1, evidence recall@k and the judge, per category
+        judge = CorrectnessJudge(generator) if generator is not None else None
+        metrics, per_example = score_qa(out.queries, answers, golds, out.inputs, judge=judge)
+        for row, ex in zip(rows, examples, strict=True):
+            row["category"] = category_of(ex.metadata)
+    else:
+        metrics, per_example = _score(t, answers, golds, out.inputs, meteor=meteor, queries=out.queries)
+    system = _system(out.latency_ms, out.predict_s, out.predictions, pred_name, generator)
     return RunResult(
         method=method,
         task=task,

@@ -376,7 +376,8 @@ def _reused(old: dict[str, Any], row: RowSpec) -> dict[str, Any]:
 def _kind_of(row: RowSpec) -> dict[str, bool]:
     """What the gain table needs to tell rows apart: does the row use the user's own data,
     and do its predictions come from the LLM."""
-    predictor = "generate" if row.predictor == "auto" and get_task(row.task).kind == "generation" else row.predictor
+    free_text = get_task(row.task).kind in ("generation", "qa")
+    predictor = "generate" if row.predictor == "auto" and free_text else row.predictor
     personalized = is_personalized(row.method, predictor) if row.personalized is None else row.personalized
     return {"personalized": personalized, "uses_llm": predictor in NEEDS_MODEL or row.predictor == "auto"}
 

@@ -6,6 +6,9 @@ message; the task's request is the user message. When the context does not fit
 block, items keep their relevance order: the least relevant lines are dropped,
 never truncated mid-line, and the number dropped is reported.
 
+Each line shows its entry's date when it has one (``3. [2023-05-08] Caroline: ...``,
+see :func:`item_text`), whichever method contributed it.
+
 Token counts use ``token_counter`` when given (e.g. the generator's tokenizer);
 the default is a word-and-punctuation count, close to BPE counts for English.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from tailorlm.personalize.types import (
     ContextBlock,
@@ -25,9 +29,10 @@ from tailorlm.personalize.types import (
 )
 from tailorlm.tasks.base import get_task
 
-__all__ = ["DEFAULT_BUDGET", "approx_tokens", "context_text", "render"]
+__all__ = ["DEFAULT_BUDGET", "approx_tokens", "context_text", "item_date", "item_text", "render"]
 
 DEFAULT_BUDGET = 1024
+_ORDINALS = 365 * 86400  # see item_date
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -36,8 +41,38 @@ def approx_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def item_date(timestamp: int | None) -> str | None:
+    """The UTC date of a stored timestamp as ``YYYY-MM-DD``, or None when it has none.
+
+    Timestamps in 1970's first year are taken for what they almost always are, positions
+    (a loader that numbers turns 1, 2, 3...), not dates; so are values a date cannot hold.
+
+    Example:
+        >>> item_date(1683554160), item_date(3), item_date(None)
+        ('2023-05-08', None, None)
+    """
+    if timestamp is None or 0 <= timestamp < _ORDINALS:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def item_text(item: ContextItem) -> str:
+    """One context item as it reads in a prompt: its date, its text, its label.
+
+    Example:
+        >>> item_text(ContextItem("Caroline: I went to a support group.", timestamp=1683554160))
+        '[2023-05-08] Caroline: I went to a support group.'
+    """
+    date = item_date(item.timestamp)
+    text = f"[{date}] {item.text}" if date else item.text
+    return text + (f" -> {item.label}" if item.label and item.show_label else "")
+
+
 def _line(i: int, item: ContextItem) -> str:
-    return f"{i}. {item.text}" + (f" -> {item.label}" if item.label and item.show_label else "")
+    return f"{i}. {item_text(item)}"
 
 
 def _block_text(block: ContextBlock) -> str:

@@ -72,13 +72,21 @@ class Query:
 
 @dataclass(frozen=True)
 class ContextItem:
-    """One line of context and where it came from (kept for the usage record)."""
+    """One line of context and where it came from (kept for the usage record).
+
+    ``timestamp`` (Unix seconds) is when the entry was written or happened; the renderer
+    shows its UTC date before the text (``[2023-05-08] Caroline: ...``), since "when" is
+    part of what a user's history says and questions about time cannot be answered
+    without it. None (the default, and what tasks with ``dated_history=False`` set) shows
+    no date.
+    """
 
     text: str
     source_id: str | None = None
     score: float | None = None
     label: str | None = None  # e.g. the rating or title attached to a retrieved review
     show_label: bool = True  # False when ``text`` already shows the label (a task's history_format)
+    timestamp: int | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class HistoryEntry:
     user_id: str
     text: str  # what rankers match against
     kind: str  # doc_kind, or the interaction kind
-    timestamp: int | None = None
+    timestamp: int | None = None  # when it was written / happened; context lines show its date
     rating: float | None = None  # the user's rating / value, if any
     title: str | None = None  # the user's title (documents), or the item's title (interactions)
     item_id: str | None = None

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tailorlm.data.loaders.locomo import ABSTAIN_ANSWER
 from tailorlm.tasks.parsing import parse_label, parse_ranking, parse_rating
 
 __all__ = ["TASKS", "Task", "get_task"]
 
-TaskKind = Literal["generation", "rating", "classification", "ranking"]
+TaskKind = Literal["generation", "rating", "classification", "ranking", "qa"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class Task:
 
     Args:
         name: registry key, equal to ``TaskExample.task`` for examples of this task.
-        kind: generation | rating | classification | ranking.
+        kind: generation | rating | classification | ranking | qa (a short answer to a question
+            about the user's own history, scored against a reference answer and the evidence
+            the history holds: memory QA such as LoCoMo).
         instruction: the user message; ``{input}`` is the query text, ``{choices}`` the labels/candidates.
         history_source: 'documents', 'interactions', 'both' (those two), 'facts' (memory) or 'all':
             where the user's relevant history lives.
@@ -46,6 +49,10 @@ class Task:
             input replaces only those parts, so the instruction survives.
         choices_pattern: a regex whose ``choices`` group is the comma-separated label list
             written inside the input (LaMP-2's ``tags: [...]``): the per-question labels.
+        dated_history: show each history line's date (``[2023-05-08] ...``) when the entry has a
+            timestamp: when something happened is part of what the user's history says. False
+            where the prompt format is a published protocol without dates (LaMP) or where the
+            timestamps only order entries (Persona-Chat numbers its turns 1, 2, 3...).
     """
 
     name: str
@@ -60,6 +67,7 @@ class Task:
     history_format: str | None = None
     content_pattern: str | None = None
     choices_pattern: str | None = None
+    dated_history: bool = True
 
     def request(self, text: str, choices: tuple[str, ...] = ()) -> str:
         opts = choices or self.labels
@@ -127,24 +135,29 @@ _STARS = tuple(str(i) for i in range(1, 6))
 # LaMP (Salemi et al. 2023): every question carries its own instruction; the profile item
 # formats are the paper's per-task prompt formats; the content patterns follow the
 # published question wording ("... review: <text>", "... article: <text>", quoted titles).
+# The published prompts show no dates, so history lines stay undated (dated_history=False).
 _TAIL = r"\s*:\s*(?P<content>\S.*)$"
 _LAMP = (
     Task("lamp-1", "classification", "{input}", history_label="title", labels=("[1]", "[2]"), max_new_tokens=4,
-         history_format='"{title}"', content_pattern=r'"(?P<content>[^"]+)"'),
+         history_format='"{title}"', content_pattern=r'"(?P<content>[^"]+)"', dated_history=False),
     Task("lamp-2", "classification", "{input}", history_label="label", max_new_tokens=16,
          history_format='the tag for the {kind}: "{text}" is "{label}"',
          content_pattern=r"(?is)\b(?:description|article)" + _TAIL,
-         choices_pattern=r"(?i)\b(?:tags|categories)\s*:\s*\[(?P<choices>[^\]]*)\]"),
+         choices_pattern=r"(?i)\b(?:tags|categories)\s*:\s*\[(?P<choices>[^\]]*)\]", dated_history=False),
     Task("lamp-3", "rating", "{input}", history_label="rating", labels=_STARS, max_new_tokens=4,
-         history_format='{label} is the score for "{text}"', content_pattern=r"(?is)\breview" + _TAIL),
+         history_format='{label} is the score for "{text}"', content_pattern=r"(?is)\breview" + _TAIL,
+         dated_history=False),
     Task("lamp-4", "generation", "{input}", history_label="title", max_new_tokens=24,
-         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\barticle" + _TAIL),
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\barticle" + _TAIL,
+         dated_history=False),
     Task("lamp-5", "generation", "{input}", history_label="title", max_new_tokens=24,
-         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bpaper" + _TAIL),
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bpaper" + _TAIL,
+         dated_history=False),
     Task("lamp-6", "generation", "{input}", history_label="title", max_new_tokens=24,
-         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bemail" + _TAIL),
+         history_format='"{label}" is the title for "{text}"', content_pattern=r"(?is)\bemail" + _TAIL,
+         dated_history=False),
     Task("lamp-7", "generation", "{input}", max_new_tokens=48, history_format='"{text}"',
-         content_pattern=r"(?is)\btweet\b[^:]*" + _TAIL),
+         content_pattern=r"(?is)\btweet\b[^:]*" + _TAIL, dated_history=False),
 )  # fmt: skip
 
 TASKS: dict[str, Task] = {
@@ -182,6 +195,17 @@ TASKS: dict[str, Task] = {
             "You are chatting with a partner. Reply to their message in one short sentence, "
             "in character.\n\nPartner: {input}",
             max_new_tokens=40,
+            dated_history=False,  # the loader's timestamps are turn numbers, not times
+        ),
+        Task(
+            "locomo-qa",
+            "qa",
+            "Answer this question about the user's conversations in a short phrase, with exact words "
+            "from the quoted conversation where possible. For when something happened, give the date, "
+            "working it out from the dates on the lines. If the conversation does not say, answer "
+            f'"{ABSTAIN_ANSWER}".\n\nQuestion: {{input}}',
+            system="You are a helpful assistant with a memory of the user's conversations.",
+            max_new_tokens=32,
         ),
         Task(
             "popquorn-offensiveness",

@@ -26,6 +26,7 @@ from tailorlm.data.loaders.base import (
 )
 from tailorlm.data.loaders.generic import CsvLoader, JsonlLoader
 from tailorlm.data.loaders.lamp import LaMPLoader
+from tailorlm.data.loaders.locomo import LoCoMoLoader
 from tailorlm.data.loaders.movielens import MovieLensLoader
 from tailorlm.data.loaders.personachat import PersonaChatLoader
 from tailorlm.data.loaders.popquorn import PopquornLoader
@@ -38,6 +39,7 @@ __all__ = [
     "CsvLoader",
     "JsonlLoader",
     "LaMPLoader",
+    "LoCoMoLoader",
     "LoadError",
     "LoadReport",
     "Loader",

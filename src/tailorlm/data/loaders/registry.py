@@ -16,6 +16,7 @@ from tailorlm.data.loaders.amazon import AmazonReviewsLoader
 from tailorlm.data.loaders.base import MAX_ERRORS_KEPT, Loader, LoadReport
 from tailorlm.data.loaders.generic import CsvLoader, JsonlLoader
 from tailorlm.data.loaders.lamp import LaMPLoader
+from tailorlm.data.loaders.locomo import LoCoMoLoader
 from tailorlm.data.loaders.movielens import MovieLensLoader
 from tailorlm.data.loaders.personachat import PersonaChatLoader
 from tailorlm.data.loaders.popquorn import PopquornLoader
@@ -27,6 +28,7 @@ LOADERS: dict[str, type[Loader]] = {
     "amazon": AmazonReviewsLoader,
     "movielens": MovieLensLoader,
     "lamp": LaMPLoader,
+    "locomo": LoCoMoLoader,
     "personachat": PersonaChatLoader,
     "popquorn": PopquornLoader,
     "jsonl": JsonlLoader,
@@ -71,7 +73,12 @@ def detect_format(path: str | Path) -> str | None:
     if first.startswith("1 your persona:") or first.startswith("1 partner's persona:"):
         return "personachat"
     if stripped.startswith("["):
-        return "lamp" if '"profile"' in head else None
+        if '"profile"' in head:
+            return "lamp"
+        # LoCoMo samples open with their long "qa" list, so the conversation may lie past the head.
+        if '"speaker_a"' in head or ('"evidence"' in head and '"category"' in head):
+            return "locomo"
+        return None
     if stripped.startswith("{"):
         try:
             obj = json.loads(first)

@@ -17,6 +17,7 @@ from tailorlm.models.base import GenerationConfig, Generator
 from tailorlm.personalize.base import BasePersonalizer, eligible_history
 from tailorlm.personalize.profile.config import ProfileConfig
 from tailorlm.personalize.rag.method import entry_item
+from tailorlm.personalize.render import item_text
 from tailorlm.personalize.types import ContextBlock, ContextItem, Contribution, Query
 from tailorlm.retrieval import HistoryEntry
 from tailorlm.tasks import Task, get_task
@@ -87,10 +88,7 @@ class ProfilePersonalizer(BasePersonalizer[ProfileConfig]):
         if art is not None:
             cache[key] = art.payload["summary"]
             return cache[key], key
-        lines = "\n".join(
-            f"- {it.text}" + (f" -> {it.label}" if it.label and it.show_label else "")
-            for it in (entry_item(e, task, score=None, snippet_chars=200) for e in recent)
-        )
+        lines = "\n".join(f"- {item_text(entry_item(e, task, score=None, snippet_chars=200))}" for e in recent)
         messages = [
             {"role": "system", "content": "You describe people from what they wrote, briefly and factually."},
             {

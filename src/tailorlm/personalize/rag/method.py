@@ -29,8 +29,11 @@ def entry_item(entry: HistoryEntry, task: Task, *, score: float | None, snippet_
     """A history entry as a context line: its text, and the user's answer as the label.
 
     A task with a ``history_format`` (LaMP's per-task profile formats) writes the answer
-    inside the line; the label is still kept on the item for label-voting predictors.
+    inside the line; the label is still kept on the item for label-voting predictors. The
+    entry's timestamp goes with the item (the line shows its date) unless the task opts out
+    (``Task.dated_history``).
     """
+    when = entry.timestamp if task.dated_history else None
     label = None
     if task.history_label in ("rating", "value") and entry.rating is not None:
         label = f"{entry.rating:g}"
@@ -42,10 +45,12 @@ def entry_item(entry: HistoryEntry, task: Task, *, score: float | None, snippet_
     if task.history_format:
         title = _snippet(entry.title, 120) if entry.title else ""
         line = task.history_format.format(text=text, title=title, label=label or "", kind=entry.kind)
-        return ContextItem(text=line, source_id=entry.entry_id, score=score, label=label, show_label=False)
+        return ContextItem(
+            text=line, source_id=entry.entry_id, score=score, label=label, show_label=False, timestamp=when
+        )
     if task.history_label != "title" and entry.title and entry.source == "document":
         text = f"{_snippet(entry.title, 120)}: {text}"
-    return ContextItem(text=text, source_id=entry.entry_id, score=score, label=label)
+    return ContextItem(text=text, source_id=entry.entry_id, score=score, label=label, timestamp=when)
 
 
 class RagPersonalizer(BasePersonalizer[RagConfig]):

@@ -40,3 +40,21 @@ def test_schema_version_error_is_the_package_one() -> None:
     assert SchemaVersionError is tailorlm.errors.SchemaVersionError
     assert issubclass(SchemaVersionError, tailorlm.errors.TailorlmError)
     assert issubclass(SchemaVersionError, RuntimeError)
+
+
+def test_version_2_store_gains_the_provenance_table(store: Store) -> None:
+    """A store written before provenance (v2: no artifact_users) is upgraded in place; its
+    artifacts keep working and have unknown provenance."""
+    from tailorlm.data import Artifact, ArtifactRef
+
+    store.put_artifact(Artifact(scope="global", kind="adapter", key="old", payload={"name": "old"}))
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE artifact_users"))
+        conn.execute(text("UPDATE tailorlm_meta SET value='2' WHERE key='schema_version'"))
+    assert migrate(store.engine) == SCHEMA_VERSION >= 3
+    assert "artifact_users" in inspect(store.engine).get_table_names()
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("artifact_users")}
+    assert {"ix_artifact_users_subject", "ix_artifact_users_deleted"} <= indexes
+    assert not store.provenance(ArtifactRef("global", "", "adapter", "old")).known
+    store.add([User(user_id="u1")])
+    assert store.delete_user(user_id="u1").stale == []

@@ -216,7 +216,13 @@ def test_soups_merges_dimension_adapters_with_per_user_weights(smollm, trained: 
 def test_deleting_the_user_removes_their_dpo_adapter_files(trained: Trained) -> None:  # keep last
     rec = trained.record
     assert rec.path.is_dir()
-    trained.store.delete_user(user_id=trained.user)
+    assert rec.manifest is not None and rec.manifest["users"] == 1 and rec.manifest["examples"] == rec.meta["pairs"]
+    learned = set(trained.store.trained_on(user_id=trained.user))  # their own adapter and the pooled ones
+    own = trained.registry.ref(rec.key)
+    assert own in learned
+    report = trained.store.delete_user(user_id=trained.user)
     assert not rec.path.exists()
     assert trained.registry.get(rec.key) is None
     assert trained.registry.list(method="dpo", scope="global")  # pooled adapters stay
+    # ... but those that learned from the user's pairs are marked stale, and only those
+    assert {a.ref for a in report.stale} == learned - {own} == {a.ref for a in trained.store.stale_artifacts()}

@@ -121,6 +121,9 @@ def test_training_loss_falls_and_leaves_the_llm_unchanged(smollm, trained) -> No
     assert record.meta["examples"] == 6 and record.meta["skipped_no_history"] == 2
     assert record.key.scope == "global" and record.key.owner == ""
     assert (record.path / "projector.safetensors").is_file()
+    # the manifest: both users taught it 3 rows each; the job re-runs it (retrain-stale)
+    assert record.manifest["users"] == 2 and record.manifest["examples"] == 6
+    assert record.manifest["options"]["job"]["method"] == "softprompt"
     assert _weights_digest(smollm.base_model) == before["digest"]
     assert all(p.grad is None for p in smollm.base_model.parameters())
     assert smollm.generate(PROMPT, config=SHORT) == before["text"]

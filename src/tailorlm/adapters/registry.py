@@ -14,6 +14,12 @@ folder, never a record pointing at half-written weights.
 Names are unique per key *and* content (``lora-user-<key sha>-<weights sha>``): a
 retrained adapter never reuses a name, so generation caches keyed on the adapter name
 can never serve a stale answer.
+
+Provenance: trainers pass a :class:`~tailorlm.data.TrainingManifest` (the users whose data
+trained the adapter, the job that re-runs it, the adapter it started from) to
+:meth:`AdapterRegistry.register`; the store keeps it, so deleting one of those users marks
+the adapter stale until ``tailorlm train retrain-stale`` rebuilds it. A record without one
+(written before manifests existed) has ``manifest=None``: provenance unknown.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
-    from tailorlm.data import Store
+    from tailorlm.data import ArtifactRef, Store, TrainingManifest
 
 __all__ = ["ADAPTER_KIND", "META_FILE", "AdapterKey", "AdapterRecord", "AdapterRegistry", "AdapterScope"]
 
@@ -98,6 +104,8 @@ class AdapterRecord:
 
     ``meta`` holds what the trainer measured: steps, loss_curve, seconds, examples,
     tokens, data_snapshot, config; the registry adds size_bytes and created_at.
+    ``manifest`` is the training manifest's summary (counts and the job, no user ids;
+    :meth:`~tailorlm.data.TrainingManifest.summary`), None when provenance is unknown.
     """
 
     key: AdapterKey
@@ -105,6 +113,7 @@ class AdapterRecord:
     name: str
     base_model: str
     meta: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
 
     @property
     def final_loss(self) -> float | None:
@@ -178,11 +187,24 @@ class AdapterRegistry:
 
     # -- records ------------------------------------------------------------------------
 
-    def register(self, key: AdapterKey, folder: Path, meta: dict[str, Any]) -> AdapterRecord:
+    def ref(self, key: AdapterKey) -> ArtifactRef | None:
+        """The store artifact that holds ``key``'s current record (what a manifest inherits from)."""
+        from tailorlm.data import ArtifactRef
+
+        for artifact_key in self._artifact_keys(key):
+            art = self.store.get_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=artifact_key)
+            if art is not None and self._from_artifact(art) is not None:
+                return ArtifactRef(key.scope, key.owner, ADAPTER_KIND, artifact_key)
+        return None
+
+    def register(
+        self, key: AdapterKey, folder: Path, meta: dict[str, Any], *, manifest: TrainingManifest | None = None
+    ) -> AdapterRecord:
         """Record the adapter saved in ``folder`` as the current one for ``key``.
 
         Writes ``meta.json`` into the folder, replaces any older record of the key and
-        deletes the older version's folder.
+        deletes the older version's folder. ``manifest`` says who trained it (stored with
+        the record in one transaction; it replaces, and so clears, the old version's stale mark).
 
         Raises:
             FileNotFoundError: ``folder`` is missing or holds no files.
@@ -196,7 +218,10 @@ class AdapterRegistry:
         name = f"{_slug(key.method)}-{key.scope}-{_sha(key.encode())[:8]}-{digest[:8]}"
         full_meta = {**meta, "size_bytes": size, "created_at": meta.get("created_at", time.time())}
         full_meta = json.loads(json.dumps(full_meta, default=str))  # as get() will return it (tuples -> lists)
-        record = AdapterRecord(key=key, path=folder, name=name, base_model=self.base_model, meta=full_meta)
+        summary = manifest.summary() if manifest is not None else None
+        record = AdapterRecord(
+            key=key, path=folder, name=name, base_model=self.base_model, meta=full_meta, manifest=summary
+        )
         (folder / META_FILE).write_text(json.dumps(self._payload(record), indent=1, default=str))
 
         old = self.get(key)
@@ -211,7 +236,8 @@ class AdapterRegistry:
                 payload=json.loads(json.dumps(self._payload(record), default=str)),
                 path=str(folder),
                 model=self.base_model,
-            )
+            ),
+            manifest=manifest,
         )
         for legacy in self._artifact_keys(key)[1:]:  # the new record replaces a legacy one too
             self.store.delete_artifact(scope=key.scope, owner=key.owner, kind=ADAPTER_KIND, key=legacy)
@@ -221,7 +247,12 @@ class AdapterRegistry:
 
     @staticmethod
     def _payload(record: AdapterRecord) -> dict[str, Any]:
-        return {"key": asdict(record.key), "name": record.name, "base_model": record.base_model, "meta": record.meta}
+        out = {"key": asdict(record.key), "name": record.name, "base_model": record.base_model, "meta": record.meta}
+        return out if record.manifest is None else {**out, "manifest": record.manifest}
+
+    def record_of(self, art: Any) -> AdapterRecord | None:
+        """The record a stored adapter artifact holds, or None when it is not one of this base model's."""
+        return self._from_artifact(art)
 
     def _from_artifact(self, art: Any) -> AdapterRecord | None:
         p = art.payload or {}
@@ -233,6 +264,7 @@ class AdapterRegistry:
             name=p["name"],
             base_model=art.model,
             meta=dict(p.get("meta") or {}),
+            manifest=p["manifest"] if isinstance(p.get("manifest"), dict) else None,
         )
 
     def get(self, key: AdapterKey) -> AdapterRecord | None:

@@ -2,6 +2,9 @@
 population a job may learn from (the split ``tailorlm run`` evaluates, left out) and the
 training context (base model, adapter registry, lazy embedder).
 
+Also the output of ``train list``'s provenance column and of ``train retrain-stale`` (its plan,
+its progress bars and its outcomes).
+
 Heavy libraries are imported inside the functions: building the context loads the base model.
 """
 
@@ -9,11 +12,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.table import Table
 
 from tailorlm.cli._common import err, get_settings, lazy_embedder
 
@@ -160,3 +165,68 @@ def user_cut(store: Store, plan: TrainPopulation, user: str, config: Mapping[str
         f"on undated example(s) {[q.example_id for q in queries]} that a user adapter cannot hold out; "
         "train a user the split does not evaluate, or change --seed / --eval-users"
     )
+
+
+# -- provenance: `train list` and `train retrain-stale` ------------------------------------------
+
+
+def provenance_cell(manifest: Any, stale: Any) -> str:
+    """The provenance column of ``train list``: STALE (why, since when), N users, or unknown."""
+    if stale is not None:
+        since = time.strftime("%Y-%m-%d", time.gmtime(stale.stale_since))
+        return f"[red]STALE[/red]: {stale.deleted_users} deleted user(s) since {since}"
+    if isinstance(manifest, dict):
+        return f"{manifest.get('users', '?')} user(s), {manifest.get('examples', '?')} rows"
+    return "unknown (no manifest)"
+
+
+def retrain_table(items: Sequence[Any], *, title: str) -> Table:
+    """Plans (action, reason) or outcomes (status, detail) of ``retrain-stale`` as one table."""
+    table = Table(title=title)
+    for col in ("artifact", "scope", "owner", "deleted users", "stale since", "action", "detail"):
+        table.add_column(col)
+    for item in items:
+        plan = getattr(item, "plan", item)
+        art = plan.artifact
+        action, detail = (item.status, item.detail) if item is not plan else (plan.action, plan.reason)
+        colour = {"failed": "red", "retrained": "green", "removed": "yellow"}.get(action)
+        table.add_row(
+            art.name or f"{art.ref.kind} {art.ref.key}",
+            art.ref.scope,
+            art.ref.owner,
+            str(art.deleted_users),
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(art.stale_since)),
+            f"[{colour}]{action}[/{colour}]" if colour else action,
+            detail,
+        )
+    return table
+
+
+def run_retrain(ctx: typer.Context, store: Store, plans: Sequence[Any]) -> list[Any]:
+    """Carry out ``retrain-stale``'s plans behind two progress bars on stderr: artifacts done,
+    and the current training's steps and loss. The base model is loaded only if something trains."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tailorlm.personalize.training.jobs import TrainContext
+    from tailorlm.personalize.training.retrain import retrain_stale
+
+    needs_model = any(p.action == "retrain" for p in plans)  # else only removals and skips
+    tctx = train_context(ctx, store) if needs_model else TrainContext(store, None, None)  # type: ignore[arg-type]
+    columns = (BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
+    with Progress("[progress.description]{task.description}", *columns, console=err) as bar:
+        overall = bar.add_task("stale artifacts", total=len(plans), loss="")
+        steps = bar.add_task("  training", total=None, loss="", visible=False)
+
+        def on_start(plan: Any, i: int, n: int) -> None:
+            what = plan.artifact.name or plan.artifact.ref.label()
+            bar.update(overall, completed=i - 1, description=f"[{i}/{n}] {plan.action} {what}")
+            bar.reset(steps, total=None, loss="", visible=plan.action == "retrain")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(steps, completed=step, total=total, loss=f"loss {loss:.4f}")
+
+        tctx.progress = on_step
+        outcomes = retrain_stale(tctx, plans, on_start=on_start)
+        bar.update(overall, completed=len(plans), description="stale artifacts")
+        bar.update(steps, visible=False)
+    return outcomes

@@ -24,7 +24,7 @@ def data_load(
         typer.Option(
             "--format",
             "-f",
-            help="amazon | movielens | lamp | personachat | popquorn | jsonl | csv",
+            help="amazon | movielens | lamp | locomo | personachat | popquorn | jsonl | csv",
         ),
     ] = None,
     skip_bad: Annotated[
@@ -175,7 +175,12 @@ def data_delete_user(
     user: Annotated[str, typer.Option("--user", "-u", help="user id")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
 ) -> None:
-    """Delete every row, vector, artifact and file of one user (and nothing else)."""
+    """Delete every row, vector, artifact and file of one user (and nothing else).
+
+    Lists the shared artifacts (global or persona adapters, projectors, persona
+    descriptions, adapters started from a global one) that learned from the user:
+    they are marked stale until ``tailorlm train retrain-stale`` rebuilds them.
+    """
     store = open_store(ctx)
     if not store.has_user(user_id=user):
         err.print(f"[red]unknown user {user!r}[/red]")
@@ -185,3 +190,8 @@ def data_delete_user(
     report = store.delete_user(user_id=user)
     rows = ", ".join(f"{k}: {v}" for k, v in report.rows.items() if v)
     console.print(f"deleted {user}: {rows}; {len(report.files)} artifact file(s)")
+    if report.stale:
+        console.print(f"[yellow]{len(report.stale)} shared artifact(s) learned from {user} and are now stale:[/yellow]")
+        for art in report.stale:
+            console.print(f"  {art.describe()}")
+        console.print("rebuild them without the deleted user(s): tailorlm train retrain-stale")

@@ -1,7 +1,9 @@
 """``tailorlm train ...``: train adapters (LoRA, DPO, ...) offline; never in the request path.
 
 ``tailorlm train`` alone trains one adapter; ``queue`` runs a resumable queue of per-user jobs,
-``pairs`` derives DPO preference pairs from the users' data and ``list`` shows the registry.
+``pairs`` derives DPO preference pairs from the users' data, ``list`` shows the registry (with
+each adapter's provenance and stale mark) and ``retrain-stale`` rebuilds the artifacts that
+learned from since-deleted users, without them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ import typer
 from rich.table import Table
 
 from tailorlm.cli._common import console, err, get_settings, open_store
-from tailorlm.cli._training import TrainPopulation, population_for, train_config, train_context, user_cut
+from tailorlm.cli._training import (
+    TrainPopulation,
+    population_for,
+    provenance_cell,
+    retrain_table,
+    run_retrain,
+    train_config,
+    train_context,
+    user_cut,
+)
 
 if TYPE_CHECKING:
     from tailorlm.data import Store
@@ -321,12 +332,20 @@ def train_list(
     method: Annotated[str | None, typer.Option(help="only this method")] = None,
     task: Annotated[str | None, typer.Option(help="only this task")] = None,
 ) -> None:
-    """Registered adapters of every base model: key, size, steps, final loss."""
+    """Registered adapters of every base model: key, size, steps, final loss, provenance.
+
+    Provenance is how many users trained the adapter, STALE when one of them has been
+    deleted since (``tailorlm train retrain-stale`` rebuilds it), or "unknown" for an
+    adapter registered before manifests were recorded.
+    """
     from tailorlm.adapters.registry import ADAPTER_KIND
+    from tailorlm.data import ArtifactRef
 
     store = open_store(ctx)
+    stale = {a.ref: a for a in store.stale_artifacts()}
     table = Table(title="adapters")
-    for col in ("method", "scope", "owner", "task", "variant", "name", "MB", "steps", "final loss", "base model"):
+    cols = ("method", "scope", "owner", "task", "variant", "name", "MB", "steps", "final loss", "base model")
+    for col in (*cols, "provenance"):
         table.add_column(col)
     for art in store.list_artifacts(kind=ADAPTER_KIND):
         p = art.payload or {}
@@ -345,5 +364,39 @@ def train_list(
             str(meta.get("steps", "")),
             f"{curve[-1]:.4f}" if curve else "",
             str(art.model or ""),
+            provenance_cell(p.get("manifest"), stale.get(ArtifactRef(art.scope, art.owner, art.kind, art.key))),
         )
     console.print(table)
+    for ref, mark in stale.items():
+        if ref.kind != ADAPTER_KIND:
+            console.print(f"[red]STALE[/red] {mark.describe()}")
+    if stale:
+        console.print("rebuild the stale artifacts without the deleted users: tailorlm train retrain-stale")
+
+
+@train_app.command("retrain-stale")
+def train_retrain_stale(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would be rebuilt or removed")] = False,
+) -> None:
+    """Rebuild every artifact a user deletion marked stale, without the deleted users.
+
+    Each adapter's recorded job is re-run with the same options on the current store, over
+    its recorded population minus the deleted users; a persona description is written again
+    from the remaining members; an artifact that learned only from deleted users is removed.
+    The new record has a fresh manifest and no stale mark. Exits 1 if any rebuild failed.
+    """
+    from tailorlm.personalize.training.retrain import plan_retrain
+
+    store = open_store(ctx)
+    plans = plan_retrain(store)
+    if not plans:
+        console.print("no stale artifacts: nothing was trained on a deleted user")
+        return
+    console.print(retrain_table(plans, title="stale artifacts (in rebuild order)"))
+    if dry_run:
+        return
+    outcomes = run_retrain(ctx, store, plans)
+    console.print(retrain_table(outcomes, title="retrain-stale"))
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)

@@ -43,8 +43,20 @@ def _add_api_keys(ops: object, conn: Connection) -> None:
         t.api_keys.create(conn)
 
 
+def _add_artifact_users(ops: object, conn: Connection) -> None:
+    """v3: training provenance of derived artifacts (who trained them; stale after a deletion).
+
+    Artifacts written before it have no rows: their provenance is unknown, and tools say so.
+    """
+    if not inspect(conn).has_table(t.artifact_users.name):
+        t.artifact_users.create(conn)  # with its indexes
+
+
 # Version 1 is the initial schema.
-MIGRATIONS: tuple[Migration, ...] = (Migration(2, "api_keys table for the HTTP service", _add_api_keys),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "api_keys table for the HTTP service", _add_api_keys),
+    Migration(3, "artifact_users: training provenance and stale marks", _add_artifact_users),
+)
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
 

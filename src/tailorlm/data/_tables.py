@@ -176,6 +176,28 @@ artifacts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# Training provenance (schema version 3): one row per (derived artifact, user whose data it was
+# built over). ``subject`` is a keyed hash of the user id (HMAC-SHA256 with the store's
+# ``provenance_key`` in ``tailorlm_meta``), never the id itself, so a deletion leaves no clear
+# id behind. ``examples``: that user's rows the artifact learned from (0: in the population
+# it was fitted over, e.g. for persona clustering, but none of their rows were learned).
+# ``deleted_at``: set by ``delete_user`` when a user with examples > 0 is deleted, which
+# marks the artifact stale until it is rebuilt (``tailorlm train retrain-stale``). Not a
+# user table and no foreign key: the rows outlive the user on purpose, as the stale marker.
+artifact_users = Table(
+    "artifact_users",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("owner", _ID, primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("subject", String(64), primary_key=True),
+    Column("examples", Integer, nullable=False),
+    Column("deleted_at", BigInteger),
+    Index("ix_artifact_users_subject", "subject"),
+    Index("ix_artifact_users_deleted", "deleted_at"),
+)
+
 facts = Table(
     "facts",
     metadata,

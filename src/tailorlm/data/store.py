@@ -10,6 +10,9 @@ Design points, each a lesson from peers' trackers:
   than silently mixing vector spaces.
 - ``delete_user`` removes every row, vector, derived artifact and artifact file of
   that user, and nothing of anyone else; ``export_user`` returns all of it as JSON.
+- Trained artifacts record who trained them (``put_artifact(..., manifest=)``); a
+  deletion marks the shared ones that learned from the user stale, in the same
+  transaction (``provenance`` has the why and the privacy trade-off).
 
 Not here: retrieval ranking (``tailorlm.retrieval``) and dataset parsing
 (``tailorlm.data.loaders``).
@@ -20,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,14 @@ import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 
+import tailorlm.data._provenance as prov
 import tailorlm.data._queries as queries
 import tailorlm.data._tables as t
 from tailorlm.data._lifecycle import delete_user_rows, export_user_rows, remove_file
 from tailorlm.data._migrations import migrate
 from tailorlm.data._writer import Writer, WriteReport, ensure_user, register_embedding_model, text_hash, upsert
 from tailorlm.data.derived import Artifact, Fact
+from tailorlm.data.provenance import ArtifactRef, Provenance, StaleArtifact, TrainingManifest, subject_of
 from tailorlm.data.records import Document, Interaction, Item, Preference, Record, TaskExample, User
 
 # Writer and WriteReport are defined in _writer and re-exported here: this module is the public surface.
@@ -42,11 +47,13 @@ __all__ = ["DeletionReport", "Store", "WriteReport", "Writer"]
 
 @dataclass
 class DeletionReport:
-    """What ``Store.delete_user`` removed: rows per table and the artifact files it deleted."""
+    """What ``Store.delete_user`` removed: rows per table and the artifact files it deleted,
+    and the artifacts of others that learned from the user and are now marked stale."""
 
     user_id: str
     rows: dict[str, int]
     files: list[str]
+    stale: list[StaleArtifact] = field(default_factory=list)
 
 
 class Store:
@@ -309,13 +316,26 @@ class Store:
 
     # -- derived artifacts and facts --------------------------------------------------
 
-    def put_artifact(self, artifact: Artifact) -> None:
-        """Insert or replace the artifact at (scope, owner, kind, key)."""
+    def put_artifact(self, artifact: Artifact, *, manifest: TrainingManifest | None = None) -> None:
+        """Insert or replace the artifact at (scope, owner, kind, key), with its provenance.
+
+        ``manifest``: who trained it; its summary goes into ``payload["manifest"]`` and its
+        users (as keyed hashes) into ``artifact_users``, replacing the previous version's
+        rows and so clearing a stale mark. Without one the new version's provenance is
+        unknown and the old rows are dropped.
+        """
         row = artifact.model_dump()
+        if manifest is not None:
+            row["payload"] = {**row["payload"], "manifest": manifest.summary()}
+        ref = ArtifactRef(artifact.scope, artifact.owner, artifact.kind, artifact.key)
         with self.engine.begin() as conn:
             if artifact.scope == "user":
                 ensure_user(conn, artifact.owner)
             upsert(conn, t.artifacts, [row], update=True)
+            if manifest is None:
+                prov.drop_rows(conn, ref)
+            else:
+                prov.write_manifest(conn, ref, manifest)
 
     def get_artifact(self, *, scope: str, owner: str, kind: str, key: str = "default") -> Artifact | None:
         c = t.artifacts.c
@@ -343,8 +363,33 @@ class Store:
         c = t.artifacts.c
         with self.engine.begin() as conn:
             conn.execute(t.artifacts.delete().where(c.scope == scope, c.owner == owner, c.kind == kind, c.key == key))
+            prov.drop_rows(conn, ArtifactRef(scope, owner, kind, key))
         remove_file(self.files_dir, art.path)
         return True
+
+    # -- training provenance (see tailorlm.data.provenance) ----------------------------
+
+    def subjects_of(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """user id -> the keyed hash that stands for it in provenance rows and stale marks."""
+        with self.engine.begin() as conn:
+            key = prov.provenance_key(conn)
+        return {u: subject_of(key, u) for u in user_ids}
+
+    def provenance(self, ref: ArtifactRef) -> Provenance:
+        """Who trained the artifact ``ref`` (subjects and their rows) and its stale marks."""
+        with self.engine.connect() as conn:
+            return prov.read_provenance(conn, ref)
+
+    def stale_artifacts(self, *, kind: str | None = None) -> list[StaleArtifact]:
+        """Artifacts that learned from a since-deleted user, until they are rebuilt."""
+        with self.engine.connect() as conn:
+            return prov.stale_artifacts(conn, kind=kind)
+
+    def trained_on(self, *, user_id: str) -> list[ArtifactRef]:
+        """The artifacts whose recorded training data includes rows of ``user_id``."""
+        subject = self.subjects_of([user_id])[user_id]
+        with self.engine.connect() as conn:
+            return prov.trained_on(conn, subject)
 
     def add_fact(self, fact: Fact) -> None:
         row = fact.model_dump()
@@ -386,13 +431,16 @@ class Store:
     def delete_user(self, *, user_id: str) -> DeletionReport:
         """Remove every row, vector, artifact and artifact file of ``user_id``; nothing else.
 
-        Rows go in one transaction; files are removed after it commits (a crash in
-        between leaves orphan files, never rows pointing at missing files).
+        Rows go in one transaction, and in it every other artifact that learned from the
+        user is marked stale (listed in the report's ``stale``); files are removed after
+        it commits (a crash in between leaves orphan files, never rows pointing at
+        missing files).
         """
         with self.engine.begin() as conn:
             rows, paths = delete_user_rows(conn, user_id)
+            rows["artifact_users"], stale = prov.user_deleted(conn, user_id)
         removed = [p for p in paths if remove_file(self.files_dir, p)]
-        return DeletionReport(user_id=user_id, rows=rows, files=removed)
+        return DeletionReport(user_id=user_id, rows=rows, files=removed, stale=stale)
 
     def export_user(self, *, user_id: str) -> dict[str, Any]:
         """Everything stored about ``user_id`` as JSON-ready data (GDPR-style export).

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tailorlm.data import USER_ATTRIBUTES, Artifact, Store
+from tailorlm.data import USER_ATTRIBUTES, Artifact, Store, TrainingManifest
 from tailorlm.models.base import Embedder
 from tailorlm.personalize.types import ServedScope
 from tailorlm.retrieval import HistoryEntry, load_history
@@ -198,7 +198,14 @@ class Granularity:
             return f"one of {n} users whose history is similar to theirs (group {value})"
         return f"one of {n} users with {attr.replace('_', ' ')} {value}"
 
-    def save_descriptions(self, descriptions: dict[str, str], *, model: str | None = None) -> None:
+    def save_descriptions(
+        self,
+        descriptions: dict[str, str],
+        *,
+        model: str | None = None,
+        manifests: Mapping[str, TrainingManifest] | None = None,
+    ) -> None:
+        """Store persona descriptions; ``manifests`` (per persona) say whose entries wrote them."""
         for pid, text in descriptions.items():
             self.store_.put_artifact(
                 Artifact(
@@ -207,5 +214,6 @@ class Granularity:
                     kind="persona",
                     model=model,
                     payload={"description": text, "members": len(self.members_[pid])},
-                )
+                ),
+                manifest=(manifests or {}).get(pid),
             )

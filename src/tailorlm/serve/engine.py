@@ -14,6 +14,8 @@
   another user's text through a prompt. ``pooled_context=True`` fits on every user,
   enabling persona/global fallback for cold users; other users' entries are then
   used in the prompt but redacted from the usage record returned to the caller.
+- ``refuse_stale=True`` (``[serve] refuse_stale_artifacts``): a personalization that used a
+  shared artifact marked stale by a user deletion is refused with a 503 (``serve/stale.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tailorlm.personalize.pipeline import parse_method_spec
 from tailorlm.personalize.registry import FEATURED_PIPELINES, method_names
 from tailorlm.personalize.types import PersonalizedInput, Query
 from tailorlm.serve.errors import ApiError
+from tailorlm.serve.stale import check_stale
 
 __all__ = ["Engine", "LockedGenerator", "Prepared"]
 
@@ -125,8 +128,10 @@ class Engine:
         pooled_context: bool = False,
         budget_tokens: int = 1024,
         max_prompt_tokens: int = 4096,
+        refuse_stale: bool = False,
     ) -> None:
         self.store = store
+        self.refuse_stale = refuse_stale
         if not isinstance(generator, LockedGenerator):
             from tailorlm.models.openai_http import OpenAICompatibleGenerator
 
@@ -195,6 +200,10 @@ class Engine:
         return self._usage(user_id, spec, self.method(spec, param=param).personalize(user_id, Query(text, task="chat")))
 
     def _usage(self, user_id: str, spec: str, pers: PersonalizedInput) -> tuple[PersonalizedInput, dict[str, Any]]:
+        """The usage record callers may see; every personalized answer passes here, so this is
+        also where a stale shared artifact is refused (``refuse_stale``)."""
+        if self.refuse_stale:
+            check_stale(self.store, pers)
         texts = {(b.kind, it.source_id): it.text for b in pers.blocks for it in b.items}
         redact = pers.record.scope in _POOLED_SCOPES
         retrieved = []

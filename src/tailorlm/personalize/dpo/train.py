@@ -39,6 +39,7 @@ from tailorlm.personalize.dpo.config import DpoTrainConfig
 from tailorlm.personalize.training.data import persona_members
 from tailorlm.personalize.training.jobs import TrainContext, TrainJob
 from tailorlm.personalize.training.pairs import training_pairs
+from tailorlm.personalize.training.provenance import training_manifest
 
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterKey, AdapterRecord
@@ -50,7 +51,7 @@ __all__ = ["dpo_pairs", "pairs_snapshot", "train_dpo"]
 def _members(job: TrainJob, ctx: TrainContext, cfg: DpoTrainConfig) -> list[str]:
     """Whose pairs a job may use (the leakage rules of the module docstring)."""
     store = ctx.store
-    population = list(ctx.users) if ctx.users is not None else store.list_users()
+    population = ctx.population()
     if job.scope == "user":
         return [job.owner]
     if job.scope == "global":
@@ -263,6 +264,10 @@ def _train(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="tailorlm-dpo-") as tmp:
         model, peft_config, tokenizer, init = _model(job, ctx, cfg)
+        manifest = training_manifest(  # before training: a rebuild that would leak fails fast
+            job, ctx, contributors=(p.user_id for p in pairs), init_from=init.get("init_from"),
+            population=[job.owner] if job.scope == "user" else ctx.population(),
+        )  # fmt: skip
         rows = _rows(pairs, tokenizer, cfg, system)
         args = _dpo_args(tmp, ctx, cfg)
         trainer = DPOTrainer(
@@ -285,4 +290,5 @@ def _train(
         folder = _save(trainer, ctx, key)
     del trainer, model
     gc.collect()
-    return ctx.registry.register(key, folder, _meta(cfg, pairs, users, history, tokens, seconds, init))
+    meta = _meta(cfg, pairs, users, history, tokens, seconds, init)
+    return ctx.registry.register(key, folder, meta, manifest=manifest)

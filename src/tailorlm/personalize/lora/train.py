@@ -37,6 +37,7 @@ from tailorlm.personalize.training.data import (
     user_examples,
 )
 from tailorlm.personalize.training.jobs import TrainContext, TrainJob
+from tailorlm.personalize.training.provenance import training_manifest
 
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord
@@ -48,7 +49,7 @@ def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tup
     """The SFT rows a job may learn from, and the users they come from (leakage rules in data.py;
     with ``cfg.history``, the prompts quote each user's earlier history: training/history.py)."""
     store = ctx.store
-    population = list(ctx.users) if ctx.users is not None else store.list_users()
+    population = ctx.population()
     if job.scope == "user":
         exs = user_examples(store, job.task, job.owner, before=cfg.before, exclude_latest=cfg.exclude_latest)
         users = [job.owner]
@@ -158,6 +159,10 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
         torch.manual_seed(cfg.seed)
         model, init = _fresh_peft_model(ctx, job, cfg)
+        manifest = training_manifest(  # before training: a rebuild that would leak fails fast
+            job, ctx, contributors=(r.user_id for r in rows), init_from=init.get("init_from"),
+            population=[job.owner] if job.scope == "user" else ctx.population(),
+        )  # fmt: skip
         setup_seconds, start = time.perf_counter() - start, time.perf_counter()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -201,4 +206,4 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
         "config": dataclasses.asdict(cfg),
         **init,
     }
-    return ctx.registry.register(key, folder, meta)
+    return ctx.registry.register(key, folder, meta, manifest=manifest)

@@ -48,6 +48,7 @@ from tailorlm.personalize.training.data import (
     sft_examples,
 )
 from tailorlm.personalize.training.jobs import TrainContext, TrainJob
+from tailorlm.personalize.training.provenance import training_manifest
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,7 +69,7 @@ def training_set(
     """Rows, one user vector per row (leakage-guarded), and counts (users, skipped rows)."""
     from tailorlm.personalize.types import Query
 
-    users = sorted(ctx.users) if ctx.users is not None else ctx.store.list_users()
+    users = sorted(ctx.population())
     exs = population_examples(ctx.store, job.task, users)
     if cfg.max_examples is not None and len(exs) > cfg.max_examples:
         import random
@@ -256,6 +257,8 @@ def train_softprompt(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
     embedding = generator.base_model.get_input_embeddings()
     spec = _spec(job, cfg, embedder, embedding)
     rows, vectors, counts = training_set(job, ctx, cfg, spec, UserVectors(ctx.store, embedder))
+    # Each row's soft prompt is built from that row's user's own history: the same users.
+    manifest = training_manifest(job, ctx, contributors=(r.user_id for r in rows), population=ctx.population())
     encoded = [encode_row(generator.tokenizer, r, cfg.max_length) for r in rows]
     order = batch_order(rows, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, balanced=cfg.balanced)
 
@@ -283,4 +286,4 @@ def train_softprompt(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
         "config": dataclasses.asdict(cfg),
         "spec": spec.to_dict(),
     }
-    return ctx.registry.register(key, folder, meta)
+    return ctx.registry.register(key, folder, meta, manifest=manifest)

@@ -76,7 +76,15 @@ class TrainJob:
 
 @dataclass
 class TrainContext:
-    """What a trainer may use. ``generator`` must come back usable and unchanged."""
+    """What a trainer may use. ``generator`` must come back usable and unchanged.
+
+    ``users`` is the population persona and global jobs learn from (None: every user in
+    the store); ``exclude`` names users no job may learn from even when they are in it
+    (a retrain's deleted users who were loaded again). Trainers read both through
+    :meth:`population`, and the training manifest refuses a row of an excluded user.
+    ``rebuild`` is set by ``retrain-stale`` (the artifact rebuilt, how many deleted users
+    it leaves out) and goes into the new training manifest.
+    """
 
     store: Store
     registry: AdapterRegistry
@@ -84,6 +92,13 @@ class TrainContext:
     embedder: Any | None = None
     users: Sequence[str] | None = None
     progress: Callable[[int, int, float], None] | None = None
+    exclude: frozenset[str] = frozenset()
+    rebuild: Mapping[str, Any] | None = None
+
+    def population(self) -> list[str]:
+        """``users`` (or every stored user) without the excluded ones, in their given order."""
+        users = list(self.users) if self.users is not None else self.store.list_users()
+        return [u for u in users if u not in self.exclude]
 
 
 def config_from_mapping(cls: type, data: Mapping[str, Any], *, tuples: Sequence[str] = ()) -> Any:

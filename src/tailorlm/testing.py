@@ -4,7 +4,8 @@
 evaluation code run in milliseconds without a model. :func:`openai_test_server` puts any
 :class:`~tailorlm.models.base.Generator` behind ``POST /v1/chat/completions`` on
 127.0.0.1, so the HTTP backend (and the official ``openai`` client) can be tested over
-real sockets without a vLLM install.
+real sockets without a vLLM install; :func:`fake_vllm_server` adds vLLM's runtime LoRA
+routes (:class:`FakeVLLM`), for the adapter sync.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Request``
@@ -17,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tailorlm.models.base import (
@@ -33,7 +34,15 @@ from tailorlm.models.base import (
     resolve_adapters,
 )
 
-__all__ = ["FakeCall", "FakeDecodeBatch", "FakeGenerator", "amazon_subset", "openai_test_server"]
+__all__ = [
+    "FakeCall",
+    "FakeDecodeBatch",
+    "FakeGenerator",
+    "FakeVLLM",
+    "amazon_subset",
+    "fake_vllm_server",
+    "openai_test_server",
+]
 
 
 @dataclass(frozen=True)
@@ -160,9 +169,15 @@ def openai_test_server(
     errors become OpenAI-style error responses: ValueError -> 400, :class:`BackendError`
     -> its own status code (500 if none), anything else -> 500.
     """
+    with _serve_app(_build_app(generator, requests), timeout_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serve_app(app: Any, timeout_s: float) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a free port of 127.0.0.1; yields ``.../v1``."""
     import uvicorn
 
-    app = _build_app(generator, requests)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; no race with other servers
@@ -272,6 +287,121 @@ def _complete(generator: Generator, body: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+@dataclass
+class FakeVLLM:
+    """What a vLLM server started with ``--enable-lora`` and runtime LoRA updating holds.
+
+    Serve it with :func:`fake_vllm_server`. It answers as vLLM does where tailorlm relies on
+    it: ``/v1/load_lora_adapter`` refuses a name already loaded (400) and a folder it cannot
+    read (404, after ``mounts``), ``/v1/unload_lora_adapter`` an unknown name (404),
+    ``/v1/models`` lists the base model and each adapter (``root``: its path, ``parent``: the
+    base model), and a chat naming a model it does not hold is a 404. Every call is recorded
+    in ``calls`` as ``(route, body)``, route one of "models", "load", "unload", "chat".
+    """
+
+    generator: Generator  # answers the chats; its name is the base model's
+    mounts: dict[str, str] = field(default_factory=dict)  # server path prefix -> local folder
+    loaded: dict[str, str] = field(default_factory=dict)  # lora_name -> lora_path
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    fail_load: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (status, message)
+    load_delay_s: float = 0.0  # how long a load takes (so loads can overlap)
+    forget_loads: bool = False  # loads succeed but nothing stays (a server that keeps restarting)
+    max_loading: int = 0  # most loads seen in progress at once
+    _loading: int = 0
+
+    def restart(self) -> None:
+        """A restarted vLLM forgets every adapter loaded at run time."""
+        self.loaded.clear()
+
+    def count(self, route: str, name: str | None = None) -> int:
+        """Calls of ``route`` (for ``name``: its ``lora_name``, or a chat's ``model``)."""
+        key = "model" if route == "chat" else "lora_name"
+        return sum(1 for r, body in list(self.calls) if r == route and (name is None or body.get(key) == name))
+
+    def readable(self, path: str) -> bool:
+        """Whether the server would find a PEFT folder at ``path``: with ``mounts`` it sees
+        only those (a container), without them the files of this machine."""
+        for prefix, local in self.mounts.items():
+            if PurePosixPath(path).is_relative_to(prefix):
+                return (Path(local) / PurePosixPath(path).relative_to(prefix) / "adapter_config.json").is_file()
+        return not self.mounts and (Path(path) / "adapter_config.json").is_file()
+
+
+@contextlib.contextmanager
+def fake_vllm_server(fake: FakeVLLM, *, timeout_s: float = 30) -> Iterator[str]:
+    """Serve ``fake`` on 127.0.0.1 over real HTTP; yields the base URL (ending in ``/v1``)."""
+    with _serve_app(_build_vllm_app(fake), timeout_s) as url:
+        yield url
+
+
+def _build_vllm_app(fake: FakeVLLM) -> Any:
+    import asyncio
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.concurrency import run_in_threadpool
+
+    app = FastAPI(title="fake vLLM")
+    base = fake.generator.name
+
+    def error(status: int, message: str, kind: str) -> JSONResponse:  # vLLM's ErrorResponse
+        return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status)
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        fake.calls.append(("models", {}))
+        cards = [{"id": base, "object": "model", "root": base, "parent": None}]
+        cards += [{"id": n, "object": "model", "root": p, "parent": base} for n, p in fake.loaded.items()]
+        return {"object": "list", "data": cards}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load(request: Request) -> Any:
+        body = await request.json()
+        fake.calls.append(("load", body))
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            return error(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+        fake._loading += 1
+        fake.max_loading = max(fake.max_loading, fake._loading)
+        try:
+            await asyncio.sleep(fake.load_delay_s)
+        finally:
+            fake._loading -= 1
+        if name in fake.loaded:  # checked after the load time: vLLM serializes loads per name
+            return error(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+        if name in fake.fail_load:
+            return error(*fake.fail_load[name], "BadRequestError")
+        if not fake.readable(path):
+            return error(404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError")
+        if not fake.forget_loads:
+            fake.loaded[name] = path
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload(request: Request) -> Any:
+        body = await request.json()
+        fake.calls.append(("unload", body))
+        name = body.get("lora_name")
+        if name not in fake.loaded:
+            return error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+        del fake.loaded[name]
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        fake.calls.append(("chat", body))
+        model = body.get("model")
+        if model != base and model not in fake.loaded:
+            return error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        try:
+            return await run_in_threadpool(_complete, fake.generator, body)
+        except Exception as exc:
+            return error(500, f"{type(exc).__name__}: {exc}", "InternalServerError")
+
+    return app
 
 
 def amazon_subset(path: Path, out: Path, *, n_users: int = 8, min_reviews: int = 6) -> Path:

@@ -5,6 +5,7 @@ Backends:
 - :class:`TransformersGenerator`: in-process Hugging Face model (packaged SmolLM2 by default),
   with per-row LoRA adapters.
 - :class:`OpenAICompatibleGenerator`: any OpenAI-compatible server (vLLM multi-LoRA).
+- :class:`VLLMAdapterGenerator`: the same, loading per-user adapters into vLLM on first use.
 - :class:`SentenceTransformerEmbedder`: packaged all-MiniLM-L6-v2 or a local folder.
 
 Importing this package is cheap: torch, transformers, sentence-transformers and httpx are
@@ -14,6 +15,7 @@ imported only when a backend is constructed. Use :func:`build_generator` and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tailorlm.models.base import (
@@ -29,6 +31,7 @@ from tailorlm.models.base import (
 from tailorlm.models.embedders import SentenceTransformerEmbedder
 from tailorlm.models.local import TransformersGenerator
 from tailorlm.models.openai_http import OpenAICompatibleGenerator
+from tailorlm.models.vllm_sync import VLLMAdapterGenerator
 
 if TYPE_CHECKING:
     from tailorlm.settings import Settings
@@ -43,6 +46,7 @@ __all__ = [
     "OpenAICompatibleGenerator",
     "SentenceTransformerEmbedder",
     "TransformersGenerator",
+    "VLLMAdapterGenerator",
     "build_embedder",
     "build_generator",
     "chat",
@@ -60,6 +64,16 @@ def build_generator(settings: Settings) -> Generator:
             raise ValueError(
                 "generator.base_url is required for the 'openai' backend; set it in the config "
                 "file or with TAILORLM_GENERATOR__BASE_URL=http://host:port/v1"
+            )
+        if gen.adapter_sync == "vllm":  # adapters live under the store's files folder (Store.from_settings)
+            return VLLMAdapterGenerator(
+                gen.base_url,
+                model=gen.model,
+                api_key=gen.api_key,
+                timeout_s=gen.timeout_s,
+                max_server_adapters=gen.max_server_adapters,
+                adapter_path_map=gen.adapter_path_map,
+                adapter_root=Path(settings.cache_dir) / "files" / "adapters",
             )
         return OpenAICompatibleGenerator(gen.base_url, model=gen.model, api_key=gen.api_key, timeout_s=gen.timeout_s)
     raise ValueError(f"generator.backend {gen.backend!r} is not one of 'local', 'openai'")

@@ -2,8 +2,10 @@
 
 Targets vLLM (and anything speaking ``POST /v1/chat/completions``): the per-user LoRA
 adapter travels in the request's ``model`` field, which is how vLLM's multi-LoRA serving
-selects an adapter. httpx is used directly rather than the ``openai`` package to keep
-the dependency small and the error handling explicit; it is imported lazily.
+selects an adapter. This class only sends the name; ``adapter_sync = "vllm"`` selects
+:class:`~tailorlm.models.vllm_sync.VLLMAdapterGenerator`, which also loads the adapter into
+the server. httpx is used directly rather than the ``openai`` package to keep the dependency
+small and the error handling explicit; it is imported lazily.
 """
 
 from __future__ import annotations

@@ -76,9 +76,12 @@ def serve(args: argparse.Namespace) -> int:
 
 def _write_stats(app: Any, path: Path, every: float = 1.0) -> None:
     tmp = path.with_suffix(".tmp")
+    tracer = _MallocTracer(path.with_suffix(".tracemalloc.txt")) if os.environ.get("SOAK_TRACEMALLOC") else None
     while True:
+        if tracer is not None:
+            tracer.tick()
         memory = app.state.service.memory
-        stats: dict[str, Any] = {"memory": memory is not None}
+        stats: dict[str, Any] = {"memory": memory is not None, "sqlite_mb": _sqlite_memory_mb()}
         if memory is not None:
             stats.update(
                 queue=memory.queue.qsize(),
@@ -90,6 +93,48 @@ def _write_stats(app: Any, path: Path, every: float = 1.0) -> None:
         tmp.write_text(json.dumps(stats), encoding="utf-8")
         os.replace(tmp, path)
         time.sleep(every)
+
+
+class _MallocTracer:
+    """``--trace-malloc``: where Python allocations grew since the first snapshot (slows the server)."""
+
+    def __init__(self, out: Path, every_s: float = 30.0) -> None:
+        import tracemalloc
+
+        self.tracemalloc = tracemalloc
+        tracemalloc.start(12)
+        self.out, self.every_s = out, every_s
+        self.first = None
+        self.next = time.monotonic() + every_s
+
+    def tick(self) -> None:
+        if time.monotonic() < self.next:
+            return
+        self.next = time.monotonic() + self.every_s
+        snap = self.tracemalloc.take_snapshot().filter_traces(
+            [self.tracemalloc.Filter(False, self.tracemalloc.__file__)]
+        )
+        if self.first is None:
+            self.first = snap
+            return
+        lines = [f"traced {self.tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB"]
+        for stat in snap.compare_to(self.first, "traceback")[:12]:
+            lines.append(f"{stat.size_diff / 2**20:+.2f} MB  {stat.count_diff:+d} blocks")
+            lines.extend("    " + line for line in stat.traceback.format()[-12:])
+        self.out.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _sqlite_memory_mb() -> float | None:
+    """Heap memory SQLite holds in this process (page caches of every connection, statements)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        return round(lib.sqlite3_memory_used() / 2**20, 2)
+    except OSError:
+        return None
 
 
 def _read_stats(path: Path) -> dict[str, Any]:
@@ -151,6 +196,7 @@ class Sampler:
             "window_p99_ms": round(1000 * bsl._percentile(window, 99), 1) if window else None,
             "db_mb": round(sum(p.stat().st_size for p in self.db.parent.glob(self.db.name + "*")) / 2**20, 2),
             "memory_queue": stats.get("queue"),
+            "sqlite_heap_mb": stats.get("sqlite_mb"),
             "memory_processed": stats.get("processed"),
             "memory_failed": stats.get("failed"),
         }
@@ -159,6 +205,7 @@ class Sampler:
             f"  t={t:6.0f} s  RSS {sample['rss_mb']:7.1f} MB  threads {sample['threads']:3d}  "
             f"requests {sample['requests']:7,d}  errors {sample['errors']}  "
             f"window {sample['window_requests_per_s'] or 0:6.1f}/s  memory queue {sample['memory_queue']}  "
+            f"sqlite heap {sample['sqlite_heap_mb']} MB  "
             f"{label}",
             flush=True,
         )
@@ -291,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples")
     p.add_argument("--drain", type=float, default=60.0, help="max seconds to wait for the memory queue after")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "soak.json")
+    p.add_argument("--trace-malloc", action="store_true", help="diagnose growth: tracemalloc diffs beside --out (slow)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--admin-key", help=argparse.SUPPRESS)
@@ -310,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     admin_key = new_api_key()
     cmd = [sys.executable, __file__, "--serve", "--db", str(db), "--admin-key", admin_key, "--stats", str(stats_path)]
     cmd += ["--memory" if args.memory else "--no-memory"]
-    server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, **({"SOAK_TRACEMALLOC": "1"} if args.trace_malloc else {})}
+    server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     rec = bsl.Recorder()
     sampler = Sampler(server.pid, db, stats_path, rec, time.monotonic())
     try:
@@ -423,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(md)
     print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {png}")
+    trace = stats_path.with_suffix(".tracemalloc.txt")
+    if args.trace_malloc and trace.exists():
+        args.out.with_suffix(".tracemalloc.txt").write_text(trace.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {args.out.with_suffix('.tracemalloc.txt')}")
     return 0 if all(t["met"] for t in result["targets"].values()) else 1
 
 

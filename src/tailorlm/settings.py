@@ -54,6 +54,19 @@ class GeneratorSettings(BaseModel):
         "(AVX512-BF16, AMX, ARM BF16), else fp32 (emulated bf16 is slower)",
     )
     timeout_s: float = Field(120.0, description="HTTP request timeout")
+    adapter_sync: Literal["none", "vllm"] = Field(
+        "none",
+        description="HTTP backend: 'vllm' loads a LoRA adapter into the server on first use "
+        "(/v1/load_lora_adapter) and unloads the least recently used; 'none' only sends its name",
+    )
+    max_server_adapters: int = Field(
+        32, ge=1, description="adapters tailorlm keeps loaded on the vLLM server (at most its --max-cpu-loras)"
+    )
+    adapter_path_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="local folder -> the same folder as the vLLM server sees it (container mount), "
+        'e.g. {"/home/me/.cache/tailorlm/files" = "/data/tailorlm/files"}',
+    )
 
 
 class EmbedderSettings(BaseModel):
@@ -93,10 +106,22 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(
         300.0, gt=0, description="wall-clock limit per generation; the row is then cancelled and the client gets 504"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="worker processes (each loads the model); above 1, rate limits and key state "
+        "are shared through the store",
+    )
     pooled_context: bool = Field(
         False,
         description="let persona/global fallback put other users' entries into a cold user's prompt "
         "(off: every answer is built from the requesting user's own data only)",
+    )
+    refuse_stale_artifacts: bool = Field(
+        False,
+        description="answer 503 (code 'stale_artifact') instead of serving a shared adapter, projector or "
+        "persona description that learned from a since-deleted user, until `tailorlm train retrain-stale`",
     )
 
     @field_validator("cors_origins")

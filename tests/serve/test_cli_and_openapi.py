@@ -71,7 +71,7 @@ def test_openapi_documents_every_route_with_auth_and_errors(live: Live) -> None:
         if not getattr(route, "include_in_schema", False):
             continue
         for method in route.methods - {"HEAD"}:
-            assert (method, route.path) in documented, f"{method} {route.path} is missing from the spec"
+            assert (method, route.path_format) in documented, f"{method} {route.path_format} is missing from the spec"
     for path, ops in spec["paths"].items():
         if not path.startswith("/v1/"):
             continue
@@ -82,6 +82,8 @@ def test_openapi_documents_every_route_with_auth_and_errors(live: Live) -> None:
     chat = spec["paths"]["/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("ChatCompletionRequest")
     assert "text/event-stream" in chat["responses"]["200"]["content"]
+    compare = spec["paths"]["/v1/users/{user_id}/compare"]["post"]
+    assert {"application/json", "text/event-stream"} <= set(compare["responses"]["200"]["content"])
     upload = spec["paths"]["/v1/users/{user_id}/upload"]["post"]
     assert "application/x-ndjson" in upload["requestBody"]["content"]
     schemas = spec["components"]["schemas"]

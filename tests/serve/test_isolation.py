@@ -89,7 +89,10 @@ def _known_routes(bob_fact: str, alice_fact: str, bob_key_id: str) -> dict[tuple
             Call("DELETE", f"{u}/facts/{bob_fact}", control=False),
             Call("DELETE", f"/v1/users/alice/facts/{alice_fact}", expect="allow", control=False),
         ],
-        ("POST", "/v1/users/{user_id}/compare"): [Call("POST", f"{u}/compare", json={"message": "strings?"})],
+        ("POST", "/v1/users/{user_id}/compare"): [
+            Call("POST", f"{u}/compare", json={"message": "strings?"}),
+            Call("POST", f"{u}/compare", json={"message": "strings?", "stream": True}),
+        ],
         ("GET", "/v1/users/{user_id}/overview"): [Call("GET", f"{u}/overview")],
         # Admin-only: a user key is refused whoever it names.
         ("POST", "/v1/keys"): [Call("POST", "/v1/keys", json={"user_id": "{user}"}, control=False)],
@@ -141,7 +144,7 @@ def test_a_user_key_cannot_touch_another_user_on_any_route(live: Live) -> None:
     plan: list[tuple[str, Call]] = []
     for route in iter_route_contexts(live.app.routes):
         methods = sorted((route.methods or {"GET"}) - {"HEAD"})
-        path = route.path
+        path = route.path_format
         for method in methods:
             if (method, path) in known:
                 plan += [(f"{method} {path}", call) for call in known[(method, path)]]

@@ -108,7 +108,7 @@ def test_the_property_covers_every_user_route(server: Live) -> None:
     covered = {(m, p.replace("some-fact", "{fact_id}")) for m, p, _ in ROUTES}
     for route in iter_route_contexts(server.app.routes):
         for method in (route.methods or set()) - {"HEAD"}:
-            path = route.path.replace("{user_id}", "{user}")
+            path = route.path_format.replace("{user_id}", "{user}")
             if not path.startswith("/v1/users/{user}") or (method, path) in covered:
                 continue
             if (method, path) in {("DELETE", "/v1/users/{user}"), ("POST", "/v1/users/{user}/upload")}:

@@ -236,7 +236,7 @@ def test_page_and_assets_are_public_and_nothing_else_is_served(base_url: str) ->
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        for name in ("app.js", "render.js", "style.css"):
+        for name in ("app.js", "render.js", "sse.js", "style.css"):
             assert client.get(f"/static/{name}").status_code == 200, name
         for path in ("/static/index.html.bak", "/static/..%2Fworkbench.py", "/static/../workbench.py"):
             assert client.get(path).status_code == 404, path
@@ -311,3 +311,76 @@ def test_a_long_compare_shows_elapsed_time_and_can_be_cancelled(sync_api: Any, p
         time.sleep(0.01)
     assert scheduler.stats().running == 0
     assert len(scheduler._batch.sizes) < 300  # cancelled long before the 300-word answers were done
+
+
+def _start_long_compare(page: Any, url: str, words: int = 300) -> str:
+    """Choose the guitarist and ask for a compare whose answers take ``words`` decode steps;
+    the message, which the fake's answers end with."""
+    page.goto(f"{url}/#key={ADMIN_KEY}")
+    page.get_by_role("button", name=USER, exact=True).click()
+    page.get_by_label("Method", exact=True).select_option("rag-bm25")  # no model call before the two answers
+    page.get_by_label("Max tokens", exact=True).fill(str(words + 100))
+    message = " ".join(f"word{i}" for i in range(words))
+    page.get_by_label("Message", exact=True).fill(message)
+    page.get_by_role("button", name="Compare answers").click()
+    return message
+
+
+def test_compare_streams_both_answers_as_they_are_decoded_and_cancel_stops_them(
+    sync_api: Any, page: Any, slow_app: tuple
+) -> None:
+    import time
+
+    expect = sync_api.expect
+    url, app = slow_app
+    scheduler = app.state.service.scheduler
+    message = _start_long_compare(page, url)  # 300 words at 50 ms a step: about 15 s
+    # Both answers show text long before they are done: they grow while the status still counts.
+    expect(page.locator("#pers-text")).to_contain_text("echo: word0 word1")
+    expect(page.locator("#base-text")).to_contain_text("echo: word0 word1")
+    shown = len(page.locator("#pers-text").text_content() or "")
+    page.wait_for_function("n => document.getElementById('pers-text').textContent.length > n", arg=shown)
+    page.wait_for_function("n => document.getElementById('base-text').textContent.length > n", arg=shown)
+    expect(page.locator("#status")).to_contain_text("Generating both answers")
+    assert scheduler.stats().running == 2  # still decoding: what the page shows is partial
+    assert "word299" not in (page.locator("#pers-text").text_content() or "")
+
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#status")).to_contain_text("Cancelled")
+    expect(page.get_by_role("button", name="Compare answers")).to_be_enabled()
+    expect(page.locator("#pers-meta")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="This one is better: personalized answer")).to_be_disabled()
+    deadline = time.monotonic() + 10
+    while scheduler.stats().running and time.monotonic() < deadline:  # the server notices the closed request
+        time.sleep(0.01)
+    assert scheduler.stats().running == 0
+    stopped = page.locator("#pers-text").text_content() or ""
+    _, _, answered = stopped.partition("echo: ")
+    assert answered and message.startswith(answered) and len(answered) < len(message)  # a prefix of the answer
+    assert len(scheduler._batch.sizes) < 300  # the rows left long before the answers were done
+    assert page.locator("#pers-text").text_content() == stopped  # nothing more arrives
+
+
+@pytest.fixture
+def timing_out_app(store: Store, tmp_path: Path) -> Iterator[str]:
+    """A slow fake under a 1 s time limit per generation: a long compare fails mid-stream."""
+    from tailorlm.serve import create_app, run_in_thread
+    from tailorlm.settings import load_settings
+
+    settings = load_settings(cache_dir=tmp_path / "cache", serve={"memory": False, "request_timeout_s": 1.0})
+    app = create_app(settings, store=store, generator=ContextNotingFake(step_seconds=0.05), admin_key=ADMIN_KEY)
+    with run_in_thread(app) as url:
+        yield url
+
+
+def test_a_compare_that_fails_mid_stream_says_so(sync_api: Any, page: Any, timing_out_app: str) -> None:
+    expect = sync_api.expect
+    _start_long_compare(page, timing_out_app)
+    expect(page.locator("#pers-text")).to_contain_text("echo: word0")  # it had begun
+    failed = re.compile(r"Could not compare: the (personalized|baseline) answer failed")
+    expect(page.locator("#status")).to_contain_text(failed)
+    expect(page.locator("#status")).to_contain_text("longer than the server's limit of 1 s")
+    expect(page.locator("#status")).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#pers-meta")).to_contain_text("failed")
+    expect(page.get_by_role("button", name="Compare answers")).to_be_enabled()
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()

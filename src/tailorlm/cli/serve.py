@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tailorlm.cli._common import console, err, get_settings, open_store
+from tailorlm.settings import Settings
 
 
 def serve(
@@ -16,19 +17,31 @@ def serve(
     rotate_admin_key: Annotated[
         bool, typer.Option("--rotate-admin-key", help="revoke the admin key(s) and print a new one")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="worker processes, each with its own model (default: serve.workers, 1); "
+            "rate limits and key state are shared through the store",
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API, the REST API for user data and the web workbench."""
     from tailorlm.serve import KeyStore, create_app
-    from tailorlm.serve.server import serve_forever
 
     settings = get_settings(ctx)
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None}
     settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=overrides)})
     store = open_store(ctx)
-    rotated = KeyStore(store).rotate_admin() if rotate_admin_key else None
-    with err.status("loading the model"):
-        application = create_app(settings, store=store)
-    key = rotated or application.state.admin_key_created
+    keys = KeyStore(store)
+    rotated = keys.rotate_admin() if rotate_admin_key else None
+    if settings.serve.workers > 1:
+        key, application = rotated or keys.ensure_admin(), None
+    else:
+        with err.status("loading the model"):
+            application = create_app(settings, store=store)
+        key = rotated or application.state.admin_key_created
     url = f"http://{settings.serve.host}:{settings.serve.port}"
     # soft_wrap: never break the key or the command across lines, so they copy and paste whole.
     if key:
@@ -41,4 +54,30 @@ def serve(
         highlight=False,
         markup=False,
     )
-    serve_forever(application, host=settings.serve.host, port=settings.serve.port)
+    if application is None:
+        _serve_workers(settings)
+    else:
+        from tailorlm.serve.server import serve_forever
+
+        serve_forever(application, host=settings.serve.host, port=settings.serve.port)
+
+
+def _serve_workers(settings: Settings) -> None:
+    """``--workers N``: uvicorn's supervisor starts N processes from the app factory."""
+    import os
+
+    import uvicorn
+
+    from tailorlm.serve.app import WORKER_SETTINGS_ENV
+
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+    console.print(f"  {settings.serve.workers} worker processes, each loading the model", highlight=False)
+    uvicorn.run(
+        "tailorlm.serve.app:create_worker_app",
+        factory=True,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        workers=settings.serve.workers,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -90,10 +91,25 @@ def to_timestamp(value: Any) -> int | None:
         else:
             return _in_range(number)
         try:
-            return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp())
+            return _iso_seconds(s)
         except ValueError:
             raise ValueError(f"unrecognised timestamp {value!r} (want Unix seconds or ISO 8601)") from None
     raise ValueError(f"unrecognised timestamp type {type(value).__name__}")
+
+
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d):60(?=[.+\-Z]|$)")
+
+
+def _iso_seconds(text: str) -> int:
+    """ISO 8601 / RFC 3339 text -> Unix seconds; a time without an offset is UTC.
+
+    RFC 3339 allows a lowercase ``t``/``z`` and a leap second (``23:59:60``, read as :59),
+    which ``datetime.fromisoformat`` does not; the API's spec promises RFC 3339 date-times."""
+    s = _LEAP_SECOND.sub(r"\1:59", text.upper()).replace("Z", "+00:00")
+    parsed = datetime.fromisoformat(s)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
 
 
 def _in_range(seconds: float) -> int:

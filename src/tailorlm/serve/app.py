@@ -23,8 +23,11 @@ from tailorlm.models.embedders import LazyEmbedder
 from tailorlm.serve.auth import KeyStore
 from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import CatchAllMiddleware, install_error_handlers
+from tailorlm.serve.limits import SharedTokenBucket
 from tailorlm.serve.memory_worker import MemoryWorker
 from tailorlm.serve.middleware import AuthMiddleware, BodyGuardMiddleware, TokenBucket
+from tailorlm.serve.paths import EncodedSlashMiddleware
+from tailorlm.serve.routes_compare import router as compare_router
 from tailorlm.serve.routes_keys import router as keys_router
 from tailorlm.serve.routes_openai import router as openai_router
 from tailorlm.serve.routes_users import router as users_router
@@ -32,7 +35,10 @@ from tailorlm.serve.scheduler import Scheduler
 from tailorlm.serve.service import Service
 from tailorlm.settings import Settings, load_settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_worker_app"]
+
+#: ``tailorlm serve --workers N`` hands each worker process its settings in this variable (JSON).
+WORKER_SETTINGS_ENV = "TAILORLM_WORKER_SETTINGS_JSON"
 
 log = logging.getLogger("tailorlm.serve")
 
@@ -78,7 +84,8 @@ def create_app(
     settings = settings or load_settings()
     store = store or Store.from_settings(settings)
     engine = _build_engine(settings, store, generator, embedder)
-    keys = KeyStore(store)
+    shared = settings.serve.workers > 1  # other processes serve the same keys and limits
+    keys = KeyStore(store, shared=shared)
     created = keys.ensure_admin(admin_key)
     memory = MemoryWorker(lambda: _memory_factory(store, engine.generator)) if settings.serve.memory else None
     serve = settings.serve
@@ -105,7 +112,7 @@ def create_app(
     app.state.admin_key_created = created
     install_error_handlers(app)
     _add_routes(app)
-    _add_middleware(app, settings, keys)
+    _add_middleware(app, settings, keys, store)
     return app
 
 
@@ -125,6 +132,7 @@ def _build_engine(settings: Settings, store: Store, generator: Generator | None,
         embedder=embedder,
         pooled_context=settings.serve.pooled_context,
         max_prompt_tokens=settings.serve.max_prompt_tokens,
+        refuse_stale=settings.serve.refuse_stale_artifacts,
     )
 
 
@@ -136,16 +144,19 @@ def _add_routes(app: FastAPI) -> None:
         """Liveness, without auth (for load balancers)."""
         return {"status": "ok"}
 
-    for router in (openai_router, users_router, keys_router):
+    for router in (openai_router, users_router, compare_router, keys_router):
         app.include_router(router, prefix="/v1")
     _mount_workbench(app)
 
 
-def _add_middleware(app: FastAPI, settings: Settings, keys: KeyStore) -> None:
+def _add_middleware(app: FastAPI, settings: Settings, keys: KeyStore, store: Store) -> None:
     """The middleware stack; add_middleware wraps, so the last added is the outermost."""
+    per_minute = settings.serve.rate_limit_per_minute
+    limiter = SharedTokenBucket(store, per_minute) if keys.shared else TokenBucket(per_minute)
+    app.add_middleware(EncodedSlashMiddleware)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.serve.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=keys, limiter=TokenBucket(settings.serve.rate_limit_per_minute))
+    app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
     if settings.serve.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -167,3 +178,17 @@ def _mount_workbench(app: FastAPI) -> None:
         log.warning("web workbench unavailable: %s", exc)
         return
     app.include_router(workbench_router)
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one ``tailorlm serve --workers N`` process (a uvicorn factory).
+
+    uvicorn starts workers from an import string, so the parent's resolved settings
+    (config file, environment and flags) travel as JSON in :data:`WORKER_SETTINGS_ENV`;
+    the parent has already created or rotated the admin key, so workers never print one.
+    """
+    import os
+
+    raw = os.environ.get(WORKER_SETTINGS_ENV)
+    settings = Settings.model_validate_json(raw) if raw else load_settings()
+    return create_app(settings)

@@ -104,9 +104,14 @@ class KeyInfo:
 class KeyStore:
     """Creates, verifies and revokes keys in the store's ``api_keys`` table (schema v2)."""
 
-    def __init__(self, store: Store, *, cache_ttl_s: float = 60.0) -> None:
+    def __init__(self, store: Store, *, cache_ttl_s: float = 60.0, shared: bool = False) -> None:
+        """``shared``: other processes (``serve --workers N``) may revoke or delete keys, so a
+        cached verification is trusted only after the key's row is confirmed active (one
+        indexed read instead of a scrypt); otherwise a revocation elsewhere would keep
+        working here until the cache entry expired."""
         self.store = store
         self.cache_ttl_s = cache_ttl_s
+        self.shared = shared
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
         # One scrypt per key at a time (when a cached key expires, every client's next request
@@ -180,7 +185,7 @@ class KeyStore:
     # -- verifying -------------------------------------------------------------------
 
     def cached(self, key: str) -> Principal | None:
-        """The fast path: a key verified recently (no database, no scrypt)."""
+        """The fast path: a key verified recently (no scrypt; no database unless ``shared``)."""
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         with self._lock:
             hit = self._cache.get(digest)
@@ -189,7 +194,10 @@ class KeyStore:
             if hit[1] < time.monotonic():
                 del self._cache[digest]
                 return None
-            return hit[0]
+        if self.shared and not self._active(hit[0].key_id):
+            self._drop_cached(lambda p: p.key_id == hit[0].key_id)
+            return None
+        return hit[0]
 
     def verify(self, key: str) -> Principal | None:
         """The principal for ``key``, or None if it is malformed, unknown, wrong or revoked.
@@ -261,6 +269,12 @@ class KeyStore:
             n = conn.execute(t.api_keys.delete().where(t.api_keys.c.user_id == user_id)).rowcount
         self._drop_cached(lambda p: p.user_id == user_id)
         return n
+
+    def _active(self, key_id: str) -> bool:
+        c = t.api_keys.c
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(c.revoked_at).where(c.key_id == key_id)).first()
+        return row is not None and row[0] is None
 
     def _row(self, key_id: str) -> dict | None:
         with self.store.engine.connect() as conn:

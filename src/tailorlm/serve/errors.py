@@ -193,7 +193,7 @@ def _allowed_methods(request: Request) -> list[str]:
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.routes):  # included routers' routes, full paths
         regex, _, _ = compile_path(route.path)
-        if regex.match(request.url.path):
+        if regex.match(request.scope["path"]):  # the routed path (serve/paths.py may rewrite it)
             methods |= set(route.methods or ())
     return sorted(methods)
 

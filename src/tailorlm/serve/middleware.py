@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tailorlm.serve.auth import KeyStore
 from tailorlm.serve.errors import error_response
+from tailorlm.serve.limits import SharedTokenBucket
 
 __all__ = ["AuthMiddleware", "BodyGuardMiddleware", "TokenBucket"]
 
@@ -27,7 +28,7 @@ __all__ = ["AuthMiddleware", "BodyGuardMiddleware", "TokenBucket"]
 class TokenBucket:
     """Per-key token buckets: ``per_minute`` tokens refill evenly; a burst may spend them all.
 
-    In memory and per process (a replica behind a load balancer keeps its own buckets).
+    In memory and per process; several workers share :class:`~tailorlm.serve.limits.SharedTokenBucket`.
     Only the event loop touches it, so it needs no lock. ``per_minute=0`` disables it.
     """
 
@@ -69,7 +70,9 @@ class AuthMiddleware:
     can cost a scrypt) is throttled like any other traffic.
     """
 
-    def __init__(self, app: ASGIApp, *, keys: KeyStore, limiter: TokenBucket, prefix: str = "/v1/") -> None:
+    def __init__(
+        self, app: ASGIApp, *, keys: KeyStore, limiter: TokenBucket | SharedTokenBucket, prefix: str = "/v1/"
+    ) -> None:
         self.app = app
         self.keys = keys
         self.limiter = limiter
@@ -88,18 +91,26 @@ class AuthMiddleware:
             )
             return
         key = key.strip()
-        principal = self.keys.cached(key) or await anyio.to_thread.run_sync(self.keys.verify, key)
+        # With keys shared between processes even a cached key is checked in the database.
+        principal = None if self.keys.shared else self.keys.cached(key)
+        principal = principal or await anyio.to_thread.run_sync(self.keys.verify, key)
         if principal is None:
             await self._deny(scope, receive, send, client, "invalid or revoked API key")
             return
-        if (wait := self.limiter.take(f"key:{principal.key_id}")) is not None:
+        if (wait := await self._take(f"key:{principal.key_id}")) is not None:
             await _too_many(scope, receive, send, wait)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
+    async def _take(self, bucket: str) -> float | None:
+        """Spend from ``bucket``; a limiter backed by the store runs off the event loop."""
+        if getattr(self.limiter, "blocking", False):
+            return await anyio.to_thread.run_sync(self.limiter.take, bucket)
+        return self.limiter.take(bucket)
+
     async def _deny(self, scope: Scope, receive: Receive, send: Send, client: str, message: str) -> None:
-        if (wait := self.limiter.take(f"anon:{client}")) is not None:
+        if (wait := await self._take(f"anon:{client}")) is not None:
             await _too_many(scope, receive, send, wait)
             return
         response = error_response(401, message, headers={"WWW-Authenticate": "Bearer"})

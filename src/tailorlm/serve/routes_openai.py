@@ -37,6 +37,11 @@ __all__ = ["router"]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 }
+_ERRORS[503]["description"] = (
+    "the server is shutting down, or (code 'stale_artifact', with serve.refuse_stale_artifacts) the "
+    "method would use a shared adapter, projector or persona description that learned from a deleted "
+    "user; the message names it and the operator's fix: tailorlm train retrain-stale"
+)
 router = APIRouter(tags=["openai"], responses=_ERRORS)
 
 PREFIX = "tailorlm/"
@@ -135,8 +140,8 @@ async def chat_completions(
         }
 
     if body.stream:
-        try:  # a disconnect from here on ends the stream (Starlette), and _sse cancels the row
-            await ticket.started()
+        try:  # a disconnect while queued cancels the row; from the first token on, _sse does
+            await until_disconnect(request, ticket.started(), svc.scheduler, [ticket])
         except BaseException:
             svc.scheduler.cancel(ticket)
             raise

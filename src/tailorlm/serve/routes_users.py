@@ -10,19 +10,17 @@ thread pool, off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 
 import tailorlm.serve.schemas as s
 from tailorlm.data import Document, Interaction, Preference, User
 from tailorlm.data.records import TIMESTAMP_MAX, TIMESTAMP_MIN
-from tailorlm.models.base import GenerationConfig
 from tailorlm.serve.auth import Principal, authorize
 from tailorlm.serve.errors import ApiError, format_loc
-from tailorlm.serve.scheduler import until_disconnect
+from tailorlm.serve.paths import register_convertors
 from tailorlm.serve.service import Service, get_principal, get_service
 from tailorlm.serve.upload import parse_upload
 
@@ -35,6 +33,7 @@ _ERRORS[409] = {
     "model": s.ErrorResponse,
     "description": "the body's user_id names another user than the path (a rule JSON Schema cannot state)",
 }
+register_convertors()  # "{user_id:user_id}": ids with an encoded "/" (serve/paths.py)
 router = APIRouter(prefix="/users", tags=["users"], responses=_ERRORS)
 R = TypeVar("R", Document, Interaction, Preference)
 
@@ -98,7 +97,7 @@ def upsert_user(
     return user
 
 
-@router.get("/{user_id}", response_model=User)
+@router.get("/{user_id:user_id}", response_model=User)
 def get_user(user_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)) -> User:
     authorize(principal, user_id)
     user = svc.store.get_user(user_id=user_id)
@@ -107,17 +106,24 @@ def get_user(user_id: str, principal: Principal = Depends(get_principal), svc: S
     return user
 
 
-@router.delete("/{user_id}", response_model=s.DeletionResult)
+@router.delete("/{user_id:user_id}", response_model=s.DeletionResult)
 def delete_user(
     user_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.DeletionResult:
-    """Delete every row, vector, artifact, file and API key of this user, and nothing else."""
+    """Delete every row, vector, artifact, file and API key of this user, and nothing else.
+
+    ``stale_artifacts`` lists the shared artifacts that learned from the user: they are
+    marked stale until an operator runs ``tailorlm train retrain-stale``.
+    """
     _user(svc, principal, user_id)
     report, keys = svc.delete_user(user_id)
-    return s.DeletionResult(user_id=user_id, rows=report.rows, files=report.files, keys_deleted=keys)
+    stale = [s.StaleArtifactInfo.of(a) for a in report.stale]
+    return s.DeletionResult(
+        user_id=user_id, rows=report.rows, files=report.files, keys_deleted=keys, stale_artifacts=stale
+    )
 
 
-@router.get("/{user_id}/export", response_model=dict[str, Any])
+@router.get("/{user_id:user_id}/export", response_model=dict[str, Any])
 def export_user(
     user_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def export_user(
 # -- documents, interactions, preferences ---------------------------------------------------------
 
 
-@router.get("/{user_id}/documents", response_model=s.DocumentList)
+@router.get("/{user_id:user_id}/documents", response_model=s.DocumentList)
 def list_documents(
     user_id: str,
     doc_kind: str | None = None,
@@ -149,7 +155,7 @@ def list_documents(
     return s.DocumentList(data=docs)
 
 
-@router.post("/{user_id}/documents", response_model=Document, status_code=201)
+@router.post("/{user_id:user_id}/documents", response_model=Document, status_code=201)
 def add_document(
     user_id: str, body: s.DocumentIn, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> Document:
@@ -160,7 +166,7 @@ def add_document(
     return doc
 
 
-@router.get("/{user_id}/interactions", response_model=s.InteractionList)
+@router.get("/{user_id:user_id}/interactions", response_model=s.InteractionList)
 def list_interactions(
     user_id: str,
     interaction: str | None = None,
@@ -174,7 +180,7 @@ def list_interactions(
     return s.InteractionList(data=svc.store.get_interactions(user_id=user_id, interaction=interaction, before=before))
 
 
-@router.post("/{user_id}/interactions", response_model=Interaction, status_code=201)
+@router.post("/{user_id:user_id}/interactions", response_model=Interaction, status_code=201)
 def add_interaction(
     user_id: str,
     body: s.InteractionIn,
@@ -187,7 +193,7 @@ def add_interaction(
     return rec
 
 
-@router.get("/{user_id}/preferences", response_model=s.PreferenceList)
+@router.get("/{user_id:user_id}/preferences", response_model=s.PreferenceList)
 def list_preferences(
     user_id: str,
     dimension: str | None = None,
@@ -198,7 +204,7 @@ def list_preferences(
     return s.PreferenceList(data=svc.store.get_preferences(user_id=user_id, dimension=dimension))
 
 
-@router.post("/{user_id}/preferences", response_model=Preference, status_code=201)
+@router.post("/{user_id:user_id}/preferences", response_model=Preference, status_code=201)
 def add_preference(
     user_id: str,
     body: s.PreferenceIn,
@@ -226,7 +232,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("/{user_id}/upload", response_model=s.UploadResult, status_code=201, openapi_extra=_UPLOAD_BODY)
+@router.post("/{user_id:user_id}/upload", response_model=s.UploadResult, status_code=201, openapi_extra=_UPLOAD_BODY)
 async def upload(
     user_id: str, request: Request, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.UploadResult:
@@ -252,7 +258,7 @@ async def upload(
 # -- memory, workbench views ----------------------------------------------------------------------
 
 
-@router.get("/{user_id}/facts", response_model=s.FactList)
+@router.get("/{user_id:user_id}/facts", response_model=s.FactList)
 def list_facts(
     user_id: str,
     include_invalid: bool = Query(False, description="also facts that were contradicted later"),
@@ -264,7 +270,7 @@ def list_facts(
     return s.FactList(data=svc.store.get_facts(user_id=user_id, valid_only=not include_invalid))
 
 
-@router.delete("/{user_id}/facts/{fact_id}", response_model=s.ForgetResult)
+@router.delete("/{user_id:user_id}/facts/{fact_id}", response_model=s.ForgetResult)
 def forget_fact(
     user_id: str, fact_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.ForgetResult:
@@ -276,36 +282,7 @@ def forget_fact(
     return s.ForgetResult(user_id=user_id, fact_id=fact_id, forgotten=n)
 
 
-@router.post("/{user_id}/compare", response_model=s.CompareResponse)
-async def compare(
-    user_id: str,
-    request: Request,
-    body: s.CompareRequest = Body(...),
-    principal: Principal = Depends(get_principal),
-    svc: Service = Depends(get_service),
-) -> s.CompareResponse:
-    """The personalized and the non-personalized answer to one message, side by side."""
-    authorize(principal, user_id)
-    pers, base = await svc.generate(svc.engine.prepare_compare, user_id, body.method, body.message, body.max_tokens)
-    config = GenerationConfig(max_new_tokens=body.max_tokens)
-    tickets = []
-    try:  # both rows join the running batch; a refusal of the second or a disconnect cancels both
-        for p in (pers, base):
-            tickets.append(svc.scheduler.submit(p.row, config, key=principal.key_id, prompt_tokens=p.prompt_tokens))
-        both = asyncio.gather(*(t.result() for t in tickets))
-        text, baseline = (done.text for done in await until_disconnect(request, both, svc.scheduler, tickets))
-    finally:
-        for t in tickets:
-            if not t.done:
-                svc.scheduler.cancel(t)
-    svc.remember(user_id, [{"role": "user", "content": body.message}, {"role": "assistant", "content": text}])
-    return s.CompareResponse(
-        personalized=s.PersonalizedAnswer(text=text, tailorlm=s.TailorlmUsage(**pers.usage)),
-        baseline=s.BaselineAnswer(text=baseline),
-    )
-
-
-@router.get("/{user_id}/overview", response_model=s.Overview)
+@router.get("/{user_id:user_id}/overview", response_model=s.Overview)
 def overview(
     user_id: str, principal: Principal = Depends(get_principal), svc: Service = Depends(get_service)
 ) -> s.Overview:

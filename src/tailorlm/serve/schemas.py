@@ -34,6 +34,7 @@ __all__ = [
     "ModelCard",
     "Overview",
     "PreferenceIn",
+    "StaleArtifactInfo",
     "TailorlmUsage",
     "UploadResult",
     "UserIn",
@@ -55,7 +56,12 @@ def Int(ge: int | None = None, le: int | None = None) -> Any:
     return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
 
 
-Timestamp = Int() | str | None  # Unix seconds or ISO 8601, as records accept
+#: Unix seconds, or an RFC 3339 date-time (a time without an offset is UTC). Records also
+#: take numeric strings and other ISO 8601 forms; the spec promises what every client can
+#: rely on, so a schema-valid string is never refused.
+Timestamp = (
+    Int() | Annotated[str, Field(json_schema_extra={"format": "date-time"}, description="RFC 3339 date-time")] | None
+)
 
 #: A user id that can be a URL path segment: no "/", no control characters (NUL included),
 #: and not "." or ".." (clients and proxies resolve those as path steps).
@@ -312,11 +318,39 @@ class UploadResult(BaseModel):
     by_kind: dict[str, int]
 
 
+class StaleArtifactInfo(BaseModel):
+    """A shared artifact that learned from the deleted user and is now marked stale."""
+
+    kind: str = Field(..., description="'adapter' (LoRA, DPO, soft-prompt projector) or 'persona' (a description)")
+    scope: str = Field(..., description="global | persona | user (another user's adapter started from a global one)")
+    owner: str | None = Field(
+        ..., description="the persona id; '' for global; null for another user's adapter (not disclosed)"
+    )
+    key: str
+    name: str | None = Field(None, description="the adapter's load name, when it has one")
+    deleted_users: int = Field(..., description="deleted users it learned from")
+    stale_since: int = Field(..., description="Unix time of the first of those deletions")
+
+    @classmethod
+    def of(cls, art: Any) -> StaleArtifactInfo:
+        """From a :class:`~tailorlm.data.StaleArtifact`; another user's id is never disclosed."""
+        ref = art.ref
+        owner = None if ref.scope == "user" else ref.owner
+        return cls(
+            kind=ref.kind, scope=ref.scope, owner=owner, key=ref.key, name=art.name,
+            deleted_users=art.deleted_users, stale_since=art.stale_since,
+        )  # fmt: skip
+
+
 class DeletionResult(BaseModel):
     user_id: str
     rows: dict[str, int] = Field(..., description="rows removed per table")
     files: list[str] = Field(..., description="artifact files removed")
     keys_deleted: int = Field(..., description="API keys of this user removed")
+    stale_artifacts: list[StaleArtifactInfo] = Field(
+        default_factory=list,
+        description="artifacts that learned from this user, now stale until `tailorlm train retrain-stale`",
+    )
 
 
 class ForgetResult(BaseModel):
@@ -330,6 +364,9 @@ class CompareRequest(BaseModel):
     message: str = Field(..., min_length=1, max_length=20_000)
     method: str = Field("rag-bm25+profile", min_length=1, description="method spec of the personalized answer")
     max_tokens: Int(1, 1024) = 128
+    stream: bool = Field(
+        False, description="send both answers as server-sent events while they are decoded (see the 200 response)"
+    )
 
 
 class PersonalizedAnswer(BaseModel):

@@ -1,7 +1,8 @@
 """The web workbench: one static page served by the API app, with no build step and no CDN.
 
-The page (``static/index.html``, ``app.js``, ``style.css``) asks for an API key, keeps it in
-the tab's ``sessionStorage`` and talks only to the JSON API under ``/v1`` with it; a key may
+The page (``static/index.html``, ``app.js``, ``render.js``, ``sse.js``, ``style.css``) asks for
+an API key, keeps it in the tab's ``sessionStorage`` and talks only to the JSON API under
+``/v1`` with it (the compare's answers arrive as server-sent events, read by ``sse.js``); a key may
 also arrive once in the URL fragment (``/#key=...``, never sent to the server), which the page
 reads and then removes from the address bar.
 
@@ -24,6 +25,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 _ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "render.js": "text/javascript; charset=utf-8",
+    "sse.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 

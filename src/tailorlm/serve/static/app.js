@@ -1,6 +1,9 @@
 // tailorlm workbench: plain JavaScript (an ES module) over the JSON API under /v1, no build step.
 // Every piece of user data is put on the page as text (render.js, el()), never as HTML.
-import { $, clearUserPanels, el, renderAnswers, renderOverview, renderPreferences } from "./render.js";
+import {
+  $, clearUserPanels, el, renderAnswers, renderOverview, renderPreferences, showPartial, startAnswers, stopAnswers,
+} from "./render.js";
+import { readEvents } from "./sse.js";
 
 const KEY_STORAGE = "tailorlm.apiKey";
 const MAX_LISTED_USERS = 300; // a long list stays fast; the filter finds the rest
@@ -31,23 +34,30 @@ function errorText(data, status) {
   return typeof data === "string" && data ? data : `HTTP ${status}`;
 }
 
-async function api(path, { method = "GET", body, signal } = {}) {
-  const headers = { Authorization: `Bearer ${state.key}`, Accept: "application/json" };
+function parsed(raw) {
+  try {
+    return raw ? JSON.parse(raw) : null;
+  } catch {
+    return raw; // not JSON: keep the text for the error message
+  }
+}
+
+/** The response of an API call, unread; an ApiError (with the server's message) if it failed. */
+async function send(path, { method = "GET", body, signal, accept = "application/json" } = {}) {
+  const headers = { Authorization: `Bearer ${state.key}`, Accept: accept };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const response = await fetch(path, { method, headers, body: payload, signal });
-  const raw = await response.text();
-  let data = raw;
-  try {
-    data = raw ? JSON.parse(raw) : null;
-  } catch {
-    // not JSON: keep the text for the error message
-  }
   if (!response.ok) {
+    const data = parsed(await response.text());
     if (response.status === 401) showKeyPanel("The server did not accept that key. Enter another one.");
     throw new ApiError(response.status, errorText(data, response.status));
   }
-  return data;
+  return response;
+}
+
+async function api(path, options = {}) {
+  return parsed(await (await send(path, options)).text());
 }
 
 const userPath = (userId, rest = "") => `/v1/users/${encodeURIComponent(userId)}${rest}`;
@@ -134,6 +144,7 @@ function renderUserList() {
 }
 
 async function chooseUser(userId) {
+  state.cancel?.(); // a running compare must not fill in this user's panels
   state.userId = userId;
   state.last = null;
   renderUserList();
@@ -191,6 +202,34 @@ async function deleteUser() {
 
 // ---- chat and preferences ---------------------------------------------------------------
 
+/**
+ * POST the compare with "stream": true and fill both answers in as they are decoded; the whole
+ * result ({personalized: {text, tailorlm}, baseline: {text}}) once both are done.
+ */
+async function streamCompare(userId, body, signal) {
+  const path = userPath(userId, "/compare");
+  const response = await send(path, { method: "POST", body: { ...body, stream: true }, signal, accept: "text/event-stream" });
+  const texts = { personalized: "", baseline: "" };
+  const result = {};
+  for await (const event of readEvents(response)) {
+    if (state.userId !== userId) throw new DOMException("another user was chosen", "AbortError");
+    if (event.error) {
+      const side = event.side ? `the ${event.side} answer failed: ` : "";
+      throw new ApiError(0, side + (event.error.message || "unknown error"));
+    }
+    if (!Object.hasOwn(texts, event.side)) continue; // an event this page does not know
+    if (event.type === "delta") {
+      texts[event.side] += event.delta;
+      showPartial(event.side, texts[event.side]);
+    } else if (event.type === "done") {
+      result[event.side] = { text: event.text, tailorlm: event.tailorlm };
+      showPartial(event.side, event.text);
+    }
+  }
+  if (!result.personalized || !result.baseline) throw new ApiError(0, "the stream ended before both answers were done");
+  return result;
+}
+
 async function compare(event) {
   event.preventDefault();
   const userId = state.userId;
@@ -198,29 +237,38 @@ async function compare(event) {
   if (!userId || !message) return;
   const body = { message, max_tokens: Number($("max-tokens").value) || 96 };
   if ($("method").value) body.method = $("method").value;
-  // Generation can take a while on a CPU: show the elapsed time and let the user cancel
-  // (closing the request cancels both rows on the server).
+  // Generation can take a while on a CPU: the answers fill in as they are decoded, the status
+  // shows the elapsed time, and Cancel closes the request (both rows stop on the server).
   const controller = new AbortController();
+  const cancel = () => controller.abort();
   const started = Date.now();
-  const tick = () => setStatus(`Generating both answers… ${Math.round((Date.now() - started) / 1000)} s`);
+  const seconds = () => Math.round((Date.now() - started) / 1000);
+  const tick = () => setStatus(`Generating both answers… ${seconds()} s`);
   tick();
   const timer = setInterval(tick, 1000);
-  state.cancel = () => controller.abort();
+  state.cancel = cancel;
+  state.last = null;
   $("send").disabled = true;
   $("cancel").hidden = false;
+  startAnswers(body.method);
   $("results").setAttribute("aria-busy", "true");
   try {
-    const result = await api(userPath(userId, "/compare"), { method: "POST", body, signal: controller.signal });
-    if (state.userId !== userId) return;
+    const result = await streamCompare(userId, body, controller.signal);
     state.last = { userId, message, personalized: result.personalized.text, baseline: result.baseline.text };
     renderAnswers(result, body.method);
-    setStatus(`Both answers are ready (${Math.round((Date.now() - started) / 1000)} s).`);
+    setStatus(`Both answers are ready (${seconds()} s).`);
   } catch (err) {
-    if (err.name === "AbortError") setStatus("Cancelled: nothing was generated or stored.");
-    else if (err.status !== 401) setStatus(`Could not compare: ${err.message}`, true);
+    if (state.userId !== userId) return; // another user is shown now: nothing of this compare
+    if (err.name === "AbortError") {
+      stopAnswers("cancelled");
+      setStatus(`Cancelled after ${seconds()} s: the answers stopped and nothing was stored.`);
+    } else {
+      stopAnswers("failed");
+      if (err.status !== 401) setStatus(`Could not compare: ${err.message}`, true);
+    }
   } finally {
     clearInterval(timer);
-    state.cancel = null;
+    if (state.cancel === cancel) state.cancel = null;
     $("cancel").hidden = true;
     if (state.userId === userId) $("send").disabled = false;
     $("results").setAttribute("aria-busy", "false");

@@ -174,6 +174,43 @@ export function renderAnswers(result, method) {
   const retrieved = usage?.retrieved ?? [];
   $("retrieved").querySelector("tbody").replaceChildren(...retrieved.map(retrievedRow));
   $("retrieved").hidden = !retrieved.length;
+  $("retrieved-empty").textContent = "Nothing was retrieved for this answer.";
   $("retrieved-empty").hidden = retrieved.length > 0;
   $("results").hidden = false;
+}
+
+// ---- answers while they stream ----------------------------------------------------------
+
+const TEXT_IDS = { personalized: "pers-text", baseline: "base-text" };
+const META_IDS = { personalized: "pers-meta", baseline: "base-meta" };
+
+/** Empty answer cards for a compare that has just started; showPartial fills them in. */
+export function startAnswers(method) {
+  for (const side of Object.keys(TEXT_IDS)) {
+    $(TEXT_IDS[side]).textContent = "";
+    $(META_IDS[side]).textContent = "generating…";
+  }
+  if (method) $("pers-meta").textContent = `method ${method} · generating…`;
+  for (const button of document.querySelectorAll("button.prefer")) button.disabled = true;
+  $("pref-state").textContent = "";
+  $("retrieved").querySelector("tbody").replaceChildren();
+  $("retrieved").hidden = true;
+  $("retrieved-empty").textContent = "Shown when both answers are done.";
+  $("retrieved-empty").hidden = false;
+  $("results").hidden = false;
+}
+
+/** The text of one side so far (as text, never HTML). */
+export function showPartial(side, text) {
+  $(TEXT_IDS[side]).textContent = text;
+}
+
+const STOPPED = { cancelled: "The compare was cancelled", failed: "The compare failed" };
+
+/** A compare that was cancelled or failed: the partial texts stay, marked, and cannot be preferred. */
+export function stopAnswers(how) {
+  for (const id of Object.values(META_IDS)) $(id).textContent = `${how}: this answer may be incomplete`;
+  for (const button of document.querySelectorAll("button.prefer")) button.disabled = true;
+  $("pref-state").textContent = `${STOPPED[how] ?? how}: there is no preference to record.`;
+  $("retrieved-empty").textContent = `Not shown: ${(STOPPED[how] ?? how).toLowerCase()}.`;
 }

@@ -8,7 +8,8 @@ module-scoped ``live`` fixture. Seed data is two small users written directly as
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,12 @@ def live_server(tmp: Path, *, generator: Generator | None = None, seeded: bool =
             yield Live(url=url, app=app, store=store, generator=generator, admin_key=admin_key)
     finally:
         store.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll a condition the server reaches on its own (not a sleep that hopes for a race)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

@@ -4,23 +4,14 @@ cancelled there, not prefilled and decoded for nobody."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from serve_harness import live_server
+from serve_harness import live_server, wait_for
 
 from tailorlm.testing import FakeGenerator
 
 LONG = " ".join(f"w{i}" for i in range(400))  # the fake answers with the message, one word per step
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_a_streaming_chat_abandoned_in_the_queue_leaves_it(tmp_path: Path) -> None:
@@ -45,9 +36,9 @@ def test_a_streaming_chat_abandoned_in_the_queue_leaves_it(tmp_path: Path) -> No
 
             waiter = threading.Thread(target=give_up)
             waiter.start()
-            _wait_for(lambda: sched.stats().queued == 1, "the second chat to queue")
+            wait_for(lambda: sched.stats().queued == 1, "the second chat to queue")
             waiter.join(30)
             assert outcome == ["gave up"]
             # It leaves the queue now, not when the first chat's ~4 s of decoding free the slot.
-            _wait_for(lambda: sched.stats().queued == 0, "the abandoned chat to leave the queue", timeout=1.5)
+            wait_for(lambda: sched.stats().queued == 0, "the abandoned chat to leave the queue", timeout=1.5)
             assert sched.stats().running == 1  # the first chat still decodes, alone

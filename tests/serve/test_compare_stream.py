@@ -12,14 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from serve_harness import Live, live_server
+from serve_harness import Live, live_server, wait_for
 
 from tailorlm.models.base import GenerationConfig
 from tailorlm.testing import FakeGenerator
@@ -35,15 +34,6 @@ class SideTellingFake(FakeGenerator):
     def _words(self, conv: list[dict[str, str]], config: GenerationConfig, adapter: str | None) -> list[str]:
         personal = any("Warm nylon" in m["content"] for m in conv if m["role"] == "system")
         return ["mine:" if personal else "anyone:", *super()._words(conv, config, adapter)][: config.max_new_tokens]
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll a condition the server reaches on its own (not a sleep that hopes for a race)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any] | str]:
@@ -114,7 +104,7 @@ def test_a_disconnect_mid_stream_cancels_both_rows(tmp_path: Path, remembered: l
             seen = {next(events)["side"] for _ in range(6)}  # type: ignore[index]
             assert seen == {"personalized", "baseline"}
             assert sched.stats().running == 2
-        _wait_for(lambda: sched.stats().in_flight == 0, "both cancelled rows to leave the batch")
+        wait_for(lambda: sched.stats().in_flight == 0, "both cancelled rows to leave the batch")
         assert len(sched._batch.sizes) < 300  # long before the 400-word answers were done
         assert remembered == []  # a cancelled compare is no conversation turn
         with server.as_user("alice") as c:  # and the key's slots were given back
@@ -141,11 +131,11 @@ def test_a_disconnect_while_waiting_for_a_batch_slot_cancels_both_rows(tmp_path:
 
             waiter = threading.Thread(target=give_up)
             waiter.start()
-            _wait_for(lambda: sched.stats().queued == 2, "both compare rows to queue")
+            wait_for(lambda: sched.stats().queued == 2, "both compare rows to queue")
             waiter.join(30)
             assert outcome == ["gave up"]
             # The client gave up: both rows leave the queue while the chat is still decoding.
-            _wait_for(lambda: sched.stats().queued == 0, "the abandoned rows to leave the queue")
+            wait_for(lambda: sched.stats().queued == 0, "the abandoned rows to leave the queue")
             assert sched.stats().running == 1 and sum(s > 1 for s in sched._batch.sizes) == 0
 
 
@@ -168,7 +158,7 @@ def test_errors_before_the_stream_are_json_and_after_it_error_events(tmp_path: P
         assert isinstance(error, dict) and error["type"] == "error" and error["side"] in ("personalized", "baseline")
         assert error["error"]["code"] == "request_timeout" and "1 s" in error["error"]["message"]
         assert not [e for e in events if isinstance(e, dict) and e["type"] == "done"]
-        _wait_for(lambda: _scheduler(server).stats().in_flight == 0, "the other row to be cancelled")
+        wait_for(lambda: _scheduler(server).stats().in_flight == 0, "the other row to be cancelled")
 
 
 def test_the_spec_documents_the_stream(live: Live) -> None:

@@ -10,27 +10,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from serve_harness import Live, live_server
+from serve_harness import Live, live_server, wait_for
 
 from tailorlm.models.continuous import TextStream
 from tailorlm.testing import FakeGenerator
 
 LONG = " ".join(f"w{i}" for i in range(400))  # the fake answers with the message, one word per step
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll a condition the server reaches on its own (not a sleep that hopes for a race)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def _scheduler(server: Live) -> Any:
@@ -115,7 +105,7 @@ def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:
             next(lines)
             assert sched.stats().running == 1
         # the client is gone: the row leaves the batch long before its 400 words are decoded
-        _wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
+        wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
         steps = len(sched._batch.sizes)
         assert steps < 200
         with server.admin() as c:  # and the server goes on serving
@@ -131,7 +121,7 @@ def test_a_disconnecting_plain_request_cancels_its_row(tmp_path: Path) -> None:
         sched = _scheduler(server)
         with server.admin() as c, pytest.raises(httpx.ReadTimeout):
             c.post("/v1/chat/completions", json=_chat(LONG, max_tokens=400), timeout=0.5)
-        _wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
+        wait_for(lambda: sched.stats().running == 0, "the cancelled row to leave the batch")
         assert len(sched._batch.sizes) < 200
 
 
@@ -165,7 +155,7 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
                 target=lambda: queued.append(server.admin().post("/v1/chat/completions", json=_chat("b")).status_code)
             )
             waiter.start()
-            _wait_for(lambda: sched.stats().queued == 1, "the second request to queue")
+            wait_for(lambda: sched.stats().queued == 1, "the second request to queue")
             third = server.admin().post("/v1/chat/completions", json=_chat("c"))
         waiter.join(30)
     assert third.status_code == 429 and third.json()["error"]["code"] == "server_busy"
@@ -239,7 +229,7 @@ def test_the_services_own_model_calls_join_the_batch_instead_of_holding_the_mode
             target=lambda: background.append(locked.generate([[{"role": "user", "content": LONG}]], config=config))
         )
         worker.start()
-        _wait_for(lambda: sched.stats().running == 1, "the background generation to start")
+        wait_for(lambda: sched.stats().running == 1, "the background generation to start")
         with server.admin() as c:
             r = c.post("/v1/chat/completions", json=_chat("quick one"))
         assert r.json()["choices"][0]["message"]["content"] == "echo: quick one"

@@ -98,6 +98,14 @@ class Prepared:
     usage: dict[str, Any] | None  # the ``tailorlm`` extension, when personalized
     known_user: bool = False  # the request named a stored user (its turn goes to memory)
 
+    def token_usage(self, completion_tokens: int) -> dict[str, int]:
+        """The OpenAI ``usage`` object of an answer of ``completion_tokens`` to this prompt."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
+
 
 #: A bound on the characters one token stands for (SmolLM2's longest token decodes to 81), so
 #: a text of ``chars`` characters has at least ``chars / 128`` tokens: a 900 KB message is

@@ -159,11 +159,7 @@ def _error_event(side: str, exc: Exception) -> dict[str, Any]:
 
 
 def _done_event(side: str, done: Completion, prepared: Prepared) -> dict[str, Any]:
-    usage = {
-        "prompt_tokens": prepared.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": prepared.prompt_tokens + done.completion_tokens,
-    }
+    usage = prepared.token_usage(done.completion_tokens)
     event = {"type": "done", "side": side, "text": done.text, "finish_reason": done.finish_reason, "usage": usage}
     if prepared.usage is not None:  # validated like the JSON response's record
         event["tailorlm"] = s.TailorlmUsage(**prepared.usage).model_dump(mode="json")

@@ -133,11 +133,7 @@ async def chat_completions(
     def finished(done: Completion) -> dict[str, int]:
         if user_id is not None and prepared.known_user:
             svc.remember(user_id, [*messages, {"role": "assistant", "content": done.text}])
-        return {
-            "prompt_tokens": prepared.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
-            "total_tokens": prepared.prompt_tokens + done.completion_tokens,
-        }
+        return prepared.token_usage(done.completion_tokens)
 
     if body.stream:
         try:  # a disconnect while queued cancels the row; from the first token on, _sse does

@@ -77,9 +77,13 @@ def serve(args: argparse.Namespace) -> int:
 def _write_stats(app: Any, path: Path, every: float = 1.0) -> None:
     tmp = path.with_suffix(".tmp")
     tracer = _MallocTracer(path.with_suffix(".tracemalloc.txt")) if os.environ.get("SOAK_TRACEMALLOC") else None
+    last_pystats = 0.0
     while True:
         if tracer is not None:
             tracer.tick()
+        if os.environ.get("SOAK_PYMALLOC") and time.monotonic() - last_pystats > 30:
+            last_pystats = time.monotonic()
+            sys._debugmallocstats()  # to the server's stderr: pymalloc arenas and live bytes
         memory = app.state.service.memory
         stats: dict[str, Any] = {"memory": memory is not None, "sqlite_mb": _sqlite_memory_mb()}
         if memory is not None:
@@ -339,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", type=float, default=60.0, help="max seconds to wait for the memory queue after")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "soak.json")
     p.add_argument("--trace-malloc", action="store_true", help="diagnose growth: tracemalloc diffs beside --out (slow)")
+    p.add_argument("--pymalloc-stats", action="store_true", help="the server prints sys._debugmallocstats() every 30 s")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--admin-key", help=argparse.SUPPRESS)
@@ -359,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, __file__, "--serve", "--db", str(db), "--admin-key", admin_key, "--stats", str(stats_path)]
     cmd += ["--memory" if args.memory else "--no-memory"]
     env = {**os.environ, **({"SOAK_TRACEMALLOC": "1"} if args.trace_malloc else {})}
+    env.update({"SOAK_PYMALLOC": "1"} if args.pymalloc_stats else {})
     server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     rec = bsl.Recorder()
     sampler = Sampler(server.pid, db, stats_path, rec, time.monotonic())

@@ -67,6 +67,13 @@ class GeneratorSettings(BaseModel):
         description="local folder -> the same folder as the vLLM server sees it (container mount), "
         'e.g. {"/home/me/.cache/tailorlm/files" = "/data/tailorlm/files"}',
     )
+    adapter_base: str | None = Field(
+        None,
+        description="adapter_sync='vllm': the local model the served weights are ('smollm2' or a model "
+        "folder, as `model` is for the local backend; or a full fingerprint): the lora methods look "
+        "adapters up under its fingerprint, where `tailorlm train` filed them. None: under the "
+        "served model's own name and URL",
+    )
 
 
 class EmbedderSettings(BaseModel):

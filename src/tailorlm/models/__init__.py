@@ -16,8 +16,11 @@ imported only when a backend is constructed. Use :func:`build_generator` and
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from tailorlm.errors import ConfigError
+from tailorlm.models._packaged import SMOLLM2_NAME, smollm2_folder
 from tailorlm.models.base import (
     BackendError,
     ChatMessage,
@@ -26,8 +29,10 @@ from tailorlm.models.base import (
     Generator,
     Messages,
     chat,
+    model_fingerprint,
     normalize_messages,
 )
+from tailorlm.models.dtype import resolve_dtype
 from tailorlm.models.embedders import SentenceTransformerEmbedder
 from tailorlm.models.local import TransformersGenerator
 from tailorlm.models.openai_http import OpenAICompatibleGenerator
@@ -50,6 +55,7 @@ __all__ = [
     "build_embedder",
     "build_generator",
     "chat",
+    "local_fingerprint",
     "normalize_messages",
 ]
 
@@ -65,7 +71,15 @@ def build_generator(settings: Settings) -> Generator:
                 "generator.base_url is required for the 'openai' backend; set it in the config "
                 "file or with TAILORLM_GENERATOR__BASE_URL=http://host:port/v1"
             )
+        if gen.adapter_base is not None and gen.adapter_sync != "vllm":
+            raise ConfigError(
+                "generator.adapter_base needs adapter_sync = 'vllm' (only that backend loads "
+                "tailorlm's adapters into the server)"
+            )
         if gen.adapter_sync == "vllm":  # adapters live under the store's files folder (Store.from_settings)
+            base = gen.adapter_base
+            if base is not None and "|" not in base:  # a model, not already a fingerprint
+                base = local_fingerprint(base, cache_dir=settings.cache_dir, dtype=gen.dtype)
             return VLLMAdapterGenerator(
                 gen.base_url,
                 model=gen.model,
@@ -74,9 +88,26 @@ def build_generator(settings: Settings) -> Generator:
                 max_server_adapters=gen.max_server_adapters,
                 adapter_path_map=gen.adapter_path_map,
                 adapter_root=Path(settings.cache_dir) / "files" / "adapters",
+                adapter_base=base,
             )
         return OpenAICompatibleGenerator(gen.base_url, model=gen.model, api_key=gen.api_key, timeout_s=gen.timeout_s)
     raise ValueError(f"generator.backend {gen.backend!r} is not one of 'local', 'openai'")
+
+
+def local_fingerprint(model: str, *, cache_dir: Path, dtype: str = "auto") -> str:
+    """The :func:`~tailorlm.models.base.model_fingerprint` that ``TransformersGenerator(model,
+    cache_dir=cache_dir, dtype=dtype)`` has, without loading (or converting) the model.
+
+    Why: ``tailorlm train`` files adapters under the local model's fingerprint; a vLLM server
+    serving the same weights must find them there (``generator.adapter_base``) without
+    holding a copy of the model in this process.
+    """
+    if model == "smollm2":
+        name, path = SMOLLM2_NAME, smollm2_folder(Path(cache_dir))
+    else:
+        path = Path(model).expanduser()
+        name = path.name
+    return model_fingerprint(SimpleNamespace(name=name, path=path, dtype=resolve_dtype(dtype)))
 
 
 def build_embedder(settings: Settings) -> Embedder:

@@ -28,6 +28,7 @@ __all__ = [
     "ensure_smollm2",
     "minilm_folder",
     "package_folder",
+    "smollm2_folder",
     "smollm2_gguf",
 ]
 
@@ -83,6 +84,12 @@ class ConvertedModel:
     converted_now: bool  # False when an earlier run had already converted it
 
 
+def smollm2_folder(cache_dir: Path) -> Path:
+    """Where :func:`ensure_smollm2` puts the converted model (whether or not it is there yet):
+    part of the local model's fingerprint, so adapters are filed under it."""
+    return Path(cache_dir) / "models" / SMOLLM2_NAME
+
+
 def ensure_smollm2(cache_dir: Path) -> ConvertedModel:
     """Return the converted SmolLM2 folder under ``cache_dir``, converting it if needed.
 
@@ -90,7 +97,7 @@ def ensure_smollm2(cache_dir: Path) -> ConvertedModel:
     rename is atomic: a conversion killed halfway leaves only a stray temp folder, and when
     two processes convert at once the loser discards its copy and uses the winner's.
     """
-    target = Path(cache_dir) / "models" / SMOLLM2_NAME
+    target = smollm2_folder(cache_dir)
     if (target / "config.json").is_file():
         return ConvertedModel(target, converted_now=False)
     gguf = smollm2_gguf()

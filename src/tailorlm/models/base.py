@@ -32,7 +32,9 @@ __all__ = [
     "GenerationConfig",
     "Generator",
     "Messages",
+    "RemoteAdapterHost",
     "TokenCounter",
+    "adapter_fingerprint",
     "chat",
     "count_prompt_tokens",
     "count_text_tokens",
@@ -267,6 +269,22 @@ class AdapterHost(Protocol):
 
 
 @runtime_checkable
+class RemoteAdapterHost(AdapterHost, Protocol):
+    """An :class:`AdapterHost` whose adapters are loaded on another machine (a vLLM server).
+
+    Its :meth:`add_adapter` only registers a folder; the load happens later, on the server,
+    and can fail there for reasons no local check sees (a rank above ``--max-lora-rank``, a
+    folder the server cannot read). :meth:`load_adapter` loads one now, so a caller that
+    has other adapters to offer (the lora method's user -> persona -> global rule) meets the
+    failure while it can still choose another, not in the middle of a generation.
+    """
+
+    def load_adapter(self, name: str) -> None:
+        """Load the registered adapter ``name`` on the server now (raises BackendError)."""
+        ...
+
+
+@runtime_checkable
 class AdapterGenerator(Generator, AdapterHost, ChoiceScorer, TokenCounter, Protocol):
     """A generator that holds named LoRA adapters in memory and switches them per row.
 
@@ -291,6 +309,16 @@ def count_text_tokens(generator: object, text: str) -> int:
     return len(text.split())
 
 
+def _unwrapped(generator: object) -> object:
+    """The model behind wrappers (a generation cache, the service's lock): their own
+    ``generator`` / ``inner`` attribute, followed down; they forward the rest."""
+    for attr in ("generator", "inner"):  # own attributes only
+        inner = vars(generator).get(attr) if hasattr(generator, "__dict__") else None
+        if inner is not None and inner is not generator:
+            return _unwrapped(inner)
+    return generator
+
+
 def model_fingerprint(generator: object) -> str:
     """Name plus whatever tells two builds of the same name apart (version, path, dtype, base URL).
 
@@ -299,13 +327,24 @@ def model_fingerprint(generator: object) -> str:
     seen through: an adapter trained on the model must be found again when the model is
     served or evaluated behind one.
     """
-    for attr in ("generator", "inner"):  # own attributes only: wrappers forward the rest
-        inner = vars(generator).get(attr) if hasattr(generator, "__dict__") else None
-        if inner is not None and inner is not generator:
-            return model_fingerprint(inner)
+    generator = _unwrapped(generator)
     parts = [str(getattr(generator, "name", type(generator).__name__))]
     for attr in ("version", "path", "dtype", "base_url", "model"):
         value = getattr(generator, attr, None)
         if value is not None and not callable(value):
             parts.append(f"{attr}={value}")
     return "|".join(parts)
+
+
+def adapter_fingerprint(generator: object) -> str:
+    """The base model fingerprint under which the adapters ``generator`` serves are registered.
+
+    Usually :func:`model_fingerprint`. A server that serves the same weights as another build
+    (vLLM serving the local model's weights, whose adapters ``tailorlm train`` filed under the
+    local model) says so in ``adapter_base``: its own fingerprint (name + URL) stays what
+    output caches are keyed by, since its answers are not the local model's, while adapters
+    are looked up under the build they were trained on.
+    """
+    inner = _unwrapped(generator)
+    base = getattr(inner, "adapter_base", None)
+    return base if isinstance(base, str) and base else model_fingerprint(inner)

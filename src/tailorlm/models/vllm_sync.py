@@ -396,10 +396,15 @@ def _load_hint(status: int, message: str) -> str:
 class VLLMAdapterGenerator(OpenAICompatibleGenerator):
     """:class:`OpenAICompatibleGenerator` that loads the adapters it is asked for into vLLM.
 
-    It is an :class:`~tailorlm.models.base.AdapterHost`: :meth:`add_adapter` registers a
-    PEFT folder under a name (no server call), the first request naming it loads it, and
-    :meth:`delete_adapter` unloads it once idle. Rows without an adapter use the base model's
-    name; a name never registered is passed on as is (e.g. a ``--lora-modules`` adapter).
+    It is a :class:`~tailorlm.models.base.RemoteAdapterHost`: :meth:`add_adapter` registers a
+    PEFT folder under a name (no server call), the first request naming it (or
+    :meth:`load_adapter`) loads it, and :meth:`delete_adapter` unloads it once idle. Rows
+    without an adapter use the base model's name; a name never registered is passed on as
+    is (e.g. a ``--lora-modules`` adapter).
+
+    ``adapter_base``: the fingerprint of the local model whose weights the server serves
+    (:func:`~tailorlm.models.local_fingerprint`); adapters are looked up under it
+    (:func:`~tailorlm.models.base.adapter_fingerprint`), None: under this generator's own.
     """
 
     def __init__(
@@ -410,9 +415,11 @@ class VLLMAdapterGenerator(OpenAICompatibleGenerator):
         max_server_adapters: int = 32,
         adapter_path_map: Mapping[str, str] | None = None,
         adapter_root: str | Path | None = None,
+        adapter_base: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(base_url, model=model, **kwargs)
+        self.adapter_base = adapter_base
         self.sync = VLLMAdapterSync(
             self._client,
             base_url=self.base_url,
@@ -435,6 +442,14 @@ class VLLMAdapterGenerator(OpenAICompatibleGenerator):
         if not (Path(path) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
         self.sync.register(name, path)
+
+    def load_adapter(self, name: str) -> None:
+        """Load the registered adapter ``name`` on the server now, unless it is there already;
+        a failure raises :class:`BackendError` here, where the caller can still pick another
+        adapter. It stays loaded but unpinned: the next request uses it (or reloads it, if
+        it was unloaded in between). A name this process does not manage is left alone."""
+        if self.sync.acquire(name):
+            self.sync.release(name)
 
     def delete_adapter(self, name: str) -> None:
         """Forget ``name``; it is unloaded from the server once no request uses it."""

@@ -16,13 +16,12 @@ import json
 import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailorlm.personalize.registry import get_trainer
+from tailorlm.personalize.training.executor import Executor, JobOutcome, LocalExecutor
 from tailorlm.personalize.training.jobs import TrainContext, TrainJob
 
 __all__ = ["QueuedJob", "TrainQueue"]
@@ -108,27 +107,37 @@ class TrainQueue:
         progress: Callable[[QueuedJob, int, int], None] | None = None,
         retry_failed: bool = False,
         limit: int | None = None,
+        executor: Executor | None = None,
     ) -> dict[str, int]:
         """Train every pending job (and interrupted 'running' ones; failed ones with
         ``retry_failed``) in order. A failure is recorded with its error and the queue
-        moves on. ``progress(job, i, n)`` is called before each job. Returns counts."""
+        moves on. ``progress(job, i, n)`` is called before each job is dispatched.
+        ``executor`` says where trainers run (default: :class:`LocalExecutor`, in this
+        process); whichever it is, this queue records every state change, so a rerun
+        after a kill skips what finished. Returns counts."""
         todo_states = {"pending", "running"} | ({"failed"} if retry_failed else set())
         todo = [j for j in self.jobs() if j.status in todo_states]
         if limit is not None:
             todo = todo[:limit]
-        for i, qj in enumerate(todo, 1):
+        in_flight: set[str] = set()
+
+        def start(qj: QueuedJob, i: int) -> None:
+            in_flight.add(qj.id)
+            self._set(qj.id, "running", error=None)
             if progress is not None:
                 progress(qj, i, len(todo))
-            self._set(qj.id, "running", error=None)
-            start = time.perf_counter()
-            try:
-                record = get_trainer(qj.job.method)(qj.job, ctx)
-            except KeyboardInterrupt:
-                self._set(qj.id, "pending")
-                raise
-            except Exception as exc:  # recorded per job; the batch goes on
-                tb = traceback.format_exception_only(type(exc), exc)
-                self._set(qj.id, "failed", error="".join(tb).strip(), seconds=time.perf_counter() - start)
+
+        def finish(qj: QueuedJob, outcome: JobOutcome) -> None:
+            in_flight.discard(qj.id)
+            if outcome.ok:
+                self._set(qj.id, "done", adapter=outcome.adapter, seconds=outcome.seconds)
             else:
-                self._set(qj.id, "done", adapter=record.name, seconds=time.perf_counter() - start)
+                self._set(qj.id, "failed", error=outcome.error, seconds=outcome.seconds)
+
+        try:
+            (executor or LocalExecutor()).run(todo, ctx, start=start, finish=finish)
+        except BaseException:  # Ctrl-C, every worker lost: what did not finish runs again next time
+            for jid in in_flight:
+                self._set(jid, "pending")
+            raise
         return self.counts()

@@ -23,7 +23,7 @@ from tailorlm.models import (
     build_generator,
     chat,
 )
-from tailorlm.models.base import AdapterHost
+from tailorlm.models.base import AdapterHost, RemoteAdapterHost, adapter_fingerprint, model_fingerprint
 from tailorlm.settings import load_settings
 from tailorlm.testing import FakeGenerator, FakeVLLM, fake_vllm_server, openai_test_server
 
@@ -276,3 +276,32 @@ def test_a_base_only_batch_never_touches_the_adapter_routes(fake: FakeVLLM, url:
     with _gen(url, tmp_path, "a") as gen:
         assert gen.generate([Q, Q], config=GenerationConfig(max_new_tokens=2)) == ["echo: Name"] * 2
     assert [r for r, _ in fake.calls] == ["chat", "chat"]
+
+
+def test_load_adapter_loads_now_so_a_failure_shows_before_any_request(fake: FakeVLLM, url: str, tmp_path: Path) -> None:
+    """What the lora method calls to fall back to another scope when a load fails."""
+    fake.fail_load["bad"] = (400, "LoRA rank 64 is greater than max_lora_rank 16.")
+    with _gen(url, tmp_path, "a", "bad") as gen:
+        assert isinstance(gen, RemoteAdapterHost)
+        gen.load_adapter("a")
+        gen.load_adapter("a")  # already there: no second load
+        assert fake.loaded.keys() == {"a"} and gen.sync.loaded == ["a"]
+        with pytest.raises(BackendError, match=r"could not load adapter 'bad'.*max_lora_rank 16"):
+            gen.load_adapter("bad")
+        gen.load_adapter("sql")  # not ours to load (e.g. --lora-modules): left to the server
+        assert chat(gen, Q, adapter="a").startswith("[a]")
+    assert _routes(fake) == [("load", "a"), ("load", "bad"), ("chat", "a")]
+
+
+def test_settings_name_the_local_model_whose_adapters_are_served(tmp_path: Path) -> None:
+    settings = load_settings(
+        cache_dir=tmp_path,
+        generator={"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": BASE, "adapter_sync": "vllm"},
+    )
+    with build_generator(settings) as plain:
+        assert plain.adapter_base is None and adapter_fingerprint(plain) == model_fingerprint(plain)
+    settings.generator.adapter_base, settings.generator.dtype = "smollm2", "float32"
+    with build_generator(settings) as gen:
+        local = f"smollm2-135m-instruct|path={tmp_path / 'models' / 'smollm2-135m-instruct'}|dtype=float32"
+        assert gen.adapter_base == local and adapter_fingerprint(gen) == local
+        assert model_fingerprint(gen) == f"{BASE}|base_url=http://127.0.0.1:9/v1"

@@ -137,6 +137,17 @@ def test_lora_method_serves_user_then_global_and_names_the_missing_command(smoll
     assert smollm.adapters == trained["loaded_before"]
 
 
+def test_a_vllm_server_serving_these_weights_finds_these_adapters(smollm, trained: dict) -> None:
+    """``generator.adapter_base = "smollm2"`` names this generator without loading it."""
+    from tailorlm.models import local_fingerprint
+    from tailorlm.settings import default_cache_dir
+
+    local = local_fingerprint("smollm2", cache_dir=default_cache_dir(), dtype=smollm.dtype)
+    assert local == model_fingerprint(smollm)
+    found = AdapterRegistry(trained["store"], base_model=local).get(trained["alice"].key)
+    assert found is not None and found.name == trained["alice"].name
+
+
 def test_persona_scope_serves_a_user_without_a_persona_at_global_scope(smollm, trained: dict) -> None:
     """The granularity rule: no attribute to group by (or no history) means no persona, so global."""
     q = Query("These worked well on my guitar, number 2.", task=TASK, timestamp=102)

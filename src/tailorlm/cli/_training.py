@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from tailorlm.cli._common import err, get_settings, lazy_embedder
+from tailorlm.cli._common import cached_embedder, err, get_settings, lazy_embedder
 
 if TYPE_CHECKING:
     from tailorlm.data import Store, TaskExample
@@ -67,6 +68,35 @@ def train_context(ctx: typer.Context, store, users=None, progress=None):
     # Built on first use: soft prompts and clustered personas embed, LoRA and DPO do not.
     embedder = lazy_embedder(settings)
     return TrainContext(store, registry, generator, embedder=embedder, users=users, progress=progress)
+
+
+def queue_executor(ctx: typer.Context, name: str, *, address: str | None, workers: int) -> Any:
+    """The queue's executor for ``--executor``: None (in-process, the default) or a RayExecutor
+    whose workers rebuild this invocation's settings (store, model, cached embedder) once each.
+
+    Checked before anything loads, so a missing extra or a bad option fails in a second.
+    """
+    import functools
+
+    if name == "local":
+        if address is not None:
+            err.print("[red]--address needs --executor ray[/red]")
+            raise typer.Exit(2)
+        return None
+    if name != "ray":
+        err.print(f"[red]--executor must be 'local' or 'ray', got {name!r}[/red]")
+        raise typer.Exit(2)
+    from tailorlm.errors import ConfigError
+    from tailorlm.personalize.training.ray_executor import RayExecutor, SettingsContext, import_ray
+
+    settings = get_settings(ctx)
+    try:
+        import_ray()
+        make = SettingsContext(settings, embedder=functools.partial(cached_embedder, settings))
+        return RayExecutor(make, workers=workers, address=address)
+    except ConfigError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")  # escaped: "tailorlm[ray]" is not markup
+        raise typer.Exit(2) from None
 
 
 @dataclass(frozen=True)

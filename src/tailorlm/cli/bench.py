@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tailorlm.cli._common import console, err, get_settings
+from tailorlm.cli._training import queue_executor
 
 
 def bench(
@@ -25,11 +26,15 @@ def bench(
         ),
     ] = False,
     force: Annotated[bool, typer.Option("--force", hidden=True, help="deprecated alias of --fresh")] = False,
+    executor: Annotated[str, typer.Option(help="where [[train]] jobs run: local | ray (tailorlm[ray])")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster (auto, ray://host:10001); none: local")] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers for [[train]] jobs")] = 2,
 ) -> None:
     """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs.
 
     Rows already in the results folder are reused only when their fingerprint (settings,
     data hashes, model, package version) matches; --fresh recomputes everything.
+    ``--executor ray`` trains the suite's [[train]] entries on Ray actors (rows still run here).
     """
     import os
 
@@ -45,6 +50,7 @@ def bench(
         raise typer.Exit(2) from None
     if force:
         err.print("[yellow]--force is deprecated; use --fresh[/yellow]")
+    train_executor = bench_train_executor(ctx, executor, address=address, workers=workers)
     env_data = os.environ.get("TAILORLM_DATA_DIR")
     data = data_dir or (Path(env_data) if env_data else None)
     out_dir = out or Path("benchmarks") / "results" / config.name
@@ -70,6 +76,23 @@ def bench(
             fresh=fresh or force,
             log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
             progress=progress,
+            train_executor=train_executor,
         )
     for kind, path in files.items():
         console.print(f"{kind:12s} {path}")
+
+
+def bench_train_executor(ctx: typer.Context, name: str, *, address: str | None, workers: int) -> Any:
+    """For ``--executor ray``: a factory of the RayExecutor whose workers open the bench's own
+    store (its SQLite file and files folder), since that store exists only once the run starts."""
+    from dataclasses import replace
+
+    runner = queue_executor(ctx, name, address=address, workers=workers)  # checks the options now
+    if runner is None:
+        return None
+
+    def for_store(store: Any) -> Any:
+        make = replace(runner.make_context, store_url=store.url, files_dir=str(store.files_dir))
+        return replace(runner, make_context=make)
+
+    return for_store

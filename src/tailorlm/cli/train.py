@@ -21,6 +21,7 @@ from tailorlm.cli._training import (
     TrainPopulation,
     population_for,
     provenance_cell,
+    queue_executor,
     retrain_table,
     run_retrain,
     train_config,
@@ -199,16 +200,21 @@ def train_queue(
     split: _TrainSplit = "auto",
     seed: _TrainSeed = 0,
     eval_users: _EvalUsers = 50,
+    executor: Annotated[str, typer.Option(help="local (in this process) | ray (Ray actors; tailorlm[ray])")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster (auto, ray://host:10001); none: local")] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers (actors), each loads the base model once")] = 2,
 ) -> None:
     """Queue per-user jobs and run them; rerunning resumes (finished jobs are not retrained).
 
     The same leakage rules as ``tailorlm train``: a global job learns only from the
     split's training population, an evaluated user only from data before their query.
+    ``--executor ray`` trains in Ray actors (the queue file stays with this process).
     """
-    from tailorlm.personalize.training.jobs import TrainJob
+    from tailorlm.personalize.training.jobs import TrainContext, TrainJob
     from tailorlm.personalize.training.queue import TrainQueue
 
     config = train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
+    runner = queue_executor(ctx, executor, address=address, workers=workers)  # a bad option fails first
     store = open_store(ctx)
     owners = _queue_owners(store, task, scope, users)
     try:
@@ -228,10 +234,11 @@ def train_queue(
         raise typer.Exit(2)
     queue = TrainQueue(queue_file or Path(get_settings(ctx).cache_dir) / "train-queue.sqlite")
     queue.add(jobs)
-    tctx = train_context(ctx, store)
+    # Ray workers load their own model: the driver keeps only the store (for populations).
+    tctx = train_context(ctx, store) if runner is None else TrainContext(store, None, None)  # type: ignore[arg-type]
     populations = {task: list(plan.users)} if plan is not None else {}
     on_job = _per_job_population(store, tctx, populations, split=split, eval_users=eval_users, seed=seed)
-    result = queue.run(tctx, retry_failed=retry_failed, progress=on_job)
+    result = queue.run(tctx, retry_failed=retry_failed, progress=on_job, executor=runner)
     console.print(f"queue {queue.path}: {result}")
     for qj in queue.jobs("failed"):
         err.print(f"[red]failed[/red] {qj.job.owner or 'global'}: {qj.error}")

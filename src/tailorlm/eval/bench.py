@@ -40,6 +40,7 @@ def _judge_generator(cfg: dict[str, Any], default: Any, cache: Path, *, refresh:
     return CachedGenerator(gen, cache, refresh=refresh)
 
 
+# long: one linear pipeline (datasets, training, rows, judge, report) with its documented options
 def run_bench(
     suite: SuiteConfig,
     *,
@@ -54,6 +55,7 @@ def run_bench(
     embedder_factory: Callable[[], Any] | None = None,
     model_fingerprint: str | None = None,
     embedder_fingerprint: str | None = None,
+    train_executor: Callable[[Store], Any] | None = None,
 ) -> dict[str, Path]:
     """Run ``suite`` into ``out_dir``; returns the written files (json, markdown, plots, html).
 
@@ -61,6 +63,8 @@ def run_bench(
     injects ``generator_factory`` / ``embedder_factory`` names what they build with
     ``model_fingerprint`` / ``embedder_fingerprint``. ``fresh`` (``force`` is its
     deprecated name) recomputes every row and bypasses the generation cache's old entries.
+    ``train_executor(store)`` builds the executor of the suite's ``[[train]]`` queue (e.g. Ray
+    actors opening the bench store); None trains in this process.
     """
     from tailorlm.models import build_embedder, build_generator
 
@@ -89,9 +93,11 @@ def run_bench(
         if suite.train:
             from tailorlm.eval.training import run_training
 
+            executor = train_executor(store) if train_executor is not None else None
             training = run_training(
-                suite, store, generator=env.generator, embedder=env.embedder, work=work, log=log, progress=progress
-            )
+                suite, store, generator=env.generator, embedder=env.embedder, work=work, log=log, progress=progress,
+                executor=executor,
+            )  # fmt: skip
         report = run_suite(
             suite,
             out_dir=out_dir,

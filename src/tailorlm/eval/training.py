@@ -135,8 +135,13 @@ def run_training(
     work: Path,
     log: Callable[[str], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
+    executor: Any | None = None,
 ) -> list[dict[str, Any]]:
-    """Train what ``suite.train`` asks for (resumably) and summarize every adapter it names."""
+    """Train what ``suite.train`` asks for (resumably) and summarize every adapter it names.
+
+    ``executor``: where the queue's jobs run (None: in this process; a RayExecutor: Ray actors
+    that open this store themselves). Either way the queue in ``work`` records what finished.
+    """
     from tailorlm.adapters.registry import AdapterRegistry
     from tailorlm.models.base import model_fingerprint
     from tailorlm.personalize.training.jobs import TrainContext
@@ -161,7 +166,7 @@ def run_training(
                 progress("training", i - 1, n)
 
         ctx = TrainContext(store=store, registry=registry, generator=base, embedder=embedder)
-        counts = queue.run(ctx, progress=on_job)
+        counts = queue.run(ctx, progress=on_job, executor=executor)
         log(f"training: {counts}")
         return [_summary(qj, registry) for qj in queue.jobs() if qj.id in ids]
     finally:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from tailorlm.personalize.training.jobs import TrainContext, TrainJob
 
-__all__ = ["Executor", "JobOutcome", "JobScope", "LocalExecutor", "error_text", "run_job"]
+__all__ = ["Executor", "JobOutcome", "JobScope", "LocalExecutor", "error_text", "run_job", "trainer_or_fail"]
 
 
 class QueuedJob(Protocol):
@@ -109,13 +109,18 @@ class LocalExecutor:
     """Every job in this process, one after another, on ``ctx``'s already loaded model."""
 
     def run(self, jobs: Sequence[QueuedJob], ctx: TrainContext, *, start: StartFn, finish: FinishFn) -> None:
-        from tailorlm.personalize.registry import get_trainer
-
         for i, qj in enumerate(jobs, 1):
             start(qj, i)
-            try:
-                trainer = get_trainer(qj.job.method)
-            except KeyError as exc:
-                finish(qj, JobOutcome(None, error_text(exc), 0.0))
-                continue
-            finish(qj, run_job(trainer, qj.job, ctx))
+            if (trainer := trainer_or_fail(qj, finish)) is not None:
+                finish(qj, run_job(trainer, qj.job, ctx))
+
+
+def trainer_or_fail(qj: QueuedJob, finish: FinishFn) -> Any | None:
+    """The job's registered trainer; an unknown method is recorded as the job's failure (None)."""
+    from tailorlm.personalize.registry import get_trainer
+
+    try:
+        return get_trainer(qj.job.method)
+    except KeyError as exc:
+        finish(qj, JobOutcome(None, error_text(exc), 0.0))
+        return None

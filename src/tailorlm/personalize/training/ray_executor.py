@@ -44,6 +44,7 @@ from tailorlm.personalize.training.executor import (
     StartFn,
     error_text,
     run_job,
+    trainer_or_fail,
 )
 
 if TYPE_CHECKING:
@@ -178,8 +179,6 @@ def _dispatch(
 ) -> None:
     """Keep every live actor busy until the jobs run out; an actor whose job failed with a
     dead worker (retries exhausted) is dropped, and the run raises when none is left."""
-    from tailorlm.personalize.registry import get_trainer
-
     idle = list(actors)
     todo = list(enumerate(jobs, 1))[::-1]  # popped from the end: queue order
     in_flight: dict[Any, tuple[QueuedJob, Any]] = {}
@@ -188,10 +187,7 @@ def _dispatch(
         while idle and todo:
             i, qj = todo.pop()
             start(qj, i)
-            try:
-                trainer = get_trainer(qj.job.method)
-            except KeyError as exc:
-                finish(qj, JobOutcome(None, error_text(exc), 0.0))
+            if (trainer := trainer_or_fail(qj, finish)) is None:
                 continue
             actor = idle.pop()
             in_flight[actor.run.remote(trainer, qj.job, JobScope.of(ctx))] = (qj, actor)

@@ -3,6 +3,7 @@ training and loading real adapters is covered in tests/train/test_lora.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,17 @@ def test_adapters_are_keyed_by_model_not_precision_and_legacy_records_are_found(
     assert reg32.get(legacy_key) == new and not folder.exists()  # the new record replaced the legacy one
     assert [r.name for r in reg32.list(owner="bob")] == [new.name]
     assert reg32.delete(legacy_key) and reg16.get(legacy_key) is None
+
+
+def test_the_digest_ignores_the_order_peft_writes_its_module_set_in(tmp_path: Path) -> None:
+    """PEFT writes ``target_modules`` (a set) in string-hash order, which differs between processes."""
+    from tailorlm.adapters.registry import _weights_digest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, modules in ((a, ["q_proj", "v_proj"]), (b, ["v_proj", "q_proj"])):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": modules}))
+        (folder / "adapter_model.safetensors").write_bytes(b"same weights")
+    assert _weights_digest(a) == _weights_digest(b)
+    (b / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert _weights_digest(a)[0] != _weights_digest(b)[0]

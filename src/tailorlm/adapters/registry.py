@@ -121,8 +121,25 @@ class AdapterRecord:
         return float(curve[-1]) if curve else None
 
 
+def _canonical_config(data: bytes) -> bytes:
+    """PEFT's adapter_config.json with its name lists sorted: PEFT keeps ``target_modules`` as a
+    set and writes it in set order, which follows the process's string-hash seed, so the same
+    adapter trained in two processes (two Ray workers) would otherwise digest differently."""
+    try:
+        config = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(config, dict):
+        return data
+    for k, v in config.items():
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            config[k] = sorted(v)
+    return json.dumps(config, sort_keys=True).encode()
+
+
 def _weights_digest(folder: Path) -> tuple[str, int]:
-    """sha256 over every file but meta.json (relative path + bytes) and their total size."""
+    """sha256 over every file but meta.json (relative path + bytes; the adapter config in a
+    canonical form) and their total size."""
     h = hashlib.sha256()
     size = 0
     for p in sorted(folder.rglob("*")):
@@ -132,7 +149,7 @@ def _weights_digest(folder: Path) -> tuple[str, int]:
         size += len(data)
         h.update(p.relative_to(folder).as_posix().encode())
         h.update(b"\0")
-        h.update(data)
+        h.update(_canonical_config(data) if p.name == "adapter_config.json" else data)
     return h.hexdigest(), size
 
 

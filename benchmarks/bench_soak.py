@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", type=float, default=60.0, help="max seconds to wait for the memory queue after")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "soak.json")
     p.add_argument("--trace-malloc", action="store_true", help="diagnose growth: tracemalloc diffs beside --out (slow)")
+    p.add_argument(
+        "--no-writes", action="store_true", help="drop the mix's writes: the store grows only by memory facts"
+    )
     p.add_argument("--pymalloc-stats", action="store_true", help="the server prints sys._debugmallocstats() every 30 s")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tailorlm.serve import new_api_key
 
+    if args.no_writes:  # separates growth that follows the store's growth from growth that does not
+        bsl.MIX.update(add_document=0, add_interaction=0, add_preference=0)
     command = "python benchmarks/bench_soak.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     tmp = Path(tempfile.mkdtemp(prefix="tailorlm-soak-"))
     db, stats_path = tmp / "store.db", tmp / "server-stats.json"

@@ -191,6 +191,17 @@ def test_bm25_index_cache_reuses_and_never_serves_a_stale_index() -> None:
     assert ranker.builds == 4  # u's indexes were dropped, v's kept
 
 
+
+def test_bm25_cache_keeps_one_version_of_a_growing_history() -> None:
+    ranker = BM25Ranker()
+    history = [_entry(1, "bright guitar strings")]
+    for i in range(2, 12):  # a user adding a document before each question
+        history = [*history, _entry(i, f"review number {i} of a keyboard stand")]
+        assert _ids(ranker.rank(history, query="guitar", k=1)) == ["doc:1"]
+    assert ranker.builds == 10 and len(ranker._indexes) == 1  # not ten stale versions
+    ranker.rank([_entry(1, "bright guitar strings", user="v")], query="guitar", k=1)
+    assert len(ranker._indexes) == 2  # another user's history is kept beside it
+
 # -- build_ranker and k validation --------------------------------------------------------
 
 

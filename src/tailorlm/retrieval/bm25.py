@@ -4,7 +4,9 @@ The index is built over the candidate entries and kept in a small LRU keyed by t
 exact ``(user, id, title, text)`` of every candidate (looked up by hash, confirmed by
 equality), so repeated queries over the same history (a user's session, a persona
 pool) reuse it, and any change (a new document, an edited text, a different time
-filter) yields a fresh index, never a stale one: no invalidation is needed.
+filter) yields a fresh index, never a stale one: no invalidation is needed. A new index
+replaces the cached one over the same set of users, so the cache holds one version of
+each history, not every version a growing history went through.
 
 Entries with no indexable token (a review reading "A+" or "!!!": stop words, punctuation,
 one-letter words) are normal in real data. ``bm25s`` indexes them fine next to other
@@ -75,8 +77,14 @@ class BM25Ranker:
         if corpus.vocab:  # bm25s cannot build an index without a single token (see the module doc)
             index = bm25s.BM25(k1=self.k1, b=self.b)
             index.index(corpus, show_progress=False)
+        users = frozenset(e.user_id for e in entries)
         with self._lock:
-            self._indexes[fp] = (key, index, frozenset(e.user_id for e in entries))
+            # An index over the same users' older entries is superseded: their history changed
+            # (a new document) and no query will ask for the old one again. Kept, the LRU filled
+            # with stale versions of every growing history (the soak benchmark's RSS creep).
+            for old in [f for f, (_, _, u) in self._indexes.items() if u == users]:
+                del self._indexes[old]
+            self._indexes[fp] = (key, index, users)
             self.builds += 1
             while len(self._indexes) > self.cache_size:
                 self._indexes.popitem(last=False)

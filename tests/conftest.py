@@ -5,6 +5,13 @@ started from Debian's server binaries in a temp dir (initdb refuses root, so we
 run it as the ``postgres`` user). Where neither is possible the PostgreSQL half
 of the suite is skipped with the reason, unless ``TAILORLM_REQUIRE_PG=1`` (set by
 CI), which turns the skip into a failure.
+
+A PostgreSQL with pgvector (the ANN index tests) comes from ``TAILORLM_TEST_PGVECTOR_URL``
+if set, else from the ``pgserver`` package (a dev extra that bundles PostgreSQL 16
+with the ``vector`` extension), started once per session in a temp dir and probed with
+a tiny HNSW build (a pgvector compiled for another CPU dies there, not mid-test). Debian's server
+has no pgvector, so without either the tests skip with the reason, unless
+``TAILORLM_REQUIRE_PGVECTOR=1`` (set by CI) turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -138,3 +145,68 @@ def store(store_url: str, tmp_path: Path):
     s = Store(store_url, files_dir=tmp_path / "files")
     yield s
     s.close()
+
+
+def _pgvector_unavailable(reason: str) -> None:
+    if os.environ.get("TAILORLM_REQUIRE_PGVECTOR") == "1":
+        pytest.fail(f"pgvector required (TAILORLM_REQUIRE_PGVECTOR=1) but unavailable: {reason}")
+    pytest.skip(f"no pgvector-capable PostgreSQL: {reason}")
+
+
+def _hnsw_problem(conninfo: str) -> str | None:
+    """Why an HNSW index cannot be built and searched on this server, or None when it can."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute("CREATE TEMP TABLE probe (e vector(3))")
+            conn.execute("INSERT INTO probe VALUES ('[1,0,0]'), ('[0,1,0]')")
+            conn.execute("CREATE INDEX ON probe USING hnsw (e vector_cosine_ops)")
+            conn.execute("SELECT * FROM probe ORDER BY e <=> '[1,0,0]' LIMIT 1").fetchall()
+    except psycopg.Error as exc:
+        return f"the server's pgvector cannot build an HNSW index (built for another CPU?): {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[str]:
+    """Base URL (without database) of a PostgreSQL server that has the ``vector`` extension."""
+    if url := os.environ.get("TAILORLM_TEST_PGVECTOR_URL"):
+        yield url.rstrip("/")
+        return
+    try:
+        import pgserver
+    except ImportError:
+        _pgvector_unavailable(
+            "pgserver is not installed (pip install -e '.[dev]') and TAILORLM_TEST_PGVECTOR_URL unset"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="tailorlm-pgvector-"))
+    try:
+        server = pgserver.get_server(tmp / "data", cleanup_mode="delete")
+    except Exception as exc:  # any start failure is reported, then skip or fail
+        shutil.rmtree(tmp, ignore_errors=True)
+        _pgvector_unavailable(f"pgserver could not start a server: {exc!r}")
+    try:
+        # pgserver gives a unix-socket URI: postgresql://postgres:@/postgres?host=<dir>
+        uri = server.get_uri()
+        if (problem := _hnsw_problem(uri)) is not None:
+            _pgvector_unavailable(problem)
+        host = uri.split("host=", 1)[1]
+        yield f"postgresql+psycopg://postgres@/?host={host}"
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server: str) -> str:
+    """A fresh, empty database on the pgvector server, one per test."""
+    import psycopg
+
+    base, _, query = pgvector_server.partition("/?")
+    conninfo = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres" + (f"?{query}" if query else "")
+    name = f"v_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}" + (f"?{query}" if query else "")

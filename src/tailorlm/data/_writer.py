@@ -14,16 +14,26 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, Table, select
 
 import tailorlm.data._tables as t
 from tailorlm.data.records import Document, Interaction, Item, Preference, Record, TaskExample, User
 
-__all__ = ["WriteReport", "Writer", "ensure_user", "record_row", "register_embedding_model", "text_hash", "upsert"]
+__all__ = [
+    "WriteReport",
+    "Writer",
+    "embedding_rows",
+    "ensure_user",
+    "record_row",
+    "register_embedding_model",
+    "text_hash",
+    "upsert",
+]
 
 
 @dataclass
@@ -136,6 +146,33 @@ def register_embedding_model(conn: Connection, *, model: str, dim: int, version:
             f"embedding model {model!r} has dimension {known['dim']} in this store, got {dim}; "
             "vectors of different models are never mixed: use another model name"
         )
+
+
+def embedding_rows(
+    user_id: str,
+    model: str,
+    version: str,
+    doc_ids: Sequence[str],
+    vectors: np.ndarray,
+    texts: Sequence[str] | None,
+    *,
+    now: int,
+) -> list[dict[str, Any]]:
+    """``embeddings`` rows for one user and model (float32 bytes; a text hash when texts are given)."""
+    dim = int(vectors.shape[1])
+    return [
+        {
+            "user_id": user_id,
+            "model": model,
+            "doc_id": d,
+            "dim": dim,
+            "vector": np.asarray(vec, dtype=np.float32).tobytes(),
+            "model_version": version,
+            "text_hash": text_hash(texts[i]) if texts is not None else "",
+            "created_at": now,
+        }
+        for i, (d, vec) in enumerate(zip(doc_ids, vectors, strict=True))
+    ]
 
 
 def text_hash(text: str) -> str:

@@ -36,7 +36,8 @@ import tailorlm.data._queries as queries
 import tailorlm.data._tables as t
 from tailorlm.data._lifecycle import delete_user_rows, export_user_rows, remove_file
 from tailorlm.data._migrations import migrate
-from tailorlm.data._writer import Writer, WriteReport, ensure_user, register_embedding_model, text_hash, upsert
+from tailorlm.data._vectors import AnnIndex, Neighbor
+from tailorlm.data._writer import Writer, WriteReport, embedding_rows, ensure_user, register_embedding_model, upsert
 from tailorlm.data.derived import Artifact, Fact
 from tailorlm.data.provenance import ArtifactRef, Provenance, StaleArtifact, TrainingManifest, subject_of
 from tailorlm.data.records import Document, Interaction, Item, Preference, Record, TaskExample, User
@@ -86,6 +87,7 @@ class Store:
         self.url = parsed.render_as_string(hide_password=True)
         self.engine: Engine = _create_engine(parsed, echo=echo)
         self.schema_version = migrate(self.engine)
+        self.ann = AnnIndex(self.engine)  # nearest(): pgvector HNSW when the server has it, else exact
         if files_dir is None:
             if sqlite_file:
                 files_dir = Path(parsed.database).expanduser().resolve().parent / "files"
@@ -292,20 +294,9 @@ class Store:
         with self.engine.begin() as conn:
             register_embedding_model(conn, model=model, dim=dim, version=version, now=now)
             ensure_user(conn, user_id)
-            rows = [
-                {
-                    "user_id": user_id,
-                    "model": model,
-                    "doc_id": d,
-                    "dim": dim,
-                    "vector": vec.tobytes(),
-                    "model_version": version,
-                    "text_hash": text_hash(texts[i]) if texts is not None else "",
-                    "created_at": now,
-                }
-                for i, (d, vec) in enumerate(zip(doc_ids, vectors, strict=True))
-            ]
+            rows = embedding_rows(user_id, model, version, doc_ids, vectors, texts, now=now)
             upsert(conn, t.embeddings, rows, update=True)
+            self.ann.on_write(conn, model=model, dim=dim, rows=rows)  # the HNSW side table, same transaction
 
     def get_embeddings(
         self, *, user_id: str, model: str, doc_ids: Sequence[str] | None = None
@@ -313,6 +304,16 @@ class Store:
         """Return (doc_ids, matrix (n, dim) float32, text hashes) for one user and one model."""
         with self.engine.connect() as conn:
             return queries.read_embeddings(conn, user_id=user_id, model=model, doc_ids=doc_ids)
+
+    def nearest(
+        self, model: str, query: np.ndarray, k: int, *, users: Sequence[str] | None = None, exact: bool = False
+    ) -> list[Neighbor]:
+        """The ``k`` vectors of ``model`` closest to ``query`` (cosine) across users, best first.
+
+        HNSW (pgvector) where the server has it, else exact; ``users`` restricts the search
+        to those users' vectors, ``exact=True`` skips the index. Tuning: ``store.ann``.
+        """
+        return self.ann.nearest(model, query, k, users=users, exact=exact)
 
     # -- derived artifacts and facts --------------------------------------------------
 

@@ -125,6 +125,14 @@ class ServeSettings(BaseModel):
         description="let persona/global fallback put other users' entries into a cold user's prompt "
         "(off: every answer is built from the requesting user's own data only)",
     )
+    malloc_mmap_threshold: int = Field(
+        1 << 20,
+        ge=0,
+        le=32 << 20,
+        description="bytes from which glibc always mmaps (and returns when freed) a block, fixed when the "
+        "app is built so large transient buffers do not stay resident (0: leave the allocator alone; "
+        "MALLOC_MMAP_THRESHOLD_ in the environment wins)",
+    )
     refuse_stale_artifacts: bool = Field(
         False,
         description="answer 503 (code 'stale_artifact') instead of serving a shared adapter, projector or "

@@ -202,6 +202,21 @@ def test_bm25_cache_keeps_one_version_of_a_growing_history() -> None:
     ranker.rank([_entry(1, "bright guitar strings", user="v")], query="guitar", k=1)
     assert len(ranker._indexes) == 2  # another user's history is kept beside it
 
+
+def test_bm25_cache_holds_at_most_its_entry_budget() -> None:
+    ranker = BM25Ranker(cache_entries=10)
+    users = {u: [_entry(i, f"guitar review {i} by {u}", user=u) for i in range(4)] for u in "abc"}
+    for u in "abc":  # 4 + 4 + 4 entries: the oldest index goes
+        assert _ids(ranker.rank(users[u], query="guitar", k=1))
+    assert sum(len(k) for k, _, _ in ranker._indexes.values()) <= 10 and len(ranker._indexes) == 2
+    assert ranker.builds == 3
+    ranker.rank(users["c"], query="guitar", k=1)
+    assert ranker.builds == 3  # the newest is still cached
+    long = [_entry(i, f"a long history entry {i}", user="d") for i in range(11)]
+    assert _ids(ranker.rank(long, query="entry", k=1))  # larger than the budget: answered, not kept
+    ranker.rank(long, query="entry", k=1)
+    assert ranker.builds == 5 and len(ranker._indexes) == 2
+
 # -- build_ranker and k validation --------------------------------------------------------
 
 

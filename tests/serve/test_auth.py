@@ -14,6 +14,7 @@ from tailorlm.data import Store
 from tailorlm.data import _tables as t
 from tailorlm.data._migrations import SCHEMA_VERSION, migrate
 from tailorlm.serve import KeyStore, create_app, new_api_key
+from tailorlm.serve.auth import parse_api_key
 from tailorlm.serve.middleware import TokenBucket
 from tailorlm.settings import ServeSettings
 from tailorlm.testing import FakeGenerator
@@ -174,3 +175,32 @@ def test_concurrent_checks_of_one_uncached_key_run_scrypt_once(tmp_path: Path, m
     assert len(results) == 20 and all(r is not None and r.role == "admin" for r in results)
     assert len(calls) == 1
     assert keys.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None  # a wrong secret is still refused
+
+
+def test_an_expired_cached_key_is_rechecked_by_its_row_not_by_scrypt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its TTL a remembered key costs one indexed read (a revocation by another replica is
+    seen), never a second scrypt (16 MiB each: a step in the soak benchmark's RSS)."""
+    import tailorlm.serve.auth as auth
+
+    calls: list[int] = []
+    real = auth._hash
+
+    def counted(secret: str, salt: str) -> str:
+        calls.append(1)
+        return real(secret, salt)
+
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    here = KeyStore(store, cache_ttl_s=0.0)  # every cached entry is already past its TTL
+    elsewhere = KeyStore(store)  # another replica over the same store
+    key = here.create(role="user", user_id="u1")
+    other = here.create(role="user", user_id="u2")
+    monkeypatch.setattr(auth, "_hash", counted)
+    assert [here.verify(key).user_id for _ in range(5)] == ["u1"] * 5
+    assert here.verify(other).user_id == "u2"
+    assert len(calls) == 2  # one scrypt per key, however many expiries
+    assert elsewhere.revoke(parse_api_key(key)[0])
+    assert here.verify(key) is None
+    assert here.verify(other).user_id == "u2"
+    assert len(calls) == 2

@@ -40,6 +40,10 @@ class BM25Ranker:
         k1, b: BM25 parameters (bm25s defaults).
         stopwords: stop-word list name for ``bm25s.tokenize`` ("en") or None.
         cache_size: how many built indexes to keep (LRU).
+        cache_entries: how many indexed entries the kept indexes may hold in all (LRU): the
+            bound on the cache's memory (an index costs ~1-2 KB per entry, most of it its
+            vocabulary), whatever the length of the histories; an index over more entries
+            than this is built per call and not kept.
 
     Example:
         >>> es = [HistoryEntry("doc:1", "u", "guitar strings sound bright", "review"),
@@ -50,11 +54,20 @@ class BM25Ranker:
 
     name = "bm25"
 
-    def __init__(self, *, k1: float = 1.5, b: float = 0.75, stopwords: str | None = "en", cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        stopwords: str | None = "en",
+        cache_size: int = 64,
+        cache_entries: int = 8192,
+    ) -> None:
         self.k1 = k1
         self.b = b
         self.stopwords = stopwords
         self.cache_size = cache_size
+        self.cache_entries = cache_entries
         self.builds = 0  # indexes built so far (cache misses); read by tests and benchmarks
         # fingerprint -> (exact key, index or None when nothing is indexable, users in it)
         self._indexes: OrderedDict[int, tuple[tuple, Any | None, frozenset[str]]] = OrderedDict()
@@ -84,10 +97,12 @@ class BM25Ranker:
             # with stale versions of every growing history (the soak benchmark's RSS creep).
             for old in [f for f, (_, _, u) in self._indexes.items() if u == users]:
                 del self._indexes[old]
-            self._indexes[fp] = (key, index, users)
             self.builds += 1
-            while len(self._indexes) > self.cache_size:
-                self._indexes.popitem(last=False)
+            if len(key) <= self.cache_entries:
+                self._indexes[fp] = (key, index, users)
+            held = sum(len(k) for k, _, _ in self._indexes.values())
+            while self._indexes and (len(self._indexes) > self.cache_size or held > self.cache_entries):
+                held -= len(self._indexes.popitem(last=False)[1][0])
         return index
 
     def rank(self, entries: Sequence[HistoryEntry], *, query: str, k: int) -> list[Retrieved]:

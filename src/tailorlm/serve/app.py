@@ -20,6 +20,7 @@ from tailorlm._version import __version__
 from tailorlm.data import Store
 from tailorlm.models.base import Embedder, Generator
 from tailorlm.models.embedders import LazyEmbedder
+from tailorlm.serve.allocator import fix_mmap_threshold
 from tailorlm.serve.auth import KeyStore
 from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import CatchAllMiddleware, install_error_handlers
@@ -82,6 +83,7 @@ def create_app(
             ``app.state.admin_key_created`` (``tailorlm serve`` prints it).
     """
     settings = settings or load_settings()
+    fix_mmap_threshold(settings.serve.malloc_mmap_threshold)
     store = store or Store.from_settings(settings)
     engine = _build_engine(settings, store, generator, embedder)
     shared = settings.serve.workers > 1  # other processes serve the same keys and limits

@@ -2,10 +2,12 @@
 
 A key reads ``tlm_<key_id>_<secret>``. ``key_id`` (16 hex digits) is public and finds
 the row; only ``scrypt(secret, salt)`` is stored, so a copy of the database does not
-hand out working keys. scrypt costs ~50 ms, far too much for every request, so keys
-that verified are remembered in memory (by the SHA-256 of the whole key) for
-``cache_ttl_s`` seconds: revoking a key here drops it at once, and other replicas of
-the service stop accepting it within the TTL.
+hand out working keys. scrypt costs ~50 ms (and 16 MiB), far too much for every request,
+so keys that verified are remembered in memory (by the SHA-256 of the whole key). A
+remembered key is trusted for ``cache_ttl_s`` seconds, then its row is read again (one
+indexed read, not another scrypt: a key's secret never changes, only whether it is
+active): revoking a key here drops it at once, and other replicas of the service stop
+accepting it within the TTL.
 
 A :class:`Principal` is what a request is allowed to do: everything (admin) or one
 user's data (user). The check lives in one function, :func:`authorize`, called by
@@ -185,18 +187,23 @@ class KeyStore:
     # -- verifying -------------------------------------------------------------------
 
     def cached(self, key: str) -> Principal | None:
-        """The fast path: a key verified recently (no scrypt; no database unless ``shared``)."""
+        """The fast path: a key verified before (no scrypt). Its row is read again when its
+        TTL has passed, and on every request when ``shared``; a key no longer active is
+        dropped and refused."""
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         with self._lock:
             hit = self._cache.get(digest)
             if hit is None:
                 return None
-            if hit[1] < time.monotonic():
-                del self._cache[digest]
-                return None
-        if self.shared and not self._active(hit[0].key_id):
+            self._cache.move_to_end(digest)
+        expired = hit[1] < time.monotonic()
+        if (expired or self.shared) and not self._active(hit[0].key_id):
             self._drop_cached(lambda p: p.key_id == hit[0].key_id)
             return None
+        if expired:
+            with self._lock:
+                if digest in self._cache:
+                    self._cache[digest] = (hit[0], time.monotonic() + self.cache_ttl_s)
         return hit[0]
 
     def verify(self, key: str) -> Principal | None:

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from tailorlm.cli._common import console, err, get_settings, lazy_embedder, open_store
 
-_LLM_PREDICTORS = ("auto", "generate", "choice", "choice-calibrated")  # "auto" resolves to one of the others
+# "auto" resolves to one of the others; llm-text and user-stack-llm encode texts with the LLM
+_LLM_PREDICTORS = ("auto", "generate", "choice", "choice-calibrated", "llm-text", "user-stack-llm")
 
 
 def run(

@@ -33,10 +33,11 @@ _SHARED_PREDICTORS = frozenset(
         "copy-input",
         "first-words",
         "item-mean",
+        "llm-text",
         "auto",
     }
 )
-_LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated"})
+_LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated", "llm-text", "user-stack-llm"})
 
 
 def is_personalized(row: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -30,7 +31,8 @@ from tailorlm.eval.splits import Split, make_split
 from tailorlm.personalize import Query, parse_method_spec
 from tailorlm.personalize.base import eligible_history
 from tailorlm.tasks import get_task
-from tailorlm.tasks.heads import HEADS, Observation
+from tailorlm.tasks.heads import HEADS as _HAND_BUILT_HEADS
+from tailorlm.tasks.heads import Observation
 from tailorlm.tasks.heuristics import CopyInputPredictor, FirstWordsPredictor
 from tailorlm.tasks.predict import (
     ChoicePredictor,
@@ -40,7 +42,8 @@ from tailorlm.tasks.predict import (
     RetrievalVotePredictor,
     UserMeanPredictor,
 )
-from tailorlm.tasks.text_model import GlobalTextPredictor
+from tailorlm.tasks.stack import UserStackHead
+from tailorlm.tasks.text_model import GlobalTextPredictor, LLMTextEncoder
 
 __all__ = ["LLM_PREDICTORS", "PERSONALIZED_PREDICTORS", "PREDICTORS", "RunResult", "is_personalized", "run_method"]
 
@@ -57,14 +60,23 @@ PREDICTORS = (
     "user-offset",
     "user-prior",
     "user-majority",
+    "user-stack",
+    "llm-text",
+    "user-stack-llm",
     "copy-input",
     "first-words",
 )
 # Predictors that read the user's own data, whatever the method: a row with one of them is
 # personalized even with the identity method (the gain table tells the two kinds apart).
-PERSONALIZED_PREDICTORS = frozenset({"user-mean", "user-majority", "user-offset", "user-prior", "retrieval-vote"})
-LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated"})
+PERSONALIZED_PREDICTORS = frozenset(
+    {"user-mean", "user-majority", "user-offset", "user-prior", "user-stack", "user-stack-llm", "retrieval-vote"}
+)
+# The frozen LLM as the text encoder under trained heads (representation learning, no prompt).
+LLM_HEADS = frozenset({"user-stack-llm"})
+_PROMPTED = frozenset({"generate", "choice", "choice-calibrated"})  # need no labelled population
+LLM_PREDICTORS = _PROMPTED | {"llm-text"} | LLM_HEADS
 NON_PERSONAL_METHODS = frozenset({"identity", "lora-global"})  # spec parts that read no user's own data
+HEADS = _HAND_BUILT_HEADS | {UserStackHead.name: UserStackHead}
 
 
 def is_personalized(method: str, predictor: str) -> bool:
@@ -279,7 +291,7 @@ def run_method(
     population = set(the_split.population)
     labelled = _population_examples(store, task, the_split, population)
     population_labels = [ex.target for ex in labelled]
-    if not population_labels and pred_name not in LLM_PREDICTORS | {"copy-input"}:
+    if not population_labels and pred_name not in _PROMPTED | {"copy-input"}:
         raise ValueError(
             f"the {pred_name!r} predictor learns from labelled training examples, and the population of "
             f"task {task!r} has none (for LaMP, load the train questions with their outputs)"
@@ -364,11 +376,12 @@ def _system(latency_ms: list[float], predict_s: float, predictions: Sequence[Pre
 def _predict(name, task, inputs, queries, users, pc: _PredictContext) -> list[Prediction]:
     store, generator, population_labels = pc.store, pc.generator, pc.population_labels
     choices = [q.choices for q in queries]
-    if name == "global-text":
+    if name in ("global-text", "llm-text"):
         if pc.text_model is None:
-            pc.text_model = GlobalTextPredictor().fit(task, pc.population_texts, population_labels)
+            encoder = _llm_encoder(generator) if name == "llm-text" else None
+            pc.text_model = GlobalTextPredictor(encoder=encoder).fit(task, pc.population_texts, population_labels)
         return pc.text_model.predict(task, [q.text for q in queries], choices)
-    if name in HEADS:
+    if name in HEADS or name in LLM_HEADS:
         return _predict_head(name, task, queries, users, pc)
     if name == "copy-input":
         return CopyInputPredictor().predict(task, [q.text for q in queries])
@@ -411,11 +424,25 @@ def _history_observations(store: Store, task: Any, user_id: str, query: Query) -
     return out
 
 
+_ENCODERS: weakref.WeakKeyDictionary[Any, LLMTextEncoder] = weakref.WeakKeyDictionary()
+
+
+def _llm_encoder(generator: Any) -> LLMTextEncoder:
+    """One encoder (and its memory of encoded texts) per generator: a suite's rows, test and
+    validation runs alike, encode the same population texts with the same frozen model."""
+    if generator is None:
+        raise ValueError("the LLM text predictors need a generator that can encode texts")
+    if generator not in _ENCODERS:
+        _ENCODERS[generator] = LLMTextEncoder(generator)
+    return _ENCODERS[generator]
+
+
 def _predict_head(name: str, task: Any, queries: Sequence[Query], users: Sequence[str], pc: _PredictContext):  # type: ignore[no-untyped-def]
     """A user-level head: settings chosen on validation users of the population on first use."""
     if pc.head is None:
         history_of = lambda ex: _history_observations(pc.store, task, ex.user_id, Query.from_example(ex))  # noqa: E731
-        pc.head, pc.chosen = fit_head(HEADS[name](), task, pc.labelled, history_of, seed=pc.seed)
+        head = UserStackHead(encoder=_llm_encoder(pc.generator)) if name in LLM_HEADS else HEADS[name]()
+        pc.head, pc.chosen = fit_head(head, task, pc.labelled, history_of, seed=pc.seed)
     obs = [Observation(q.text, None, u, q.metadata.get("item_id")) for q, u in zip(queries, users, strict=True)]
     hists = [_history_observations(pc.store, task, u, q) for q, u in zip(queries, users, strict=True)]
     return pc.head.predict(task, obs, hists, [q.choices for q in queries], **pc.head.settings_)

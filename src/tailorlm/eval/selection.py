@@ -26,7 +26,7 @@ from tailorlm.tasks.base import Task
 from tailorlm.tasks.heads import INF, Observation
 from tailorlm.tasks.predict import Prediction
 
-__all__ = ["fit_head", "observation_of", "validation_examples"]
+__all__ = ["fit_head", "observation_of", "training_queries", "validation_examples"]
 
 HistoryOf = Callable[[TaskExample], list[Observation]]
 
@@ -67,6 +67,30 @@ def _plain(value: Any) -> Any:
     return "inf" if value == INF else value
 
 
+def training_queries(examples: Sequence[TaskExample], seed: int, *, per_user: int = 3, limit: int = 4000) -> set[int]:
+    """Indices of the examples a head that learns from histories trains on: each user's
+    latest ``per_user`` (test queries are a user's latest), at most ``limit`` in all (a
+    seeded sample), so fitting costs a bounded number of history reads."""
+    by_user: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_user.setdefault(ex.user_id, []).append(i)
+    picked = [
+        i for u in sorted(by_user) for i in sorted(by_user[u], key=lambda j: example_order(examples[j]))[-per_user:]
+    ]
+    if len(picked) > limit:
+        picked = random.Random(f"training:{seed}").sample(picked, limit)
+    return set(picked)
+
+
+def _fit(head: Any, task: Task, examples: Sequence[TaskExample], history_of: HistoryOf, seed: int) -> Any:
+    observations = [observation_of(ex) for ex in examples]
+    if not getattr(head, "learns_from_histories", False):
+        return head.fit(task, observations)
+    rows = training_queries(examples, seed)
+    histories = [history_of(ex) if i in rows else None for i, ex in enumerate(examples)]
+    return head.fit(task, observations, histories=histories)
+
+
 def fit_head(
     head: Any, task: Task, population: Sequence[TaskExample], history_of: HistoryOf, *, seed: int
 ) -> tuple[Any, dict[str, Any]]:
@@ -81,7 +105,7 @@ def fit_head(
     chosen: dict[str, Any] = {"params": {}, "validation_n": len(queries)}
     best: dict[str, Any] = {}
     if grid and queries:
-        head.fit(task, [observation_of(ex) for ex in fit_part])
+        _fit(head, task, fit_part, history_of, seed)
         qs = [observation_of(ex) for ex in queries]
         hists = [history_of(ex) for ex in queries]
         choices = [Query.from_example(ex).choices for ex in queries]
@@ -99,6 +123,6 @@ def fit_head(
     elif grid:
         best = {k: v[0] for k, v in grid.items()}
         chosen["params"] = {k: _plain(v) for k, v in best.items()}
-    head.fit(task, [observation_of(ex) for ex in population])
+    _fit(head, task, population, history_of, seed)
     head.settings_ = best
     return head, chosen

@@ -43,7 +43,7 @@ from typing import Any
 from tailorlm.data import Store
 from tailorlm.eval.compare import paired, primary_metrics, with_uncertainty
 from tailorlm.eval.fingerprint import PreviousRows, data_fingerprint, package_version, row_fingerprint
-from tailorlm.eval.runner import PREDICTORS, is_personalized, run_method
+from tailorlm.eval.runner import LLM_PREDICTORS, PREDICTORS, is_personalized, run_method
 from tailorlm.eval.splits import SPLIT_KINDS
 from tailorlm.eval.training import TrainSpec
 from tailorlm.personalize.registry import needs_of
@@ -52,7 +52,7 @@ from tailorlm.tasks import get_task
 __all__ = ["DatasetSpec", "RowSpec", "SuiteConfig", "load_suite", "primary_metrics", "run_suite"]
 
 SUITES_DIR = Path(__file__).parent / "suites"
-NEEDS_MODEL = {"generate", "choice", "choice-calibrated"}
+NEEDS_MODEL = set(LLM_PREDICTORS)  # predictors whose answers come from the LLM
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,18 @@ def _shrunk(total: float, n: int, prior: float, strength: float) -> float:
 
 class GlobalScorer:
     """The global (non-personalized) parts every head shares: the text model fitted on the
-    population's inputs, the crowd's labels per item, and the population's label prior."""
+    population's inputs (TF-IDF, or ``encoder``'s vectors), the crowd's labels per item, and
+    the population's label prior."""
+
+    def __init__(self, *, encoder: Any = None) -> None:
+        self.encoder = encoder
 
     def fit(self, task: Task, population: Sequence[Observation]) -> GlobalScorer:
         labelled = [o for o in population if o.value is not None]
         if not labelled:
             raise ValueError(f"task {task.name!r}: a head needs labelled population examples to fit on")
-        self.text_model_ = GlobalTextPredictor().fit(task, [o.text for o in labelled], [o.value for o in labelled])
+        texts, labels = [o.text for o in labelled], [o.value for o in labelled]
+        self.text_model_ = GlobalTextPredictor(encoder=self.encoder).fit(task, texts, labels)
         # per item and per (item, user): sum and count, so "everyone but this user" is O(1)
         self.item_: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self.item_user_: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
@@ -142,6 +147,7 @@ class _Head:
     name: ClassVar[str]
     personalized: ClassVar[bool]
     kinds: ClassVar[tuple[str, ...]] = ("rating",)
+    encoder: Any = None  # texts -> vectors for the global text model; None: TF-IDF
 
     def grid(self, task: Task) -> dict[str, tuple[Any, ...]]:
         return {}
@@ -152,7 +158,7 @@ class _Head:
 
     def fit(self, task: Task, population: Sequence[Observation]) -> _Head:
         self.check(task)
-        self.scorer_ = GlobalScorer().fit(task, population)
+        self.scorer_ = GlobalScorer(encoder=self.encoder).fit(task, population)
         return self
 
     def predict(

@@ -18,22 +18,54 @@ import numpy as np
 from tailorlm.tasks.base import Task
 from tailorlm.tasks.predict import Prediction
 
-__all__ = ["GlobalTextPredictor"]
+__all__ = ["GlobalTextPredictor", "LLMTextEncoder"]
+
+
+class LLMTextEncoder:
+    """The frozen LLM as a text encoder (the generator's ``encode``: mean-pooled last hidden
+    states), remembering every text it encoded: cross-fitted heads and the rows of a suite
+    ask for the same population texts many times, and the encoder never changes."""
+
+    def __init__(self, generator: Any, *, max_tokens: int = 128, batch_size: int = 16) -> None:
+        if not callable(getattr(generator, "encode", None)):
+            raise ValueError(f"the generator {type(generator).__name__} cannot encode texts (no 'encode' method)")
+        self.generator = generator
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        todo = sorted({t for t in texts if t not in self._vectors})
+        if todo:
+            vecs = self.generator.encode(todo, max_tokens=self.max_tokens, batch_size=self.batch_size)
+            self._vectors.update(zip(todo, np.asarray(vecs, dtype=np.float32), strict=True))
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
 class GlobalTextPredictor:
-    """TF-IDF (word 1-2 grams) + logistic regression over the task input's content.
+    """TF-IDF (word 1-2 grams), or an encoder's vectors, + logistic regression over the task
+    input's content.
 
     Args:
         C: inverse regularization strength of the logistic regression.
         max_features: vocabulary cap of the vectorizer.
+        encoder: texts -> dense vectors (e.g. :class:`LLMTextEncoder`) instead of TF-IDF;
+            its vectors are standardized before the regression.
     """
 
     name = "global-text"
 
-    def __init__(self, *, C: float = 1.0, max_features: int = 50_000) -> None:
+    def __init__(self, *, C: float = 1.0, max_features: int = 50_000, encoder: Any = None) -> None:
         self.C = C
         self.max_features = max_features
+        self.encoder = encoder
+
+    def _features(self, task: Task, texts: Sequence[str], *, fit: bool = False) -> Any:
+        contents = [task.content_of(t) for t in texts]
+        if self.encoder is None:
+            return self.vectorizer_.fit_transform(contents) if fit else self.vectorizer_.transform(contents)
+        vectors = self.encoder(contents)
+        return self.vectorizer_.fit_transform(vectors) if fit else self.vectorizer_.transform(vectors)
 
     def fit(self, task: Task, texts: Sequence[str], labels: Sequence[str]) -> GlobalTextPredictor:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -41,10 +73,15 @@ class GlobalTextPredictor:
 
         if not labels:
             raise ValueError("GlobalTextPredictor.fit needs labelled population examples")
-        self.vectorizer_ = TfidfVectorizer(
-            ngram_range=(1, 2), min_df=1, max_features=self.max_features, sublinear_tf=True
-        )
-        features = self.vectorizer_.fit_transform([task.content_of(t) for t in texts])
+        if self.encoder is None:
+            self.vectorizer_: Any = TfidfVectorizer(
+                ngram_range=(1, 2), min_df=1, max_features=self.max_features, sublinear_tf=True
+            )
+        else:
+            from sklearn.preprocessing import StandardScaler
+
+            self.vectorizer_ = StandardScaler()
+        features = self._features(task, texts, fit=True)
         classes = sorted(set(labels))
         self.constant_ = classes[0] if len(classes) == 1 else None
         if self.constant_ is None:
@@ -56,7 +93,7 @@ class GlobalTextPredictor:
         heads (:mod:`tailorlm.tasks.heads`) shift or average."""
         if self.constant_ is not None:
             return [self.constant_], np.ones((len(texts), 1))
-        probs = self.model_.predict_proba(self.vectorizer_.transform([task.content_of(t) for t in texts]))
+        probs = self.model_.predict_proba(self._features(task, texts))
         return [str(c) for c in self.model_.classes_], probs
 
     def predict(self, task: Task, texts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Prediction]:

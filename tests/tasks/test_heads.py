@@ -105,3 +105,17 @@ def test_input_heuristics_copy_the_content_and_take_as_many_words_as_the_populat
     assert first.predict(task, [text])[0].answer == "Storm closes schools"
     with pytest.raises(ValueError, match="non-empty"):
         FirstWordsPredictor().fit(["", " "])
+
+
+def test_the_text_model_fits_repeated_examples_as_weighted_rows_with_the_same_result() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tailorlm.tasks.text_model import GlobalTextPredictor
+
+    texts = ["great tone", "great tone", "great tone", "awful hum", "fine stand", "awful hum", "great tone"]
+    labels = ["5", "5", "4", "1", "3", "1", "5"]
+    model = GlobalTextPredictor().fit(RATING, texts, labels)
+    expanded = LogisticRegression(C=1.0, max_iter=2000).fit(model.vectorizer_.transform(texts), labels)
+    probe = ["great tone", "awful hum", "fine stand", "unseen words"]
+    _, probs = model.distributions(RATING, probe)
+    assert probs == pytest.approx(expanded.predict_proba(model.vectorizer_.transform(probe)), abs=1e-4)

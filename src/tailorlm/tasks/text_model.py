@@ -10,6 +10,7 @@ readers in ``extra``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,12 +61,9 @@ class GlobalTextPredictor:
         self.max_features = max_features
         self.encoder = encoder
 
-    def _features(self, task: Task, texts: Sequence[str], *, fit: bool = False) -> Any:
+    def _features(self, task: Task, texts: Sequence[str]) -> Any:
         contents = [task.content_of(t) for t in texts]
-        if self.encoder is None:
-            return self.vectorizer_.fit_transform(contents) if fit else self.vectorizer_.transform(contents)
-        vectors = self.encoder(contents)
-        return self.vectorizer_.fit_transform(vectors) if fit else self.vectorizer_.transform(vectors)
+        return self.vectorizer_.transform(contents if self.encoder is None else self.encoder(contents))
 
     def fit(self, task: Task, texts: Sequence[str], labels: Sequence[str]) -> GlobalTextPredictor:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -73,19 +71,28 @@ class GlobalTextPredictor:
 
         if not labels:
             raise ValueError("GlobalTextPredictor.fit needs labelled population examples")
+        contents = [task.content_of(t) for t in texts]
+        # Repeated (input, label) pairs are one weighted row: the same objective (the loss is a
+        # sum over examples), far fewer rows where inputs repeat (a movie rated by hundreds).
+        pairs = Counter(zip(contents, labels, strict=True))
+        unique = [c for c, _ in pairs]
+        weights = np.asarray(list(pairs.values()), dtype=float)
         if self.encoder is None:
             self.vectorizer_: Any = TfidfVectorizer(
                 ngram_range=(1, 2), min_df=1, max_features=self.max_features, sublinear_tf=True
             )
+            features = self.vectorizer_.fit(contents).transform(unique)  # document frequencies over all
         else:
             from sklearn.preprocessing import StandardScaler
 
-            self.vectorizer_ = StandardScaler()
-        features = self._features(task, texts, fit=True)
+            vectors = self.encoder(unique)
+            self.vectorizer_ = StandardScaler().fit(vectors, sample_weight=weights)
+            features = self.vectorizer_.transform(vectors)
         classes = sorted(set(labels))
         self.constant_ = classes[0] if len(classes) == 1 else None
         if self.constant_ is None:
-            self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit(features, list(labels))
+            self.model_ = LogisticRegression(C=self.C, max_iter=2000)
+            self.model_.fit(features, [label for _, label in pairs], sample_weight=weights)
         return self
 
     def distributions(self, task: Task, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -89,10 +89,19 @@ def rerank_rows(store: Any, setup: Any, args: argparse.Namespace, report: dict[s
     print(f"model {generator.name} loaded in {generator.load_seconds:.0f} s", flush=True)
     rows = report["rerank"]
     for part in args.rerank.split(","):
+        part, _, tuned = part.partition("@")
         spec, _, liked = part.partition(":")
         start = time.perf_counter()
         overrides = {p: {"summary_tokens": args.summary_tokens} for p in spec.split("+") if p == "profile"}
         rr = llm_reranker(store, generator, method_spec=spec, liked=int(liked or 0), overrides=overrides)
+        training = None
+        if tuned:
+            if tuned != "tallrec":
+                raise SystemExit(f"unknown re-ranker suffix @{tuned} (only @tallrec)")
+            training = train_tallrec_adapter(generator, setup, rr, args)
+            rr = llm_reranker(
+                store, generator, method_spec=spec, liked=int(liked or 0), overrides=overrides, adapter="tallrec"
+            )
 
         def tick(done: int, total: int, name: str = rr.name, t0: float = start) -> None:
             if done % 10 == 0 or done == total:
@@ -128,6 +137,7 @@ def rerank_rows(store: Any, setup: Any, args: argparse.Namespace, report: dict[s
                 ).to_dict(),
                 "context_tokens": sum(r["context_tokens"] for r in rr.records_.values()) / max(1, len(rr.records_)),
                 "scoring": sorted({r.get("scoring", "") for r in rr.records_.values()}),
+                "tallrec": training,
                 "seconds": round(time.perf_counter() - start, 1),
             }
         )
@@ -137,6 +147,29 @@ def rerank_rows(store: Any, setup: Any, args: argparse.Namespace, report: dict[s
             flush=True,
         )
         write(report, args.out_dir)
+
+
+def train_tallrec_adapter(generator: Any, setup: Any, rr: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Train a TALLRec adapter on users outside the evaluated sample and load it as "tallrec"."""
+    from tailorlm.eval.recsys import TallRecConfig, tallrec_rows, train_tallrec
+    from tailorlm.eval.recsys.recommend import evaluated_users
+
+    evaluated = [setup.users[u] for u in evaluated_users(setup, args.rerank_users, args.seed)]
+    cfg = TallRecConfig(users=args.tallrec_users, steps=args.tallrec_steps, candidates=args.candidates, seed=args.seed)
+    rows = tallrec_rows(setup, rr, exclude_users=evaluated, cfg=cfg)
+    print(f"TALLRec: {len(rows)} questions from {len({r.user_id for r in rows})} training users", flush=True)
+
+    def tick(step: int, steps: int, loss: float) -> None:
+        if step % 8 == 0 or step == steps:
+            print(f"  TALLRec step {step}/{steps}: loss {loss:.3f}", flush=True)
+
+    folder = Path(tempfile.mkdtemp(prefix="tallrec-"))
+    report = train_tallrec(generator, rows, folder, cfg=cfg, progress=tick)
+    if "tallrec" in generator.adapters:
+        generator.delete_adapter("tallrec")
+    generator.add_adapter("tallrec", folder)
+    print(f"TALLRec adapter trained in {report['seconds']:.0f} s", flush=True)
+    return report
 
 
 def write(report: dict[str, Any], out_dir: Path) -> None:
@@ -229,7 +262,9 @@ def markdown(report: dict[str, Any]) -> str:
             "training movies in the prompt; `llm[profile...]`: stored attributes and an LLM-written summary (at most "
             f"{report['args']['summary_tokens']} tokens) of the user's most recent training ratings as well. Valid "
             "and test interactions are excluded from every prompt. Pointwise scores: log P(Yes) - log P(No) to "
-            "'Would this user enjoy the movie <title>?'; ties keep the CF order.",
+            "'Would this user enjoy the movie <title>?'; ties keep the CF order. `@tallrec`: the same prompt answered "
+            "by a LoRA adapter tuned TALLRec-style on training users outside the evaluated sample (their BPR "
+            "candidates over unseen-in-train items, Yes for their valid interactions, balanced).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -248,9 +283,12 @@ def main() -> None:
     ap.add_argument(
         "--rerank",
         default="identity:0,identity:10,profile:10",
-        help="comma-separated METHOD_SPEC:LIKED re-rankers (LIKED = highest-rated training movies in the prompt)",
+        help="comma-separated METHOD_SPEC:LIKED re-rankers (LIKED = highest-rated training movies in the prompt); "
+        "a suffix @tallrec first tunes a TALLRec adapter on that prompt (users outside the evaluated sample)",
     )
     ap.add_argument("--summary-tokens", type=int, default=48, help="budget of the profile method's LLM summary")
+    ap.add_argument("--tallrec-users", type=int, default=128, help="training users of a SPEC:LIKED@tallrec re-ranker")
+    ap.add_argument("--tallrec-steps", type=int, default=64, help="LoRA steps (batch 4) of a @tallrec re-ranker")
     ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
 

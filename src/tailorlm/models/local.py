@@ -220,6 +220,19 @@ class TransformersGenerator:
         return [cut_at_stop(t, config.stop).strip() for t in texts]
 
     @contextlib.contextmanager
+    def using_adapter(self, name: str | None) -> Iterator[Any]:
+        """The model, held exclusively, in eval mode, with adapter ``name`` active (None: no
+        adapter): for callers that run the model themselves (a prefix-cached scorer) but must
+        answer exactly as :meth:`score_choices` with ``adapter=name`` would."""
+        import torch
+
+        with self._lock:
+            if name is not None and name not in self.adapters:
+                raise ValueError(f"unknown adapter {name!r}; loaded: {self.adapters}")
+            with self._adapter_context([name], {}), self._eval_mode(), torch.inference_mode():
+                yield self.model
+
+    @contextlib.contextmanager
     def _adapter_context(self, rows: list[str | None], kwargs: dict[str, Any]) -> Iterator[None]:
         """Route each row to its adapter: one for all rows, none, or PEFT's mixed batch."""
         names = set(rows)

@@ -35,6 +35,7 @@ from tailorlm.eval.recsys.rating import SVD_DEFAULTS, HeldOutRating, rating_anch
 from tailorlm.eval.recsys.recommend import Reranker, recommendation
 from tailorlm.eval.recsys.rerank import LLMReranker, llm_reranker
 from tailorlm.eval.recsys.splits import RECBOLE_PROTOCOL
+from tailorlm.eval.recsys.tallrec import TallRecConfig, tallrec_rows, train_tallrec
 
 __all__ = [
     "BPR_DEFAULTS",
@@ -44,10 +45,13 @@ __all__ = [
     "LLMReranker",
     "RecSetup",
     "Reranker",
+    "TallRecConfig",
     "llm_reranker",
     "prepare_recommendation",
     "ranking_metrics",
     "rating_anchor",
     "rating_heldout",
     "recommendation",
+    "tallrec_rows",
+    "train_tallrec",
 ]

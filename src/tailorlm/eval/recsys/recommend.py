@@ -26,7 +26,7 @@ from tailorlm.eval.recsys.splits import RECBOLE_PROTOCOL
 if TYPE_CHECKING:
     from tailorlm.data import Store
 
-__all__ = ["Reranker", "recommendation"]
+__all__ = ["Reranker", "evaluated_users", "recommendation"]
 
 
 class Reranker(Protocol):
@@ -81,7 +81,7 @@ def recommendation(
     if k < 1 or candidates < k:
         raise ValueError(f"need 1 <= k <= candidates, got k={k}, candidates={candidates}")
     setup = setup or prepare_recommendation(store, seed=seed)
-    u = _evaluated_users(setup, n_users, seed)
+    u = evaluated_users(setup, n_users, seed)
     ids = np.array(setup.items, dtype=object)
     relevant = [ids[setup.test[uu]].tolist() for uu in u]
 
@@ -108,7 +108,7 @@ def recommendation(
     }
 
 
-def _evaluated_users(setup: RecSetup, n_users: int | None, seed: int) -> np.ndarray:
+def evaluated_users(setup: RecSetup, n_users: int | None, seed: int) -> np.ndarray:
     """Indices of the users with test items, or a seeded sample of ``n_users`` of them, sorted."""
     eligible = sorted(u for u, v in setup.test.items() if len(v))
     if n_users is not None and n_users < len(eligible):

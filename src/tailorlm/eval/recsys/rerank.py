@@ -97,9 +97,11 @@ class LLMReranker:
     is not applied: its content-free correction is the same for every candidate of a
     user, so it cannot change their order. Ties keep the CF order.
 
-    With a local transformers generator (one exposing ``model`` and ``tokenizer``, no
-    adapters loaded) the shared context is computed once per user
-    (``share_prefix``); any other generator is scored through its ``score_choices``.
+    With a local transformers generator (one exposing ``model`` and ``tokenizer``) the
+    shared context is computed once per user (``share_prefix``), under the requested
+    adapter or none; any other generator is scored through its ``score_choices``.
+    ``adapter``: answer with this loaded LoRA adapter (a TALLRec adapter,
+    :mod:`tailorlm.eval.recsys.tallrec`).
     ``records_`` keeps, per user, the scores, the scoring path and what the prompt held.
     """
 
@@ -116,6 +118,7 @@ class LLMReranker:
         budget_tokens: int = 1024,
         batch_size: int = 10,
         share_prefix: bool = True,
+        adapter: str | None = None,
     ) -> None:
         from tailorlm.personalize import parse_method_spec
 
@@ -131,7 +134,10 @@ class LLMReranker:
         self.budget_tokens = budget_tokens
         self.batch_size = batch_size
         self.share_prefix = share_prefix
-        self.name = f"llm[{method_spec}{f'+liked{liked}' if liked else ''}]"
+        if adapter is not None and adapter not in getattr(generator, "adapters", ()):
+            raise ValueError(f"adapter {adapter!r} is not loaded in the generator (loaded: {generator.adapters})")
+        self.adapter = adapter
+        self.name = f"llm[{method_spec}{f'+liked{liked}' if liked else ''}{f'@{adapter}' if adapter else ''}]"
         self.personalizer = parse_method_spec(
             method_spec,
             collaborators={"generator": generator, "embedder": embedder},
@@ -191,18 +197,24 @@ class LLMReranker:
     def _logprobs(self, convs: list[list[dict[str, str]]]) -> tuple[np.ndarray, str]:
         """(len(convs), 2) log-probabilities of "Yes" and "No", and which path computed them."""
         gen = self.generator
-        model, tokenizer = getattr(gen, "model", None), getattr(gen, "tokenizer", None)
-        if (
-            self.share_prefix
-            and model is not None
-            and tokenizer is not None
-            and not (isinstance(gen, AdapterHost) and gen.adapters)
-        ):
-            logp = _shared_prefix_logprobs(model, tokenizer, convs, ["Yes", "No"], self.batch_size)
+        tokenizer = getattr(gen, "tokenizer", None)
+        if self.share_prefix and tokenizer is not None:
+            using = getattr(gen, "using_adapter", None)
+            if callable(using):  # a local model with adapters: run it with exactly this one (or none)
+                with using(self.adapter) as model:
+                    logp = _shared_prefix_logprobs(model, tokenizer, convs, ["Yes", "No"], self.batch_size)
+            elif getattr(gen, "model", None) is not None and self.adapter is None and not (
+                isinstance(gen, AdapterHost) and gen.adapters
+            ):
+                logp = _shared_prefix_logprobs(gen.model, tokenizer, convs, ["Yes", "No"], self.batch_size)
+            else:
+                logp = None
             if logp is not None:
                 return logp, "shared-prefix"
         batches = [
-            np.asarray(gen.score_choices(convs[i : i + self.batch_size], ["Yes", "No"]), dtype=float)
+            np.asarray(
+                gen.score_choices(convs[i : i + self.batch_size], ["Yes", "No"], adapter=self.adapter), dtype=float
+            )
             for i in range(0, len(convs), self.batch_size)
         ]
         return np.concatenate(batches), "score_choices"

@@ -42,7 +42,7 @@ from tailorlm.personalize.training.provenance import training_manifest
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord
 
-__all__ = ["train_lora", "training_rows"]
+__all__ = ["sft_steps", "train_lora", "training_rows"]
 
 
 def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tuple[list[SFTExample], list[str]]:
@@ -103,6 +103,40 @@ def _batch(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> di
     }
 
 
+def sft_steps(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[tuple[list[int], list[int]]],
+    order: Sequence[Sequence[int]],
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    progress: Any = None,
+) -> tuple[list[float], int, int]:
+    """AdamW over ``model``'s trainable parameters, one step per batch of ``order`` (indices
+    into ``encoded``, answer-only labels). Returns the loss per step, the tokens seen and
+    the answer tokens learned. ``progress(step, steps, loss)`` after each step."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    model.train()
+    losses: list[float] = []
+    tokens = answer_tokens = 0
+    for step, idx in enumerate(order, 1):
+        batch = _batch(tokenizer, [encoded[i] for i in idx])
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        tokens += int(batch["attention_mask"].sum())
+        answer_tokens += int((batch["labels"] != -100).sum())
+        if progress is not None:
+            progress(step, len(order), losses[-1])
+    return losses, tokens, answer_tokens
+
+
 def _fresh_peft_model(ctx: TrainContext, job: TrainJob, cfg: LoraTrainConfig) -> tuple[Any, dict[str, Any]]:
     """A trainable PEFT model on a fresh float32 copy of the generator's base model."""
     import torch
@@ -153,8 +187,6 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
     order = batch_order(rows, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, balanced=cfg.balanced)
 
     start = time.perf_counter()
-    losses: list[float] = []
-    tokens = answer_tokens = 0
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
         torch.manual_seed(cfg.seed)
@@ -164,20 +196,9 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
             population=[job.owner] if job.scope == "user" else ctx.population(),
         )  # fmt: skip
         setup_seconds, start = time.perf_counter() - start, time.perf_counter()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model.train()
-        for step, idx in enumerate(order, 1):
-            batch = _batch(tokenizer, [encoded[i] for i in idx])
-            loss = model(**batch).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            tokens += int(batch["attention_mask"].sum())
-            answer_tokens += int((batch["labels"] != -100).sum())
-            if ctx.progress is not None:
-                ctx.progress(step, cfg.steps, losses[-1])
+        losses, tokens, answer_tokens = sft_steps(
+            model, tokenizer, encoded, order, lr=cfg.lr, weight_decay=cfg.weight_decay, progress=ctx.progress
+        )
         seconds = time.perf_counter() - start
         key = job.key(cfg.key_variant)
         folder = ctx.registry.folder_for(key)
@@ -189,7 +210,7 @@ def train_lora(job: TrainJob, ctx: TrainContext) -> AdapterRecord:
 
                 shutil.rmtree(folder)
             raise
-    del model, opt, params
+    del model
     gc.collect()
     meta = {
         "steps": cfg.steps,

@@ -191,7 +191,6 @@ def test_bm25_index_cache_reuses_and_never_serves_a_stale_index() -> None:
     assert ranker.builds == 4  # u's indexes were dropped, v's kept
 
 
-
 def test_bm25_cache_keeps_one_version_of_a_growing_history() -> None:
     ranker = BM25Ranker()
     history = [_entry(1, "bright guitar strings")]
@@ -216,6 +215,7 @@ def test_bm25_cache_holds_at_most_its_entry_budget() -> None:
     assert _ids(ranker.rank(long, query="entry", k=1))  # larger than the budget: answered, not kept
     ranker.rank(long, query="entry", k=1)
     assert ranker.builds == 5 and len(ranker._indexes) == 2
+
 
 # -- build_ranker and k validation --------------------------------------------------------
 

@@ -203,8 +203,10 @@ class LLMReranker:
             if callable(using):  # a local model with adapters: run it with exactly this one (or none)
                 with using(self.adapter) as model:
                     logp = _shared_prefix_logprobs(model, tokenizer, convs, ["Yes", "No"], self.batch_size)
-            elif getattr(gen, "model", None) is not None and self.adapter is None and not (
-                isinstance(gen, AdapterHost) and gen.adapters
+            elif (
+                getattr(gen, "model", None) is not None
+                and self.adapter is None
+                and not (isinstance(gen, AdapterHost) and gen.adapters)
             ):
                 logp = _shared_prefix_logprobs(gen.model, tokenizer, convs, ["Yes", "No"], self.batch_size)
             else:

@@ -129,10 +129,10 @@ def train_tallrec(
     generator is untouched), save it to ``folder``, return what happened (losses, seconds,
     examples, users, answers)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tailorlm.personalize.lora.train import sft_steps
+    from tailorlm.personalize.lora.train import lora_config, sft_steps
 
     if not rows:
         raise ValueError("no TALLRec training rows")
@@ -148,14 +148,7 @@ def train_tallrec(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-        lora = LoraConfig(
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, lora_config(cfg))
         losses, tokens, _ = sft_steps(model, tokenizer, encoded, order, lr=cfg.lr, progress=progress)
         model.save_pretrained(str(folder))
     del model, base

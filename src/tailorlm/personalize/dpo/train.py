@@ -122,8 +122,10 @@ def pairs_snapshot(pairs: Sequence[Preference]) -> str:
 def _model(job: TrainJob, ctx: TrainContext, cfg: DpoTrainConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(model, peft_config or None, tokenizer, init info) on a fresh copy of the base model."""
     import torch
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tailorlm.personalize.lora.train import lora_config
 
     path = getattr(ctx.generator, "path", None)
     if path is None or not (Path(path) / "config.json").is_file():
@@ -135,14 +137,7 @@ def _model(job: TrainJob, ctx: TrainContext, cfg: DpoTrainConfig) -> tuple[Any, 
         tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     if cfg.init_from is None:
-        lora = LoraConfig(
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        return base, lora, tokenizer, {}
+        return base, lora_config(cfg), tokenizer, {}
     if cfg.init_from == "lora-global":
         key = dataclasses.replace(job.key(), method="lora", scope="global", owner="", variant="default")
     else:

@@ -42,7 +42,7 @@ from tailorlm.personalize.training.provenance import training_manifest
 if TYPE_CHECKING:
     from tailorlm.adapters.registry import AdapterRecord
 
-__all__ = ["sft_steps", "train_lora", "training_rows"]
+__all__ = ["lora_config", "sft_steps", "train_lora", "training_rows"]
 
 
 def training_rows(job: TrainJob, ctx: TrainContext, cfg: LoraTrainConfig) -> tuple[list[SFTExample], list[str]]:
@@ -137,10 +137,24 @@ def sft_steps(
     return losses, tokens, answer_tokens
 
 
+def lora_config(cfg: Any) -> Any:
+    """PEFT's LoraConfig for a causal LM from any config with ``r``, ``alpha``, ``dropout`` and
+    ``target_modules`` (LoRA, DPO and TALLRec jobs)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
 def _fresh_peft_model(ctx: TrainContext, job: TrainJob, cfg: LoraTrainConfig) -> tuple[Any, dict[str, Any]]:
     """A trainable PEFT model on a fresh float32 copy of the generator's base model."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     path = getattr(ctx.generator, "path", None)
@@ -163,14 +177,7 @@ def _fresh_peft_model(ctx: TrainContext, job: TrainJob, cfg: LoraTrainConfig) ->
         model = PeftModel.from_pretrained(base, grec.path, is_trainable=True)
         init = {"init_from": grec.name}
     else:
-        lora = LoraConfig(
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, lora_config(cfg))
     return model, init
 
 

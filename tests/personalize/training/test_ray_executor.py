@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +53,7 @@ def _logged_trainer(job: TrainJob, ctx: TrainContext):
         os._exit(1)  # the worker process dies mid-job, as on an OOM kill
     if job.config.get("fail"):
         raise RuntimeError(f"boom for {job.owner}")
+    time.sleep(float(job.config.get("sleep", 0.0)))  # a job that takes a while, to kill a driver during
     key = job.key()
     folder = ctx.registry.folder_for(key)
     (folder / "weights.bin").write_bytes(job.owner.encode())
@@ -135,6 +140,54 @@ def test_a_stopped_driver_resumes_without_redoing_finished_jobs(ray_cluster, set
     assert all(calls[u] == 1 for u in finished)  # nothing finished was trained again
     assert set(calls) == set(owners)
     assert {r.key.owner for r in ctx.registry.list()} == set(owners)
+
+
+_DRIVER = """
+import functools, sys
+sys.path.insert(0, {here!r})
+import ray
+import test_ray_executor as t
+from tailorlm.personalize.training.jobs import TrainJob
+from tailorlm.personalize.training.queue import TrainQueue
+from tailorlm.personalize.training.ray_executor import RayExecutor
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+         runtime_env={{"env_vars": {{"PYTHONPATH": {here!r}}}}})
+queue = TrainQueue({queue!r})
+queue.add([TrainJob("raylog", "user", f"u{{i}}", "t", {{"log": {log!r}, "sleep": 1.0}}) for i in range(8)])
+executor = RayExecutor(functools.partial(t._fake_context, {url!r}), workers=2, threads_per_worker=1)
+queue.run(t._fake_context({url!r}), executor=executor)
+"""
+
+
+def test_a_driver_killed_with_sigkill_resumes_without_redoing_finished_jobs(ray_cluster, setup) -> None:
+    """A real ``kill -9`` of the driver process (its own local Ray with it), then a rerun."""
+    ctx, executor, log = setup
+    path, url = log.parent / "q.sqlite", str(ctx.store.engine.url)
+    script = _DRIVER.format(here=str(HERE), queue=str(path), log=str(log), url=url)
+    driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 180
+    finished: set[str] = set()
+    while time.monotonic() < deadline and driver.poll() is None:
+        if path.exists():
+            peek = TrainQueue(path)
+            finished = {q.job.owner for q in peek.jobs("done")}
+            peek.close()
+            if len(finished) >= 2:
+                break
+        time.sleep(0.2)
+    assert driver.poll() is None, f"the driver ended before it could be killed: {driver.stderr.read()[-2000:]!r}"
+    assert len(finished) >= 2, "no job finished within 180 s"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    queue = TrainQueue(path)
+    done_before = {q.job.owner for q in queue.jobs("done")}
+    assert done_before >= finished and len(done_before) < 8
+    assert queue.run(ctx, executor=executor)["done"] == 8
+    calls = _calls(log)
+    assert all(calls[u] == 1 for u in done_before)  # nothing finished was trained again
+    assert {r.key.owner for r in ctx.registry.list()} == {f"u{i}" for i in range(8)}
 
 
 TASK = "amazon-title"

@@ -179,3 +179,20 @@ def test_real_amazon_reviews_give_leak_free_pairs(shared_data: Path, tmp_path: P
     counts = store.counts()
     derive_pairs(store, users, config=PairConfig(dimensions=True))
     assert store.counts() == counts
+
+
+def test_deleting_a_user_removes_derived_pairs_of_others_that_quote_their_titles(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    derive_pairs(store, ["alice"])  # both of alice's pairs reject one of bob's titles
+    given = Preference(user_id="alice", prompt="p", chosen="Mine", rejected="Bright and loud", source="workbench")
+    store.add([given])
+    assert {p.rejected for p in store.get_preferences(user_id="alice")} == {"Bright and loud", "Cheap cable"}
+    report = store.delete_user(user_id="bob")
+    assert report.rows["derived_preferences_of_others"] == 2
+    left = store.get_preferences(user_id="alice")
+    assert [(p.source, p.rejected) for p in left] == [("workbench", "Bright and loud")]  # what alice gave stays
+    assert "Cheap cable" not in str(store.export_user(user_id="alice"))
+    derive_pairs(store, ["alice"])  # re-derived from the users who remain: never bob again
+    assert "Bright and loud" not in {
+        p.rejected for p in store.get_preferences(user_id="alice") if p.source != "workbench"
+    }

@@ -344,36 +344,13 @@ class TransformersGenerator:
         return out
 
     def encode(self, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 16) -> Any:
-        """The base model's mean-pooled last hidden state per text (no chat template, no
-        adapter), float32, shape (len(texts), hidden size): the frozen LLM as a text encoder
-        for heads trained on top of it (:class:`~tailorlm.tasks.text_model.GlobalTextPredictor`).
-        Texts are cut to their first ``max_tokens`` tokens; sorted by length so a batch pads
-        little."""
-        import numpy as np
-        import torch
+        """The base model's mean-pooled last hidden state per text, no adapter
+        (:func:`~tailorlm.models.pooling.mean_pooled_states`)."""
+        from tailorlm.models.pooling import mean_pooled_states
 
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        with self._lock:
-            eos = [self.tokenizer.eos_token_id]
-            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] or eos for t in texts]
-            out = np.zeros((len(texts), int(self.base_model.config.hidden_size)), dtype=np.float32)
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-            adapters_off = self.model.disable_adapter() if self._peft_wrapped else contextlib.nullcontext()
-            with adapters_off, self._eval_mode(), torch.inference_mode():
-                body = self.base_model.get_decoder() if hasattr(self.base_model, "get_decoder") else self.base_model
-                for start in range(0, len(order), batch_size):
-                    idx = order[start : start + batch_size]
-                    width = max(len(ids[i]) for i in idx)
-                    pad = self.tokenizer.pad_token_id
-                    rows = [ids[i] + [pad] * (width - len(ids[i])) for i in idx]
-                    masks = [[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in idx]
-                    input_ids = torch.tensor(rows, device=self.device)
-                    mask = torch.tensor(masks, device=self.device)
-                    hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-                    m = mask.unsqueeze(-1).to(hidden.dtype)
-                    out[idx] = ((hidden * m).sum(1) / m.sum(1)).cpu().numpy()
-        return out
+        with self.using_adapter(None):
+            return mean_pooled_states(self.base_model, self.tokenizer, texts, max_tokens=max_tokens,
+                                      batch_size=batch_size)  # fmt: skip
 
     def count_tokens(self, messages: Messages) -> int:
         """Prompt length in tokens after the chat template (what a context budget counts).

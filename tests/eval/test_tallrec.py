@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_recsys import NS, TitleScorer, toy  # noqa: F401  (toy is a fixture)
 
 from tailorlm.data import Store
 from tailorlm.eval.recsys import LLMReranker, TallRecConfig, prepare_recommendation, tallrec_rows, train_tallrec
+from tailorlm.eval.recsys.bpr import top_k
 
 
 def _setup(store: Store):  # type: ignore[no-untyped-def]
@@ -39,6 +41,10 @@ def test_rows_are_the_rerankers_questions_answered_by_valid_items(toy: Store) ->
         assert r.messages == tuple(
             (m["role"], m["content"]) for m in rr.messages(r.user_id, [item], held_out=setup.held_out[r.user_id])[0]
         )
+    for r in rows:  # every question (Yes ones too) is about one of the user's BPR candidates, as at test time
+        uu = setup.users.index(r.user_id)
+        cands = top_k(setup.mask(np.asarray([uu]), setup.bpr_scores(np.asarray([uu])), phase="valid"), 8)[0]
+        assert r.example_id.removeprefix(f"tallrec:{r.user_id}:") in {setup.items[i] for i in cands}
     answers = [r.target for r in rows]
     assert answers.count("Yes") == answers.count("No")  # balanced per user
     with pytest.raises(ValueError, match="no training user"):

@@ -12,7 +12,9 @@ training users only, on the validation phase of the RecBole protocol:
   (at test time the relevant items are the *test* interactions);
 - their valid and test interactions never enter the prompt (the reranker's ``held_out``
   guard), so a target is never quoted in its own question;
-- positives and negatives are balanced per user (a user has a few valid items among 20).
+- positives and negatives are balanced per user (a user has a few valid items among 20);
+  a user whose valid items are all outside the candidates gives no question, so "Yes"
+  items are as popular as at test time.
 
 Evaluated users never contribute a training row (:func:`tallrec_rows` refuses them), so
 the adapter's comparison with BPR's own order on the evaluated users is clean.
@@ -47,8 +49,8 @@ class TallRecConfig:
     Args:
         users: training users sampled (seeded) from those with valid items, never an
             evaluated one.
-        positives: "Yes" questions per user (their valid items among the candidates, or
-            else their valid items themselves); as many "No" questions.
+        positives: "Yes" questions per user (their valid items among the candidates; a
+            user with none among them gives no question); as many "No" questions.
         candidates: BPR's top-n a training user's questions are drawn from (as at test time).
         steps, batch_size, lr, r, alpha, dropout, target_modules, max_length, seed: the LoRA
             run (answer-only loss on the one answer token).
@@ -96,7 +98,10 @@ def tallrec_rows(
         valid = {ids[i] for i in setup.valid[uu]}
         seen_later = valid | {ids[i] for i in setup.test.get(uu, ())}
         in_cands = [ids[i] for i in cand]
-        pos = [c for c in in_cands if c in valid] or sorted(valid)
+        # Positives only among the candidates, as at test time: a valid item outside BPR's top
+        # is typically less popular than every negative, and the adapter would learn "less
+        # popular means yes" (a first run that took them re-ranked below a random order).
+        pos = [c for c in in_cands if c in valid]
         neg = [c for c in in_cands if c not in seen_later]
         pos = rng.sample(pos, min(cfg.positives, len(pos)))
         neg = rng.sample(neg, min(len(pos), len(neg)))

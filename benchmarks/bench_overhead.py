@@ -142,6 +142,19 @@ def populate(store: Any, reviews: list[dict[str, Any]], sizes: Sequence[int]) ->
         )
 
 
+def cached_embeddings(emb: Any, texts: Sequence[str], cache: Path | None, *, prefix: str) -> tuple[Any, str]:
+    """``emb.embed(texts)``, kept in ``cache`` as an .npy file keyed by model, version and texts
+    (re-running a benchmark should not re-embed thousands of reviews on a CPU); and where it came from."""
+    digest = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:12]
+    path = cache / f"{prefix}-{emb.name}-{emb.version}-{digest}.npy" if cache else None
+    if path is not None and path.is_file():
+        return np.load(path), f"cache file {path}"
+    mat = emb.embed(list(texts))
+    if path is not None:
+        np.save(path, mat)
+    return mat, "embedded now"
+
+
 def precompute_vectors(
     store: Any, emb: Any, reviews: list[dict[str, Any]], sizes: Sequence[int], cache: Path | None
 ) -> dict[str, Any]:
@@ -151,15 +164,8 @@ def precompute_vectors(
     re-running the benchmark does not re-embed ten thousand reviews on a CPU.
     """
     texts = list(dict.fromkeys(r["text"] for size in sizes for _, r in doc_rows(reviews, size)))
-    digest = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:12]
-    path = cache / f"tailorlm-overhead-{emb.name}-{emb.version}-{digest}.npy" if cache else None
     start = time.perf_counter()
-    if path is not None and path.is_file():
-        mat, source = np.load(path), f"cache file {path}"
-    else:
-        mat, source = emb.embed(texts), "embedded now"
-        if path is not None:
-            np.save(path, mat)
+    mat, source = cached_embeddings(emb, texts, cache, prefix="tailorlm-overhead")
     embed_s = time.perf_counter() - start
     row = {t: i for i, t in enumerate(texts)}
     for size in sizes:

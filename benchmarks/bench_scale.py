@@ -57,7 +57,6 @@ import argparse
 import datetime as dt
 import glob
 import gzip
-import hashlib
 import importlib.util
 import json
 import os
@@ -72,8 +71,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = {"scale:probe100": 100, "scale:probe1000": 1000}
@@ -178,15 +175,8 @@ def write_chunks(store: Any, docs: Iterator[Any]) -> int:
 def precompute_probe_vectors(store: Any, emb: Any, corpus: Corpus, cache: Path | None) -> dict[str, Any]:
     """Embed the probes' distinct texts once (cached as .npy) and write their vectors to the store."""
     texts = list(dict.fromkeys(r["text"] for rows in corpus.probe_docs.values() for _, r in rows))
-    digest = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:12]
-    path = cache / f"tailorlm-scale-{emb.name}-{emb.version}-{digest}.npy" if cache else None
     start = time.perf_counter()
-    if path is not None and path.is_file():
-        mat, source = np.load(path), f"cache file {path}"
-    else:
-        mat, source = emb.embed(texts), "embedded now"
-        if path is not None:
-            np.save(path, mat)
+    mat, source = bo.cached_embeddings(emb, texts, cache, prefix="tailorlm-scale")
     row = {t: i for i, t in enumerate(texts)}
     for user, rows in corpus.probe_docs.items():
         store.put_embeddings(

@@ -166,9 +166,9 @@ class UserStackHead(_Head):
         if own:
             v = np.asarray([x for _, x in own])
             hist_obs = [h for h, _ in own]
-            res_text = v - text.expectations(task, [h.text for h in hist_obs])
             crowd_parts = [self.scorer_.crowd(h.item_id, h.user_id) for h in hist_obs]
             text_parts = text.expectations(task, [h.text for h in hist_obs])
+            res_text = v - text_parts
             hist_crowd = np.asarray(
                 [g if c == 0 else (t + 3.0 * g) / (c + 3.0) for (t, c), g in zip(crowd_parts, text_parts, strict=True)]
             )

@@ -346,3 +346,30 @@ def test_model_fingerprint_sees_through_the_generation_cache(tmp_path: Path) -> 
     cached = CachedGenerator(fake, tmp_path / "gen.sqlite")
     assert model_fingerprint(cached) == model_fingerprint(fake)
     assert "gen.sqlite" not in model_fingerprint(cached)
+
+
+def test_several_queries_per_user_are_resampled_by_user() -> None:
+    """Perfectly correlated queries of a user carry one user's worth of evidence: the cluster
+    bootstrap's interval is as wide as with one query per user, the query bootstrap's is not."""
+    rng = np.random.default_rng(0)
+    per_user = rng.normal(0.0, 1.0, 60)
+    repeated = np.repeat(per_user, 5)
+    users = np.repeat([f"u{i}" for i in range(60)], 5).tolist()
+    once = bootstrap_ci(per_user, seed=2)
+    naive = bootstrap_ci(repeated, seed=2)
+    clustered = bootstrap_ci(repeated, seed=2, groups=users)
+    width = lambda c: c.high - c.low  # noqa: E731
+    assert clustered.estimate == pytest.approx(once.estimate)
+    assert width(clustered) == pytest.approx(width(once), rel=0.25)
+    assert width(clustered) > 1.8 * width(naive)
+    base = repeated + rng.normal(0.0, 0.05, repeated.size)
+    t_naive, t_users = paired_test(repeated + 0.1, base), paired_test(repeated + 0.1, base, groups=users)
+    assert t_users.difference == pytest.approx(t_naive.difference)
+    # One query per user: grouping changes nothing, bit for bit.
+    distinct = [f"u{i}" for i in range(60)]
+    assert bootstrap_ci(per_user, seed=2, groups=distinct) == once
+    assert paired_test(per_user, per_user * 0.5, groups=distinct) == paired_test(per_user, per_user * 0.5)
+    rmse = bootstrap_ci(repeated**2, statistic=statistic_for("rmse")[1], groups=users)
+    assert rmse.low <= rmse.estimate <= rmse.high and rmse.estimate == pytest.approx(np.sqrt(np.mean(repeated**2)))
+    with pytest.raises(ValueError, match="one group per value"):
+        bootstrap_ci(per_user, groups=users)

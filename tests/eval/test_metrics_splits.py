@@ -75,3 +75,30 @@ def test_user_samples_are_nested_across_sizes(store: Store) -> None:
     small, _ = make_split(store, "t", kind="user", n_users=5, seed=7)
     large, _ = make_split(store, "t", kind="user", n_users=10, seed=7)
     assert set(small.queries) < set(large.queries)  # rows of different sizes pair on common queries
+
+
+def test_several_queries_per_user_are_their_latest_each_leaving_history(store: Store) -> None:
+    one, _ = make_split(store, "t", kind="user", n_users=5, seed=3)
+    split, queries = make_split(store, "t", kind="user", n_users=5, seed=3, queries_per_user=3)
+    assert {u for u, _ in split.queries} == {u for u, _ in one.queries}  # the same users
+    assert split.population == one.population
+    assert set(one.queries) < set(split.queries) and len(split.queries) == 15
+    assert sorted({ex.timestamp for ex in queries.values()}) == [100, 200, 300]  # never the first: no history
+    capped, _ = make_split(store, "t", kind="user", n_users=5, seed=3, queries_per_user=10)
+    assert len(capped.queries) == 15  # 4 examples each: at most 3 keep an earlier one
+    with pytest.raises(ValueError, match="queries_per_user must be >= 1"):
+        make_split(store, "t", queries_per_user=0)
+
+
+def test_several_queries_of_undated_users_are_distinct_and_seeded(tmp_path: Path) -> None:
+    s = Store(f"sqlite:///{tmp_path / 'u.db'}")
+    s.add(
+        TaskExample(task="t", example_id=f"{u}-{i}", user_id=u, input=f"x{i}", target="1")
+        for u in ("a", "b", "c", "d")
+        for i in range(6)
+    )
+    split, queries = make_split(s, "t", kind="user", n_users=2, seed=1, queries_per_user=4)
+    again, _ = make_split(s, "t", kind="user", n_users=2, seed=1, queries_per_user=4)
+    assert again == split and len(split.queries) == 8 == len(set(split.queries))
+    for u in {u for u, _ in split.queries}:
+        assert sum(q[0] == u for q in split.queries) == 4

@@ -270,3 +270,18 @@ def test_cli_fresh_and_its_deprecated_alias(bench: Bench, monkeypatch: pytest.Mo
     assert not rows("--fresh")[0]["reused"] and bench.builds == 2
     result = runner.invoke(app, [*args, "--force"], catch_exceptions=False)
     assert result.exit_code == 0 and "--force is deprecated" in result.output
+
+
+def test_several_queries_per_user_run_end_to_end_and_change_only_that_row(bench: Bench) -> None:
+    bench.run()
+    more = json.loads(json.dumps(SUITE))
+    more["rows"].append(dict(more["rows"][2], baseline=False, predictor="user-mean", queries_per_user=3))
+    more["rows"][2]["queries_per_user"] = 3
+    second = _by_name(bench.run(more))
+    assert second["identity / generate"]["reused"] and second["rag-bm25 / generate"]["reused"]
+    majority, user_mean = second["identity / majority"], second["identity / user-mean"]
+    assert majority["recomputed_because"] == "settings changed"
+    assert len(majority["rows"]) == 18 and len({r["user_id"] for r in majority["rows"]}) == 6
+    assert user_mean["paired"]["n"] == 18  # paired on every query, resampled by user
+    with pytest.raises(ValueError, match=r"rows\[0\]: queries_per_user must be >= 1"):
+        SuiteConfig.from_dict({"name": "x", "rows": [dict(SUITE["rows"][0], queries_per_user=0)]})

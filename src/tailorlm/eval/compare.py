@@ -40,20 +40,31 @@ def primary_metrics(kind: str) -> tuple[str, ...]:
 
 
 def _cis(
-    per_example: dict[str, list[Any]], metrics: tuple[str, ...], seed: int, keep: list[int] | None = None
+    per_example: dict[str, list[Any]],
+    metrics: tuple[str, ...],
+    seed: int,
+    keep: list[int] | None = None,
+    users: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """A bootstrap CI per metric over its defined values; with ``keep``, of those rows only and
-    with ``n``, the number of values it rests on (a category's questions with evidence)."""
+    """A bootstrap CI per metric over its defined values (resampling ``users``, each row's
+    user, when a user has several rows); with ``keep``, of those rows only and with ``n``, the
+    number of values it rests on (a category's questions with evidence)."""
     cis = {}
     rows = None if keep is None else set(keep)
     for metric in metrics:
         source, stat = statistic_for(metric)
         values = per_example.get(source) or []
-        defined = [v for i, v in enumerate(values) if v is not None and (rows is None or i in rows)]
+        kept = [i for i, v in enumerate(values) if v is not None and (rows is None or i in rows)]
+        defined = [values[i] for i in kept]
         if defined:
-            ci: dict[str, Any] = bootstrap_ci(defined, statistic=stat, seed=seed).to_dict()
+            groups = [users[i] for i in kept] if users else None
+            ci: dict[str, Any] = bootstrap_ci(defined, statistic=stat, seed=seed, groups=groups).to_dict()
             cis[metric] = ci if rows is None else ci | {"n": len(defined)}
     return cis
+
+
+def _users(result: dict[str, Any]) -> list[str]:
+    return [str(row.get("user_id")) for row in result["rows"]]
 
 
 def by_category(result: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
@@ -64,7 +75,7 @@ def by_category(result: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
         if row.get("category") is not None:
             groups.setdefault(str(row["category"]), []).append(i)
     return {
-        cat: {"n": len(idx), "ci": _cis(result["per_example"], metrics, seed, keep=idx)}
+        cat: {"n": len(idx), "ci": _cis(result["per_example"], metrics, seed, keep=idx, users=_users(result))}
         for cat, idx in sorted(groups.items())
     }
 
@@ -76,7 +87,9 @@ def with_uncertainty(result: dict[str, Any], seed: int) -> dict[str, Any]:
     A metric without per-example values (METEOR when it was not computed) gets no CI
     rather than a made-up one. Returns ``result`` itself, updated.
     """
-    result["ci"] = _cis(result["per_example"], primary_metrics(get_task(result["task"]).kind), seed)
+    result["ci"] = _cis(
+        result["per_example"], primary_metrics(get_task(result["task"]).kind), seed, users=_users(result)
+    )
     if any(row.get("category") is not None for row in result["rows"]):
         result["ci_by_category"] = by_category(result, seed)
     return result
@@ -87,7 +100,8 @@ def paired(result: dict[str, Any], base: dict[str, Any], seed: int, baseline_nam
 
     Pairing on (user_id, example_id) rather than on row order lets rows with different
     sample sizes (nested samples) be compared on their common queries. ``gain_per_query``
-    is signed so that positive always means better than the baseline.
+    is signed so that positive always means better than the baseline. A user with several
+    common queries is resampled whole (:mod:`tailorlm.eval.stats`).
     """
     idx_a = {(r["user_id"], r["example_id"]): i for i, r in enumerate(result["rows"])}
     idx_b = {(r["user_id"], r["example_id"]): i for i, r in enumerate(base["rows"])}
@@ -100,11 +114,11 @@ def paired(result: dict[str, Any], base: dict[str, Any], seed: int, baseline_nam
         a, b = result["per_example"].get(source), base["per_example"].get(source)
         if not a or not b:
             continue
-        both = [(a[idx_a[q]], b[idx_b[q]]) for q in common if a[idx_a[q]] is not None and b[idx_b[q]] is not None]
+        both = [(a[idx_a[q]], b[idx_b[q]], q[0]) for q in common if a[idx_a[q]] is not None and b[idx_b[q]] is not None]
         if not both:
             continue
-        va, vb = [x for x, _ in both], [y for _, y in both]
-        out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed).to_dict()
+        va, vb, users = [x for x, _, _ in both], [y for _, y, _ in both], [u for _, _, u in both]
+        out["tests"][metric] = paired_test(va, vb, statistic=stat, seed=seed, groups=users).to_dict()
         sign = METRIC_DIRECTION.get(metric, 1)
         out["gain_per_query"][metric] = [sign * (x - y) for x, y in zip(va, vb, strict=True)]
     return out

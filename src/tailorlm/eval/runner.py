@@ -263,6 +263,7 @@ def run_method(
     meteor: bool = False,
     role: Literal["test", "validation"] = "test",
     reserve: int | None = None,
+    queries_per_user: int = 1,
 ) -> RunResult:
     """Evaluate ``method`` (a spec such as ``"rag-bm25+profile"``) on ``task``.
 
@@ -273,12 +274,22 @@ def run_method(
 
     ``role="validation"`` evaluates on validation users instead, disjoint from any test
     sample of up to ``reserve`` users (:func:`~tailorlm.eval.splits.make_split`): what
-    suites choose their rows and settings on.
+    suites choose their rows and settings on. ``queries_per_user``: each evaluated user's
+    latest examples up to this many are queries, each with only its earlier history.
     """
     start = time.perf_counter()
     t = get_task(task)
     pred_name = _predictor_name(t.kind, predictor)
-    the_split, queries = make_split(store, task, kind=split, n_users=n_users, seed=seed, role=role, reserve=reserve)
+    the_split, queries = make_split(
+        store,
+        task,
+        kind=split,
+        n_users=n_users,
+        seed=seed,
+        role=role,
+        reserve=reserve,
+        queries_per_user=queries_per_user,
+    )
     personalizer = parse_method_spec(
         method,
         collaborators={"generator": generator, "embedder": embedder},

@@ -83,8 +83,14 @@ def make_split(
     min_history: int = 1,
     role: Literal["test", "validation"] = "test",
     reserve: int | None = None,
+    queries_per_user: int = 1,
 ) -> tuple[Split, dict[tuple[str, str], TaskExample]]:
-    """Sample ``n_users`` queries (one per user, or per question for ``given``) and the population.
+    """Sample ``n_users`` users (questions for ``given``), their queries and the population.
+
+    ``queries_per_user``: each sampled user's latest examples up to this many (every one
+    keeping at least ``min_history`` earlier examples as history), for more test queries
+    from the same users; paired tests then resample users, not queries
+    (:mod:`tailorlm.eval.stats`). Ignored under ``given`` (one query per question).
 
     ``role="validation"``: the validation split, disjoint from the first ``reserve`` users
     (default ``n_users``) of the seeded order, the largest test sample it must not touch.
@@ -97,6 +103,8 @@ def make_split(
     """
     if n_users < 1:
         raise ValueError(f"the number of evaluated users must be >= 1, got {n_users}")
+    if queries_per_user < 1:
+        raise ValueError(f"queries_per_user must be >= 1, got {queries_per_user}")
     examples = store.get_examples(task=task)
     if not examples:
         raise ValueError(f"no examples of task {task!r} in the store (load a dataset that provides them)")
@@ -122,11 +130,8 @@ def make_split(
         sample = _nested_sample(eligible, n_users, seed)
     queries: dict[tuple[str, str], TaskExample] = {}
     for u in sample:
-        exs = sorted(by_user[u], key=example_order)
-        # Without timestamps "latest" has no meaning: a choice seeded per user avoids always
-        # testing on the same id pattern and does not depend on which other users are sampled.
-        q = exs[-1] if exs[-1].timestamp is not None else random.Random(f"{seed}:{u}").choice(exs)
-        queries[(u, q.example_id)] = q
+        for q in _user_queries(sorted(by_user[u], key=example_order), u, seed, queries_per_user, min_history):
+            queries[(u, q.example_id)] = q
     held_out = set(sample) | reserved
     if resolved == "user":
         population = sorted(u for u in by_user if u not in held_out)
@@ -139,6 +144,20 @@ def make_split(
         )
     split = Split(resolved, task, seed, tuple(population), tuple(sorted(queries)))
     return split, queries
+
+
+def _user_queries(exs: list[TaskExample], user: str, seed: int, k: int, min_history: int) -> list[TaskExample]:
+    """A user's queries: their latest ``k`` examples that leave ``min_history`` earlier ones
+    (at least the latest one); a user with a profile of their own (LaMP) asks one question.
+
+    Without timestamps "latest" has no meaning: a choice seeded per user avoids always
+    testing on the same id pattern and does not depend on which other users are sampled.
+    """
+    k = 1 if any(map(_own_profile, exs)) else max(1, min(k, len(exs) - min_history))
+    if exs[-1].timestamp is not None:
+        return exs[-k:]
+    rng = random.Random(f"{seed}:{user}")
+    return [rng.choice(exs)] if k == 1 else rng.sample(exs, k)
 
 
 def _nested_sample(ids: Sequence[Any], n: int, seed: int) -> list[Any]:

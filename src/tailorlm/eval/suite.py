@@ -36,7 +36,7 @@ import platform
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,11 @@ class RowSpec:
     baseline: bool = False
     k: int | None = None
     personalized: bool | None = None  # None: inferred (eval.runner.is_personalized)
+    queries_per_user: int = 1  # each user's latest examples up to this many (eval.splits)
+
+    def __post_init__(self) -> None:
+        if self.queries_per_user < 1:
+            raise ValueError(f"queries_per_user must be >= 1, got {self.queries_per_user}")
 
     @property
     def name(self) -> str:
@@ -83,6 +88,8 @@ class RowSpec:
         """Every setting that determines this row's result (not its label): the row, the suite's
         seed, split, METEOR switch and budget, and the adapters trained for its task."""
         blob = {k: v for k, v in asdict(self).items() if k not in ("label", "baseline", "personalized")}
+        if self.queries_per_user == 1:  # only otherwise, so rows with one query per user keep their keys
+            del blob["queries_per_user"]
         blob |= {"seed": suite.seed, "split": suite.split, "meteor": suite.meteor, "budget": suite.budget_tokens}
         if suite.validation_users:  # only then, so suites without validation keep their keys
             blob["validation"] = {"users": suite.validation_size(self), "reserve": suite.reserve(self.task)}
@@ -162,14 +169,17 @@ class SuiteConfig:
             for pred in predictors:
                 if pred not in PREDICTORS:
                     raise fail(f"{where}.predictor: {pred!r} is not one of {PREDICTORS}")
-            allowed = {"task", "predictor", "users", "overrides", "label", "baseline", "k", "personalized"}
+            allowed = {f.name for f in fields(RowSpec)} - {"method"}
             if unknown := sorted(set(r) - allowed):
                 raise fail(f"{where}: unknown key(s) {unknown}")
             if len(methods) * len(predictors) > 1 and r.get("label"):
                 raise fail(f"{where}: 'label' needs a single method and predictor")
             if r.get("baseline") and len(methods) * len(predictors) > 1:
                 raise fail(f"{where}: a baseline row names one method and one predictor")
-            rows += [RowSpec(method=m, predictor=pred, **r) for m in methods for pred in predictors]
+            try:
+                rows += [RowSpec(method=m, predictor=pred, **r) for m in methods for pred in predictors]
+            except (TypeError, ValueError) as e:
+                raise fail(f"{where}: {e}") from None
         for task in {r.task for r in rows}:
             n = sum(r.baseline for r in rows if r.task == task)
             if n > 1:
@@ -411,6 +421,7 @@ def _run_row(
             progress=(lambda d, t: progress(name, d, t)) if progress else None,
             role=role,  # type: ignore[arg-type]
             reserve=suite.reserve(row.task),
+            queries_per_user=row.queries_per_user,
         ).to_dict()
 
     res = run("test", row.users, f"{row.task} {row.name}")

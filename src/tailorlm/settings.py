@@ -106,6 +106,13 @@ class ServeSettings(BaseModel):
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
     max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")
+    personalize_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="requests personalized at once (each reads and indexes its user's history, so its memory "
+        "grows with the history; more than the CPUs adds memory, not speed); 0 = the number of CPUs",
+    )
     max_prompt_tokens: int = Field(
         4096, ge=16, description="longest prompt after personalization (also bounded by the model's context)"
     )

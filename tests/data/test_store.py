@@ -149,6 +149,16 @@ def test_documents_before_is_strict_and_exclude_works(store: Store) -> None:
     assert [d.timestamp for d in store.get_documents(user_id="u1", before=1002, exclude_ids=[first])] == [1001]
 
 
+def test_the_latest_documents_are_read_newest_first_without_the_rest(store: Store) -> None:
+    store.add(_user_data("u1", n_docs=6))
+    store.add([Document(doc_id="undated", user_id="u1", text="no date", timestamp=None)])
+    latest = store.get_documents(user_id="u1", limit=3, newest_first=True)
+    assert [d.timestamp for d in latest] == [1005, 1004, 1003]
+    everything = store.get_documents(user_id="u1", newest_first=True)
+    assert [d.doc_id for d in everything][-1] == "undated" and len(everything) == 7  # undated last either way
+    assert [d.timestamp for d in store.get_documents(user_id="u1", limit=2)] == [1000, 1001]
+
+
 def test_embeddings_keep_models_apart(store: Store) -> None:
     store.add(_user_data("u1"))
     ids = [d.doc_id for d in store.get_documents(user_id="u1")]

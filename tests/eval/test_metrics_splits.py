@@ -102,3 +102,4 @@ def test_several_queries_of_undated_users_are_distinct_and_seeded(tmp_path: Path
     assert again == split and len(split.queries) == 8 == len(set(split.queries))
     for u in {u for u, _ in split.queries}:
         assert sum(q[0] == u for q in split.queries) == 4
+    assert all(ex.user_id == u and ex.example_id == e for (u, e), ex in queries.items())

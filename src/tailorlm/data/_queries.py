@@ -65,8 +65,10 @@ def documents_query(
     before: int | None,
     exclude_ids: Sequence[str],
     limit: int | None,
+    newest_first: bool = False,
 ) -> Select[Any]:
-    """One user's documents, oldest first (undated last); ``before`` is strict."""
+    """One user's documents, oldest first (undated last), or ``newest_first`` (undated last
+    too); ``before`` is strict."""
     c = t.documents.c
     q = select(*cols).where(c.user_id == user_id)
     if doc_kind is not None:
@@ -75,7 +77,10 @@ def documents_query(
         q = q.where(c.timestamp < before)
     if exclude_ids:
         q = q.where(c.doc_id.not_in(list(exclude_ids)))
-    q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
+    if newest_first:
+        q = q.order_by(c.timestamp.is_(None), c.timestamp.desc(), c.doc_id.desc())
+    else:
+        q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
     return q.limit(limit) if limit is not None else q
 
 

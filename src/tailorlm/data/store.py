@@ -201,10 +201,18 @@ class Store:
         before: int | None = None,
         exclude_ids: Sequence[str] = (),
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Document]:
-        """The user's documents, oldest first (undated last); ``before`` is strict."""
+        """The user's documents, oldest first (undated last), or ``newest_first`` (with
+        ``limit``: the latest few, read without reading the rest); ``before`` is strict."""
         q = queries.documents_query(
-            [t.documents], user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=limit
+            [t.documents],
+            user_id=user_id,
+            doc_kind=doc_kind,
+            before=before,
+            exclude_ids=exclude_ids,
+            limit=limit,
+            newest_first=newest_first,
         )
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()

@@ -291,13 +291,14 @@ def overview(
     user = svc.store.get_user(user_id=user_id)
     if user is None:
         raise ApiError(404, f"unknown user {user_id!r}; create it with POST /v1/users", param="user_id")
-    docs = svc.store.get_documents(user_id=user_id)
+    # The five latest only: reading a long history here made every overview's work grow with it.
+    recent = svc.store.get_documents(user_id=user_id, limit=5, newest_first=True)
     counts = svc.store.user_counts(user_id=user_id)
     scope, persona = svc.engine.scope_of(user_id, counts)
     return s.Overview(
         user=user,
         counts=counts,
-        recent_documents=sorted(docs, key=lambda d: (d.timestamp is not None, d.timestamp or 0), reverse=True)[:5],
+        recent_documents=recent,
         facts=svc.store.get_facts(user_id=user_id),
         scope=scope,
         persona=persona,

@@ -8,6 +8,7 @@ more than one) never share state.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,9 +31,18 @@ __all__ = ["Service", "get_principal", "get_service"]
 
 T = TypeVar("T")
 
-# Model calls wait for one lock; bounding them separately keeps the default thread pool
-# (40 threads) free for reads and writes while many chats queue for the model.
-GENERATION_THREADS = 16
+
+def personalize_threads(setting: int) -> int:
+    """How many requests are personalized at once: ``setting``, or the CPUs when it is 0.
+
+    Personalizing is CPU-bound Python (read the user's history, index it, rank it), so
+    threads beyond the CPUs only queue for the GIL, while each holds a working set that
+    grows with its user's history; the allocator keeps the high-water mark of all of them
+    (measured: 600 requests over 800-document histories on 16 threads +28 MB resident, on 2
+    +8 MB, in the same time). Bounding them separately also keeps the default thread pool
+    (40 threads) free for reads and writes.
+    """
+    return setting or os.cpu_count() or 1
 
 
 @dataclass
@@ -59,10 +69,11 @@ class Service:
             w.add_all(records)
 
     async def generate(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a model-bound call (personalizing, the workbench's compare) in a worker thread,
-        never on the event loop; chat generation itself goes through :attr:`scheduler`."""
+        """Run a personalizing call (a chat's prompt, the workbench's compare) in a worker thread,
+        never on the event loop, at most :func:`personalize_threads` at once; chat generation
+        itself goes through :attr:`scheduler`."""
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(GENERATION_THREADS)
+            self._limiter = anyio.CapacityLimiter(personalize_threads(self.settings.serve.personalize_threads))
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def remember(self, user_id: str, messages: list[dict[str, str]]) -> None:

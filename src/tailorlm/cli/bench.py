@@ -26,15 +26,18 @@ def bench(
         ),
     ] = False,
     force: Annotated[bool, typer.Option("--force", hidden=True, help="deprecated alias of --fresh")] = False,
-    executor: Annotated[str, typer.Option(help="where [[train]] jobs run: local | ray (tailorlm[ray])")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="where [[train]] jobs and rows run: local | ray (tailorlm[ray])")
+    ] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster (auto, ray://host:10001); none: local")] = None,
-    workers: Annotated[int, typer.Option(help="Ray workers for [[train]] jobs")] = 2,
+    workers: Annotated[int, typer.Option(help="Ray workers for [[train]] jobs and for rows")] = 2,
 ) -> None:
     """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs.
 
     Rows already in the results folder are reused only when their fingerprint (settings,
     data hashes, model, package version) matches; --fresh recomputes everything.
-    ``--executor ray`` trains the suite's [[train]] entries on Ray actors (rows still run here).
+    ``--executor ray`` trains the suite's [[train]] entries and evaluates its rows on Ray
+    actors, several rows at once; this process decides what is reused and writes the reports.
     """
     import os
 
@@ -51,6 +54,7 @@ def bench(
     if force:
         err.print("[yellow]--force is deprecated; use --fresh[/yellow]")
     train_executor = bench_train_executor(ctx, executor, address=address, workers=workers)
+    row_executor = bench_row_executor(ctx, executor, address=address, workers=workers)
     env_data = os.environ.get("TAILORLM_DATA_DIR")
     data = data_dir or (Path(env_data) if env_data else None)
     out_dir = out or Path("benchmarks") / "results" / config.name
@@ -77,6 +81,7 @@ def bench(
             log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
             progress=progress,
             train_executor=train_executor,
+            row_executor=row_executor,
         )
     for kind, path in files.items():
         console.print(f"{kind:12s} {path}")
@@ -96,3 +101,16 @@ def bench_train_executor(ctx: typer.Context, name: str, *, address: str | None, 
         return replace(runner, make_context=make)
 
     return for_store
+
+
+def bench_row_executor(ctx: typer.Context, name: str, *, address: str | None, workers: int) -> Any:
+    """For ``--executor ray``: a RayRowExecutor on this invocation's settings (its workers open
+    the bench's store and caches once the run has made them); None runs rows here."""
+    if name != "ray":
+        return None  # the options were checked by bench_train_executor
+    from tailorlm.eval.ray_rows import RayRowExecutor, RowEnvRecipe
+
+    settings = get_settings(ctx)
+    return RayRowExecutor(
+        RowEnvRecipe(settings, store_url=settings.resolved_store_url), workers=workers, address=address
+    )

@@ -56,6 +56,7 @@ def run_bench(
     model_fingerprint: str | None = None,
     embedder_fingerprint: str | None = None,
     train_executor: Callable[[Store], Any] | None = None,
+    row_executor: Any = None,
 ) -> dict[str, Path]:
     """Run ``suite`` into ``out_dir``; returns the written files (json, markdown, plots, html).
 
@@ -64,7 +65,9 @@ def run_bench(
     ``model_fingerprint`` / ``embedder_fingerprint``. ``fresh`` (``force`` is its
     deprecated name) recomputes every row and bypasses the generation cache's old entries.
     ``train_executor(store)`` builds the executor of the suite's ``[[train]]`` queue (e.g. Ray
-    actors opening the bench store); None trains in this process.
+    actors opening the bench store); None trains in this process. ``row_executor`` (a
+    :class:`~tailorlm.eval.ray_rows.RayRowExecutor`) evaluates the rows on Ray actors that open
+    the bench's store and caches; None evaluates them here.
     """
     from tailorlm.models import build_embedder, build_generator
 
@@ -108,6 +111,9 @@ def run_bench(
             datasets=datasets,
             model_fingerprint=model_fingerprint,
             embedder_fingerprint=embedder_fingerprint,
+            row_executor=None
+            if row_executor is None
+            else row_executor.for_bench(store=store, work=work, refresh=fresh),
         )
         if training:
             report["training"] = training

@@ -40,9 +40,10 @@ __all__ = ["CachedEmbedder", "CachedGenerator"]
 
 
 def _open(path: Path, ddl: str) -> sqlite3.Connection:
-    """One cache file (WAL, autocommit; callers serialize with their own lock)."""
+    """One cache file (WAL, autocommit; callers serialize with their own lock, and other
+    processes sharing the file, such as Ray row workers, wait up to 60 s for its writer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(ddl)
     return db

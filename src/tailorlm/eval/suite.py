@@ -299,9 +299,13 @@ def run_suite(
     datasets: Sequence[dict[str, Any]] = (),
     model_fingerprint: str | None = None,
     embedder_fingerprint: str | None = None,
+    row_executor: Any = None,
 ) -> dict[str, Any]:
     """Run every row that no row of ``out_dir/results.json`` matches by fingerprint; write
     results after each row, so an interrupted run keeps what it finished.
+
+    ``row_executor``: where the rows to compute run (None: here, one after another; a
+    :class:`~tailorlm.eval.ray_rows.RayRowExecutor`: on Ray actors, several at once).
 
     ``datasets`` is :func:`load_datasets`' report (its hashes are the rows' data part).
     ``model_fingerprint`` / ``embedder_fingerprint`` name the models ``env`` would build,
@@ -325,30 +329,39 @@ def run_suite(
     }
     fingerprint = _fingerprinter(suite, datasets, model_fingerprint, embedder_fingerprint)
     tasks_in_store = env.store.list_tasks()
+    slots: list[dict[str, Any] | None] = [None] * len(suite.rows)  # results in suite order
+    todo: list[tuple[int, dict[str, Any]]] = []
+    where = [f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}" for i, row in enumerate(suite.rows)]
     for i, row in enumerate(suite.rows):
-        where = f"[{i + 1}/{len(suite.rows)}] {row.task} {row.name}"
         fp = fingerprint(row)
         if (old := previous.match(fp)) is not None:
-            report["results"].append(_reused(old, row))
+            slots[i] = _reused(old, row)
             report["reuse"]["reused"] += 1
-            log(f"{where}: reused (fingerprint matches)")
+            log(f"{where[i]}: reused (fingerprint matches)")
             continue
         head = {"key": row.key(suite), "name": row.name, "task": row.task, "method": row.method}
         head |= {"baseline": row.baseline, "reused": False, "fingerprint": fp} | _kind_of(row)
         if not tasks_in_store.get(row.task):
-            report["results"].append(head | {"skipped": f"no examples of task {row.task!r} (dataset not loaded)"})
-            log(f"{where}: skipped, no data")
+            slots[i] = head | {"skipped": f"no examples of task {row.task!r} (dataset not loaded)"}
+            log(f"{where[i]}: skipped, no data")
             continue
-        if row.predictor in NEEDS_MODEL and env.generator is None:
-            report["results"].append(head | {"skipped": "needs a generator"})
+        if row.predictor in NEEDS_MODEL and env.generator_factory is None and env._generator is None:
+            slots[i] = head | {"skipped": "needs a generator"}
             continue
         if why := "fresh run" if fresh else previous.why_not(fp, task=row.task, name=row.name):
             head["recomputed_because"] = why
-            log(f"{where}: recomputing ({why})")
-        res = _run_row(suite, row, env, head, progress)
-        report["results"].append(res)
+            log(f"{where[i]}: recomputing ({why})")
+        todo.append((i, head))
+    report["results"] = [r for r in slots if r is not None]
+    if row_executor is None:
+        done = ((i, _run_row(suite, suite.rows[i], env, head, progress)) for i, head in todo)
+    else:
+        done = row_executor.run(suite, todo)
+    for i, res in done:
+        slots[i] = res
         report["reuse"]["computed"] += 1
-        log(f"{where}: {_short(res)} ({res['wall_s']:.0f}s)")
+        log(f"{where[i]}: {_short(res)} ({res['wall_s']:.0f}s)")
+        report["results"] = [r for r in slots if r is not None]
         _finish(report, suite)
         results_path.write_text(json.dumps(report))  # after every row: an interrupted run keeps its rows
     _finish(report, suite)

@@ -245,6 +245,7 @@ def _rows(examples: Sequence[Any], predictions: Sequence[Prediction], inputs: Se
     ]
 
 
+# long: one linear pipeline (split, fit, predict, score) with its documented options
 def run_method(
     store: Store,
     *,

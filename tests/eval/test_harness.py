@@ -373,3 +373,5 @@ def test_several_queries_per_user_are_resampled_by_user() -> None:
     assert rmse.low <= rmse.estimate <= rmse.high and rmse.estimate == pytest.approx(np.sqrt(np.mean(repeated**2)))
     with pytest.raises(ValueError, match="one group per value"):
         bootstrap_ci(per_user, groups=users)
+    with pytest.raises(ValueError, match="mean and root-mean"):
+        bootstrap_ci(repeated, statistic=lambda v: float(np.median(v)), groups=users)

@@ -61,7 +61,9 @@ def _cluster_means(v: np.ndarray, cluster: np.ndarray, draws: np.ndarray) -> np.
 def _from_means(statistic: Statistic, means: np.ndarray) -> np.ndarray:
     """``statistic`` of each resample, from the resample's mean: the statistics here (mean,
     root mean) are functions of the mean of their values, which is what makes a cluster
-    resample cheap."""
+    resample cheap. Any other statistic is refused rather than resampled wrongly."""
+    if statistic not in (_mean, _root_mean):
+        raise ValueError("resampling by group supports the mean and root-mean statistics (statistic_for)")
     return np.array([statistic(np.array([m])) for m in means])
 
 

@@ -106,13 +106,6 @@ class ServeSettings(BaseModel):
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
     max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")
-    request_threads: int = Field(
-        0,
-        ge=0,
-        le=1024,
-        description="threads the plain (sync) routes run on, shared by all requests: each one reading a "
-        "user's data holds a working set that grows with it; 0 = the server framework's default (40)",
-    )
     personalize_threads: int = Field(
         0,
         ge=0,

@@ -94,17 +94,3 @@ def test_personalizations_run_at_most_the_configured_number_at_once(tmp_path: Pa
     anyio.run(main)
     assert peak[0] == 2 and inside[0] == 0
     store.close()
-
-
-def test_the_plain_routes_share_the_configured_number_of_threads(tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
-    def tokens(**serve: int) -> float:
-        app = create_app(settings_for(tmp_path, **serve), store=Store(f"sqlite:///{tmp_path / 's.db'}"),
-                         generator=FakeGenerator())  # fmt: skip
-        with TestClient(app) as client:  # runs the lifespan on the client's event loop
-            assert client.portal is not None
-            return client.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
-
-    assert tokens(request_threads=3) == 3
-    assert tokens() == 40  # 0: the framework's default

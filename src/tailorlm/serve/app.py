@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 
 from tailorlm._version import __version__
@@ -104,8 +103,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if serve.request_threads:  # the limiter belongs to the running event loop: set it here
-            anyio.to_thread.current_default_thread_limiter().total_tokens = serve.request_threads
         yield
         scheduler.close()
         if memory is not None:

@@ -46,6 +46,30 @@ def test_records_round_trip(live: Live) -> None:
         assert [(p["chosen"], p["source"]) for p in stored] == [("Warm", "test")]
 
 
+def test_history_lists_come_a_page_at_a_time(live: Live) -> None:
+    """A history grows without bound; a list response does not: 100 rows unless asked for more
+    (at most 10,000), ``has_more`` and ``offset`` to walk the rest, every row exactly once."""
+    rows = [{"doc_id": f"page-{i:03d}", "text": f"note {i}", "timestamp": 1_000 + i} for i in range(130)]
+    upload = _jsonl(*({"kind": "document", **r} for r in rows))
+    with live.admin() as a:
+        assert a.post("/v1/users", json={"user_id": "pager"}).status_code == 200
+    with live.as_user("pager") as c:
+        assert c.post("/v1/users/pager/upload", content=upload).status_code == 201
+        first = c.get("/v1/users/pager/documents").json()
+        assert (len(first["data"]), first["limit"], first["offset"], first["has_more"]) == (100, 100, 0, True)
+        seen, offset, more = [d["doc_id"] for d in first["data"]], 0, True
+        while more:
+            offset += 50
+            page = c.get("/v1/users/pager/documents", params={"limit": 50, "offset": offset}).json()
+            seen += [d["doc_id"] for d in page["data"] if d["doc_id"] not in seen]
+            more = page["has_more"]
+        assert seen == [r["doc_id"] for r in rows]  # oldest first, nothing skipped or repeated
+        last = c.get("/v1/users/pager/documents", params={"limit": 30, "offset": 100}).json()
+        assert len(last["data"]) == 30 and last["has_more"] is False
+        assert c.get("/v1/users/pager/documents", params={"limit": 10_001}).status_code == 422
+        assert c.get("/v1/users/pager/interactions").json()["has_more"] is False
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param", "text"),
     [

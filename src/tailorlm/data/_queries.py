@@ -66,6 +66,7 @@ def documents_query(
     exclude_ids: Sequence[str],
     limit: int | None,
     newest_first: bool = False,
+    offset: int = 0,
 ) -> Select[Any]:
     """One user's documents, oldest first (undated last), or ``newest_first`` (undated last
     too); ``before`` is strict."""
@@ -81,10 +82,18 @@ def documents_query(
         q = q.order_by(c.timestamp.is_(None), c.timestamp.desc(), c.doc_id.desc())
     else:
         q = q.order_by(c.timestamp.is_(None), c.timestamp, c.doc_id)
+    return page(q, limit, offset)
+
+
+def page(q: Select[Any], limit: int | None, offset: int) -> Select[Any]:
+    """``q`` from its ``offset``-th row, at most ``limit`` rows (None: all)."""
+    q = q.offset(offset) if offset else q
     return q.limit(limit) if limit is not None else q
 
 
-def interactions_query(*, user_id: str, interaction: str | None, before: int | None) -> Select[Any]:
+def interactions_query(
+    *, user_id: str, interaction: str | None, before: int | None, limit: int | None = None, offset: int = 0
+) -> Select[Any]:
     """One user's interactions, oldest first (undated last); ``before`` is strict."""
     c = t.interactions.c
     q = select(t.interactions).where(c.user_id == user_id)
@@ -92,7 +101,13 @@ def interactions_query(*, user_id: str, interaction: str | None, before: int | N
         q = q.where(c.interaction == interaction)
     if before is not None:
         q = q.where(c.timestamp < before)
-    return q.order_by(c.timestamp.is_(None), c.timestamp, c.interaction_id)
+    return page(q.order_by(c.timestamp.is_(None), c.timestamp, c.interaction_id), limit, offset)
+
+
+def label_of(metadata: Any) -> str | None:
+    """``metadata["label"]`` as text (a LaMP-2 tag), or None."""
+    label = metadata.get("label") if isinstance(metadata, dict) else None
+    return None if label is None else str(label)
 
 
 def without(row: Mapping[str, Any], *keys: str) -> dict[str, Any]:

@@ -202,18 +202,13 @@ class Store:
         exclude_ids: Sequence[str] = (),
         limit: int | None = None,
         newest_first: bool = False,
+        offset: int = 0,
     ) -> list[Document]:
         """The user's documents, oldest first (undated last), or ``newest_first`` (with
-        ``limit``: the latest few, read without reading the rest); ``before`` is strict."""
-        q = queries.documents_query(
-            [t.documents],
-            user_id=user_id,
-            doc_kind=doc_kind,
-            before=before,
-            exclude_ids=exclude_ids,
-            limit=limit,
-            newest_first=newest_first,
-        )
+        ``limit``: the latest few, read without reading the rest); ``before`` is strict;
+        ``limit`` and ``offset`` page through them."""
+        filters = {"doc_kind": doc_kind, "before": before, "exclude_ids": exclude_ids, "limit": limit}
+        q = queries.documents_query([t.documents], user_id=user_id, newest_first=newest_first, offset=offset, **filters)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [Document(**queries.without(r, "source")) for r in rows]
@@ -241,13 +236,22 @@ class Store:
             cols, user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids, limit=None
         )
         with self.engine.connect() as conn:
-            return [(*r[:7], _label(r[7])) for r in conn.execute(q).all()]
+            return [(*r[:7], queries.label_of(r[7])) for r in conn.execute(q).all()]
 
     def get_interactions(
-        self, *, user_id: str, interaction: str | None = None, before: int | None = None
+        self,
+        *,
+        user_id: str,
+        interaction: str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Interaction]:
-        """The user's interactions, oldest first (undated last); ``before`` is strict."""
-        q = queries.interactions_query(user_id=user_id, interaction=interaction, before=before)
+        """The user's interactions, oldest first (undated last); ``before`` is strict;
+        ``limit`` and ``offset`` page through them."""
+        q = queries.interactions_query(
+            user_id=user_id, interaction=interaction, before=before, limit=limit, offset=offset
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [Interaction(**queries.without(r, "source")) for r in rows]
@@ -493,8 +497,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-
-
-def _label(metadata: Any) -> str | None:
-    label = metadata.get("label") if isinstance(metadata, dict) else None
-    return None if label is None else str(label)

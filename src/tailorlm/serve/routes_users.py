@@ -63,6 +63,9 @@ def _write(svc: Service, record: Any, source: str = "api") -> None:
     svc.write([record], source=source)
 
 
+# Lists of a user's history come a page at a time: PAGE rows unless the client asks for up to MAX_PAGE.
+PAGE, MAX_PAGE = 100, 10_000
+
 # -- users ---------------------------------------------------------------------------------------
 
 
@@ -145,14 +148,16 @@ def list_documents(
     before: int | None = Query(
         None, ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX, description="only documents strictly before this Unix time"
     ),
-    limit: int | None = Query(None, ge=1, le=100_000),
+    limit: int = Query(PAGE, ge=1, le=MAX_PAGE, description="documents per page"),
+    offset: int = Query(0, ge=0, le=2**63 - 1, description="documents to skip (the next page: offset + limit)"),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.DocumentList:
-    """The user's documents, oldest first (undated last)."""
+    """The user's documents, oldest first (undated last), a page at a time (``has_more`` says
+    whether another follows): a history grows without bound, a response must not."""
     _user(svc, principal, user_id)
-    docs = svc.store.get_documents(user_id=user_id, doc_kind=doc_kind, before=before, limit=limit)
-    return s.DocumentList(data=docs)
+    docs = svc.store.get_documents(user_id=user_id, doc_kind=doc_kind, before=before, limit=limit + 1, offset=offset)
+    return s.DocumentList(data=docs[:limit], limit=limit, offset=offset, has_more=len(docs) > limit)
 
 
 @router.post("/{user_id:user_id}/documents", response_model=Document, status_code=201)
@@ -173,11 +178,17 @@ def list_interactions(
     before: int | None = Query(
         None, ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX, description="only interactions strictly before this Unix time"
     ),
+    limit: int = Query(PAGE, ge=1, le=MAX_PAGE, description="interactions per page"),
+    offset: int = Query(0, ge=0, le=2**63 - 1, description="interactions to skip (the next page: offset + limit)"),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.InteractionList:
+    """The user's interactions, oldest first (undated last), a page at a time (``has_more``)."""
     _user(svc, principal, user_id)
-    return s.InteractionList(data=svc.store.get_interactions(user_id=user_id, interaction=interaction, before=before))
+    rows = svc.store.get_interactions(
+        user_id=user_id, interaction=interaction, before=before, limit=limit + 1, offset=offset
+    )
+    return s.InteractionList(data=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
 @router.post("/{user_id:user_id}/interactions", response_model=Interaction, status_code=201)

@@ -295,11 +295,17 @@ class PreferenceIn(BaseModel):
 class DocumentList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Document]
+    limit: int
+    offset: int
+    has_more: bool = Field(..., description="another page follows: ask again with offset + limit")
 
 
 class InteractionList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Interaction]
+    limit: int
+    offset: int
+    has_more: bool = Field(..., description="another page follows: ask again with offset + limit")
 
 
 class PreferenceList(BaseModel):

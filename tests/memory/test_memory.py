@@ -312,7 +312,8 @@ def test_constrained_path_rules_first_model_chooses_the_rest(sqlite_store: Store
     assert gen.scored == ["I relocated with my family to Porto", "I drive a red Volvo", "N/A"]
     by_key = {f.metadata["key"]: f for f in upd.added}
     assert by_key["diet"].metadata["extractor"] == "rules" and by_key["diet"].model is None
-    assert by_key["location"].metadata == {
+    assert by_key["location"].metadata["seq"] > by_key["diet"].metadata["seq"] > 0  # written in that order
+    assert {k: v for k, v in by_key["location"].metadata.items() if k != "seq"} == {
         "key": "location",
         "value": "Porto",
         "negated": False,
@@ -385,6 +386,25 @@ def test_concurrent_observers_and_readers_keep_one_current_location(sqlite_store
     assert len([f for f in rows if f.metadata["key"] == "location" and f.is_valid]) == 1
     assert len([f for f in rows if f.metadata["key"] == "diet"]) == 1
     assert len([f for f in rows if f.metadata["key"] == "location"]) == len(cities)
+
+
+def test_a_writer_that_read_before_a_later_fact_was_written_does_not_close_it(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process wrote 'Paris' at t+10 after this writer took its clock (t+5): closing
+    Paris here while that process's settle closes the earlier 'Nice' left no location valid
+    (seen under load). Every close now keeps the later fact, whoever writes: Paris survives."""
+    other = Memory(sqlite_store)
+    other.observe("alice", user("I live in Lyon."))
+    (lyon,) = sqlite_store.get_facts(user_id="alice")
+    paris = {"fact_id": "paris", "text": "I live in Paris", "valid_from": lyon.valid_from + 10}
+    later = lyon.model_copy(update={**paris, "metadata": {**lyon.metadata, "value": "Paris", "seq": 0}})
+    sqlite_store.add_fact(later)
+    sqlite_store.invalidate_fact(user_id="alice", fact_id=lyon.fact_id, at=later.valid_from)
+    monkeypatch.setattr("tailorlm.memory.memory.time.time", lambda: lyon.valid_from + 5)
+    Memory(sqlite_store).observe("alice", user("I live in Nice."))
+    valid = [f.metadata["value"] for f in sqlite_store.get_facts(user_id="alice") if f.metadata["key"] == "location"]
+    assert valid == ["Paris"]
 
 
 def test_a_forgotten_fact_does_not_come_back_from_resent_history(sqlite_store: Store) -> None:

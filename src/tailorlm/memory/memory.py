@@ -36,7 +36,7 @@ from tailorlm.memory.config import MemoryConfig
 from tailorlm.memory.extract import Extractor
 from tailorlm.memory.rules import Clause, ForgetRequest, keys_for_phrase, parse_clause, parse_forget, split_clauses
 from tailorlm.memory.schema import Candidate, norm_text
-from tailorlm.memory.update import plan_update, settle
+from tailorlm.memory.update import fact_order, plan_update, settle
 from tailorlm.models.base import Embedder, Generator, Messages, normalize_messages
 
 __all__ = ["Memory", "MemoryUpdate"]
@@ -165,7 +165,11 @@ class Memory:
                 fact = self._fact(user_id, cand, taken, now)
                 self.store.add_fact(fact)
                 added.append(fact)
-            closed = self._close(user_id, plan.invalidate, now)
+            # Only what is older than the fact that replaces it: a concurrent process may have
+            # written a later fact of the key since this plan's read; then settle closes ours.
+            newest = {f.metadata["key"]: fact_order(f) for f in added}
+            older = [f for f in plan.invalidate if fact_order(f) < newest.get(f.metadata.get("key"), (now + 1, 0, ""))]
+            closed = self._close(user_id, older, now)
             if added:  # another process may have written this user's facts meanwhile
                 closed += self._close(user_id, settle(self.store.get_facts(user_id=user_id), self.config), now)
         self._mark_seen(user_id, turns)
@@ -195,6 +199,7 @@ class Memory:
             source=self.config.source,
             model=getattr(self.generator, "name", None) if by_model else None,
             metadata={
+                "seq": time.time_ns(),  # orders two statements of the same second (update.fact_order)
                 "key": cand.key,
                 "value": cand.value,
                 "negated": cand.negated,

@@ -42,6 +42,14 @@ def _meta(fact: Fact) -> Triple:
     return str(md.get("key") or ""), norm_text(str(md.get("value") or fact.text)), bool(md.get("negated", False))
 
 
+def fact_order(fact: Fact) -> tuple[int, int, str]:
+    """Which of two facts is the later: ``valid_from``, then when it was written (``seq``,
+    nanoseconds, so two statements in the same second keep their order), then its id. Every
+    close, by a writer's plan or by :func:`settle`, closes only facts earlier than a valid fact
+    that contradicts them, so the latest of a key is never closed, whatever the interleaving."""
+    return fact.valid_from, int(fact.metadata.get("seq") or 0), fact.fact_id
+
+
 def conflicting(a: Triple, b: Triple, config: MemoryConfig) -> bool:
     """Whether two statements cannot both hold (symmetric)."""
     (key, value, negated), (key_b, value_b, negated_b) = a, b
@@ -71,8 +79,8 @@ def settle(valid: Sequence[Fact], config: MemoryConfig) -> list[Fact]:
 
     One writer never leaves such pairs (its plan closes what it contradicts), but two
     processes observing the same user at once can each add a location. Every writer
-    settles after writing; the later fact (by ``valid_from``, then id) wins, so all
-    writers agree on the survivor whatever the interleaving.
+    settles after writing; the later fact (:func:`fact_order`) wins, so all writers agree
+    on the survivor whatever the interleaving.
     """
     by_key: dict[str, list[Fact]] = {}
     for f in valid:
@@ -80,7 +88,7 @@ def settle(valid: Sequence[Fact], config: MemoryConfig) -> list[Fact]:
             by_key.setdefault(key, []).append(f)
     closing = []
     for group in by_key.values():
-        group.sort(key=lambda f: (f.valid_from, f.fact_id))
+        group.sort(key=fact_order)
         for i, f in enumerate(group):
             if any(conflicting(_meta(f), _meta(g), config) for g in group[i + 1 :]):
                 closing.append(f)

@@ -20,13 +20,12 @@ process. Ray is optional (``pip install 'tailorlm[ray]'``) and imported only whe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tailorlm.errors import ConfigError
-from tailorlm.personalize.training.ray_executor import import_ray
+from tailorlm.personalize.training.ray_executor import RayActors, import_ray
 
 if TYPE_CHECKING:
     from tailorlm.eval.suite import SuiteConfig, SuiteEnv
@@ -88,28 +87,14 @@ class _RowWorker:
 
 
 @dataclass
-class RayRowExecutor:
+class RayRowExecutor(RayActors):
     """Evaluates rows on ``workers`` Ray actors, yielding each result as it comes back.
 
     ``recipe``: a :class:`RowEnvRecipe` (picklable; :meth:`for_bench` points it at the bench's
-    store and caches). ``address``: the cluster to join (``"auto"``, ``ray://host:10001``);
-    None starts a local one unless Ray is already initialized in this process (then it is
-    reused, not shut down). Torch threads per worker default to this machine's cores shared
-    out among the workers.
+    store and caches); where and how the actors run: :class:`~tailorlm.personalize.training.ray_executor.RayActors`.
     """
 
     recipe: RowEnvRecipe
-    workers: int = 2
-    address: str | None = None
-    threads_per_worker: int | None = None
-    cpus_per_worker: float = 1.0
-    max_restarts: int = 2
-    max_task_retries: int = 2
-    init_kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"RayRowExecutor.workers must be >= 1, got {self.workers}")
 
     def for_bench(self, *, store: Any, work: Path, refresh: bool) -> RayRowExecutor:
         """This executor with workers opening the bench's own store and caches (which exist
@@ -133,15 +118,8 @@ class RayRowExecutor:
         if not jobs:
             return
         ray = import_ray()
-        owned = False
-        if not ray.is_initialized():
-            ray.init(address=self.address, **{"include_dashboard": False, "log_to_driver": False, **self.init_kwargs})
-            owned = True
-        threads = self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
-        remote = ray.remote(_RowWorker).options(
-            num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=self.max_task_retries
-        )
-        actors = [remote.remote(self.recipe, threads) for _ in range(min(self.workers, len(jobs)))]
+        owned = self._init(ray)
+        actors = self._start(ray, _RowWorker, self.recipe, min(self.workers, len(jobs)))
         try:
             yield from _dispatch(ray, actors, suite, jobs)
         finally:

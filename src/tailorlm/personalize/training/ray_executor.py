@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from tailorlm.personalize.training.jobs import TrainContext, TrainJob
     from tailorlm.settings import Settings
 
-__all__ = ["RayExecutor", "SettingsContext", "import_ray"]
+__all__ = ["RayActors", "RayExecutor", "SettingsContext", "import_ray"]
 
 
 def import_ray() -> Any:
@@ -115,18 +115,17 @@ class _TrainWorker:
         return self.pid
 
 
-@dataclass
-class RayExecutor:
-    """Runs a queue's jobs on ``workers`` Ray actors (see the module docstring for why).
+@dataclass(kw_only=True)
+class RayActors:
+    """Where actors run and how they survive, shared by the training and the evaluation executors.
 
-    ``make_context``: a picklable zero-argument callable building a worker's TrainContext
-    (e.g. :class:`SettingsContext`). ``address``: the cluster to join (``"auto"``, or
-    ``ray://host:10001``); None starts a local one, unless Ray is already initialized in
-    this process, which is then reused (and not shut down). ``cpus_per_worker``: the
-    Ray resource each actor holds. ``init_kwargs`` go to ``ray.init`` (e.g. ``runtime_env``).
+    ``address``: the cluster to join (``"auto"``, or ``ray://host:10001``); None starts a
+    local one, unless Ray is already initialized in this process, which is then reused (and
+    not shut down). ``cpus_per_worker``: the Ray resource each actor holds. A dead worker
+    process is restarted ``max_restarts`` times and its call retried ``max_task_retries``
+    times. ``init_kwargs`` go to ``ray.init`` (e.g. ``runtime_env``).
     """
 
-    make_context: Callable[[], TrainContext]
     workers: int = 2
     address: str | None = None
     threads_per_worker: int | None = None
@@ -137,7 +136,7 @@ class RayExecutor:
 
     def __post_init__(self) -> None:
         if self.workers < 1:
-            raise ConfigError(f"RayExecutor.workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"{type(self).__name__}.workers must be >= 1, got {self.workers}")
 
     def threads(self) -> int:
         """Torch threads per worker: given, or this machine's cores shared out among the workers."""
@@ -151,11 +150,23 @@ class RayExecutor:
         ray.init(address=self.address, **kwargs)
         return True
 
-    def _actors(self, ray: Any, n: int) -> list[Any]:
-        remote = ray.remote(_TrainWorker).options(
+    def _start(self, ray: Any, body: type, recipe: Any, n: int) -> list[Any]:
+        """``n`` actors running ``body(recipe, threads)``, restarted by Ray when their process dies."""
+        remote = ray.remote(body).options(
             num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=self.max_task_retries
         )
-        return [remote.remote(self.make_context, self.threads()) for _ in range(n)]
+        return [remote.remote(recipe, self.threads()) for _ in range(n)]
+
+
+@dataclass
+class RayExecutor(RayActors):
+    """Runs a queue's jobs on ``workers`` Ray actors (see the module docstring for why).
+
+    ``make_context``: a picklable zero-argument callable building a worker's TrainContext
+    (e.g. :class:`SettingsContext`); the rest: :class:`RayActors`.
+    """
+
+    make_context: Callable[[], TrainContext]
 
     def run(self, jobs: Sequence[QueuedJob], ctx: TrainContext, *, start: StartFn, finish: FinishFn) -> None:
         """Hand jobs to idle actors in queue order, record each result as it comes back."""
@@ -163,7 +174,7 @@ class RayExecutor:
             return
         ray = import_ray()
         owned = self._init(ray)
-        actors = self._actors(ray, min(self.workers, len(jobs)))
+        actors = self._start(ray, _TrainWorker, self.make_context, min(self.workers, len(jobs)))
         try:
             _dispatch(ray, actors, jobs, ctx, start=start, finish=finish)
         finally:

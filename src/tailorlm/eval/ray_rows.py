@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tailorlm.personalize.training.ray_executor import RayActors, import_ray
+from tailorlm.personalize.training.ray_executor import RayActors
 
 if TYPE_CHECKING:
     from tailorlm.eval.suite import SuiteConfig, SuiteEnv
@@ -117,16 +117,8 @@ class RayRowExecutor(RayActors):
         """(row index, result) for every ``(row index, head)`` job, in the order they finish."""
         if not jobs:
             return
-        ray = import_ray()
-        owned = self._init(ray)
-        actors = self._start(ray, _RowWorker, self.recipe, min(self.workers, len(jobs)))
-        try:
+        with self.actors(_RowWorker, self.recipe, min(self.workers, len(jobs))) as (ray, actors):
             yield from _dispatch(ray, actors, suite, jobs)
-        finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            if owned:
-                ray.shutdown()
 
 
 def _dispatch(

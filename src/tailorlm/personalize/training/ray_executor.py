@@ -29,8 +29,9 @@ Ray is optional (``pip install 'tailorlm[ray]'``) and imported only when a run s
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,12 +151,23 @@ class RayActors:
         ray.init(address=self.address, **kwargs)
         return True
 
-    def _start(self, ray: Any, body: type, recipe: Any, n: int) -> list[Any]:
-        """``n`` actors running ``body(recipe, threads)``, restarted by Ray when their process dies."""
+    @contextlib.contextmanager
+    def actors(self, body: type, recipe: Any, n: int) -> Iterator[tuple[Any, list[Any]]]:
+        """(ray, ``n`` actors running ``body(recipe, threads)``), restarted by Ray when their
+        process dies; killed on exit, and the cluster stopped if this call started it."""
+        ray = import_ray()
+        owned = self._init(ray)
         remote = ray.remote(body).options(
             num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=self.max_task_retries
         )
-        return [remote.remote(recipe, self.threads()) for _ in range(n)]
+        started = [remote.remote(recipe, self.threads()) for _ in range(n)]
+        try:
+            yield ray, started
+        finally:
+            for actor in started:
+                ray.kill(actor, no_restart=True)
+            if owned:
+                ray.shutdown()
 
 
 @dataclass
@@ -172,16 +184,8 @@ class RayExecutor(RayActors):
         """Hand jobs to idle actors in queue order, record each result as it comes back."""
         if not jobs:
             return
-        ray = import_ray()
-        owned = self._init(ray)
-        actors = self._start(ray, _TrainWorker, self.make_context, min(self.workers, len(jobs)))
-        try:
+        with self.actors(_TrainWorker, self.make_context, min(self.workers, len(jobs))) as (ray, actors):
             _dispatch(ray, actors, jobs, ctx, start=start, finish=finish)
-        finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            if owned:
-                ray.shutdown()
 
 
 # long: the whole dispatch loop (hand out, wait, record, drop dead actors) reads best in one piece

@@ -189,14 +189,11 @@ def main() -> None:
     ap.add_argument("--emb-cache", type=Path, default=Path(tempfile.gettempdir()), help="for 'real': .npy cache")
     args = ap.parse_args()
     if "real" in args.distributions:
-        import importlib.util
+        import bench_overhead as overhead  # a sibling script: its folder is first on sys.path
 
         from tailorlm.models import build_embedder
         from tailorlm.settings import load_settings
 
-        spec = importlib.util.spec_from_file_location("bench_overhead", Path(__file__).with_name("bench_overhead.py"))
-        overhead = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(overhead)  # type: ignore[union-attr]
         texts = real_texts(args.data_dir)
         t0 = time.perf_counter()
         emb = build_embedder(load_settings())

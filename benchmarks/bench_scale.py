@@ -57,7 +57,6 @@ import argparse
 import datetime as dt
 import glob
 import gzip
-import importlib.util
 import json
 import os
 import shutil
@@ -79,17 +78,7 @@ CHUNK = 20_000
 WARMUP = 5
 
 
-def _load_bench_overhead() -> Any:
-    path = Path(__file__).resolve().with_name("bench_overhead.py")
-    spec = importlib.util.spec_from_file_location("bench_overhead", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bo = _load_bench_overhead()
-
+import bench_overhead as bo  # noqa: E402  (a sibling script: its folder is first on sys.path)
 
 # -- data ---------------------------------------------------------------------------------------
 

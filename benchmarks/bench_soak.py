@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
@@ -44,17 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 RSS_GROWTH_TARGET = 0.10
 
 
-def _load_serve_load() -> Any:
-    path = Path(__file__).resolve().with_name("bench_serve_load.py")
-    spec = importlib.util.spec_from_file_location("bench_serve_load", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bsl = _load_serve_load()
-
+import bench_serve_load as bsl  # noqa: E402  (a sibling script: its folder is first on sys.path)
 
 # -- server process -------------------------------------------------------------------------------
 

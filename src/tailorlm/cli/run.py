@@ -18,9 +18,6 @@ from rich.table import Table
 
 from tailorlm.cli._common import console, err, get_settings, lazy_embedder, open_store
 
-# "auto" resolves to one of the others; llm-text and user-stack-llm encode texts with the LLM
-_LLM_PREDICTORS = ("auto", "generate", "choice", "choice-calibrated", "llm-text", "user-stack-llm")
-
 
 def run(
     ctx: typer.Context,
@@ -30,7 +27,8 @@ def run(
     predictor: Annotated[
         str,
         typer.Option(
-            help="auto | generate | choice | choice-calibrated | retrieval-vote | majority | user-mean | global-text"
+            help="auto | generate | choice | choice-calibrated | choice-prior | retrieval-vote | majority | user-mean "
+            "| global-text | item-mean | user-offset | user-prior | user-stack | llm-text | ..."
         ),
     ] = "auto",
     split: Annotated[
@@ -106,7 +104,10 @@ def _check(
             f"[yellow]only {len(the_split.queries)} queries of task {task!r} are eligible for the "
             f"{the_split.kind} split; evaluating those, not {users}[/yellow]"
         )
-    if predictor in _LLM_PREDICTORS or (baseline is not None and baseline_predictor in _LLM_PREDICTORS):
+    from tailorlm.eval.runner import LLM_PREDICTORS
+
+    llm = {"auto", *LLM_PREDICTORS}  # "auto" resolves to an LLM predictor for every task kind
+    if predictor in llm or (baseline is not None and baseline_predictor in llm):
         needs.add("llm")
     return needs
 

@@ -30,6 +30,7 @@ _SHARED_PREDICTORS = frozenset(
         "generate",
         "choice",
         "choice-calibrated",
+        "choice-prior",
         "copy-input",
         "first-words",
         "item-mean",
@@ -37,7 +38,7 @@ _SHARED_PREDICTORS = frozenset(
         "auto",
     }
 )
-_LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated", "llm-text", "user-stack-llm"})
+_LLM_PREDICTORS = frozenset({"generate", "choice", "choice-calibrated", "choice-prior", "llm-text", "user-stack-llm"})
 
 
 def is_personalized(row: dict[str, Any]) -> bool:

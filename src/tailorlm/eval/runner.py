@@ -52,6 +52,7 @@ PREDICTORS = (
     "generate",
     "choice",
     "choice-calibrated",
+    "choice-prior",
     "retrieval-vote",
     "majority",
     "user-mean",
@@ -74,7 +75,7 @@ PERSONALIZED_PREDICTORS = frozenset(
 # The frozen LLM as the text encoder under trained heads (representation learning, no prompt).
 LLM_HEADS = frozenset({"user-stack-llm"})
 _PROMPTED = frozenset({"generate", "choice", "choice-calibrated"})  # need no labelled population
-LLM_PREDICTORS = _PROMPTED | {"llm-text"} | LLM_HEADS
+LLM_PREDICTORS = _PROMPTED | {"choice-prior", "llm-text"} | LLM_HEADS
 NON_PERSONAL_METHODS = frozenset({"identity", "lora-global"})  # spec parts that read no user's own data
 HEADS = _HAND_BUILT_HEADS | {UserStackHead.name: UserStackHead}
 
@@ -409,6 +410,11 @@ def _predict(name, task, inputs, queries, users, pc: _PredictContext) -> list[Pr
         if generator is None:
             raise ValueError(f"the {name!r} predictor needs a generator that can score choices")
         return ChoicePredictor(generator, calibrate=name == "choice-calibrated").predict(task, inputs, choices)
+    if name == "choice-prior":  # a class-balanced adapter's distribution times the population prior
+        if generator is None:
+            raise ValueError("the 'choice-prior' predictor needs a generator that can score choices")
+        predictor = ChoicePredictor(generator, calibrate=False, prior_shift=True).fit(population_labels)
+        return predictor.predict(task, inputs, choices)
     if name == "retrieval-vote":
         return RetrievalVotePredictor().fit(population_labels).predict(task, inputs, choices)
     if name == "majority":

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tailorlm.tasks.base import Task
-from tailorlm.tasks.predict import Prediction
+from tailorlm.tasks.predict import Prediction, decide_distribution
 from tailorlm.tasks.text_model import GlobalTextPredictor
 
 __all__ = [
@@ -232,21 +232,8 @@ class UserPriorHead(_Head):
             own = np.asarray([_shrunk(counts.get(c, 0), n, prior[i], alpha) for i, c in enumerate(classes)])
             shifted = row * own / np.maximum(prior, 1e-6)
             shifted = shifted / shifted.sum() if shifted.sum() > 0 else row
-            out.append(_decide_distribution(task, classes, shifted, tuple(ch)))
+            out.append(decide_distribution(task, classes, shifted, tuple(ch)))
         return out
-
-
-def _decide_distribution(task: Task, classes: list[str], probs: np.ndarray, choices: tuple[str, ...]) -> Prediction:
-    """The median label for ratings (the MAE-optimal point), else the likeliest allowed label."""
-    if task.kind == "rating":
-        values = np.asarray([float(c) for c in classes])
-        order = np.argsort(values)
-        median = values[order][int(np.searchsorted(np.cumsum(probs[order]), 0.5))]
-        return Prediction(f"{median:g}", extra={"expected": float(probs @ values)})
-    allowed = [i for i, c in enumerate(classes) if not choices or c in choices]
-    if not allowed:
-        return Prediction(choices[0] if choices else None, extra={"unseen_labels": True})
-    return Prediction(classes[max(allowed, key=lambda i: probs[i])])
 
 
 class UserMajorityHead(_Head):

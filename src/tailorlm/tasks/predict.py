@@ -9,6 +9,10 @@ offered and compared side by side:
   log-probability, optionally with contextual calibration (Zhao et al. 2021):
   divide by the label probabilities the model gives a content-free input ("N/A")
   under the *same* personalized context, then renormalize. Never unparsable.
+  With ``prior_shift`` (the ``choice-prior`` predictor) the label distribution of an
+  adapter trained class-balanced is multiplied by the population's label prior: balanced
+  training teaches p(y|x) under a uniform prior, so the population's posterior is that
+  times p(y). Ratings are then decided by the median (the MAE-optimal point).
 - :class:`RetrievalVotePredictor`: no model at all; the similarity-weighted mean of
   the labels of the retrieved history (the user's own ratings of similar items).
 - :class:`MajorityPredictor`, :class:`UserMeanPredictor`: the cheap baselines every
@@ -36,6 +40,7 @@ __all__ = [
     "Prediction",
     "RetrievalVotePredictor",
     "UserMeanPredictor",
+    "decide_distribution",
 ]
 
 
@@ -118,6 +123,9 @@ class ChoicePredictor:
         expected: for rating tasks, answer the probability-weighted mean label
             rounded (better MAE on skewed labels) instead of the argmax.
         permutations: label orders to average over (1: the given order only).
+        prior_shift: multiply the distribution by the population's label prior (learned by
+            :meth:`fit`) and decide ratings by its median: the decision for an adapter trained
+            class-balanced, which otherwise over-predicts rare labels.
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class ChoicePredictor:
         expected: bool = False,
         batch_size: int = 8,
         permutations: int = 1,
+        prior_shift: bool = False,
     ) -> None:
         if not isinstance(scorer, ChoiceScorer):
             raise TypeError(f"{type(scorer).__name__} cannot score choices (no score_choices method)")
@@ -138,7 +147,24 @@ class ChoicePredictor:
         self.expected = expected
         self.batch_size = batch_size
         self.permutations = permutations
+        self.prior_shift = prior_shift
+        self.prior_: dict[str, float] | None = None
         self.name = "choice" + ("-calibrated" if calibrate else "") + ("-expected" if expected else "")
+        self.name += "-prior" if prior_shift else ""
+
+    def fit(self, labels: Sequence[str]) -> ChoicePredictor:
+        """Learn the population's label prior (add-one smoothed) that ``prior_shift`` applies."""
+        counts = Counter(str(x) for x in labels if x is not None)
+        if self.prior_shift and not counts:
+            raise ValueError("prior_shift needs the population's labels; got none")
+        self.prior_ = {c: n + 1.0 for c, n in counts.items()}
+        return self
+
+    def _shifted(self, probs: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+        if self.prior_ is None:
+            raise RuntimeError("ChoicePredictor(prior_shift=True) needs fit(population labels) first")
+        shifted = probs * np.asarray([self.prior_.get(c, 1.0) for c in labels])
+        return shifted / shifted.sum()
 
     def _probs(self, p: Any, task: Task, labels: tuple[str, ...]) -> np.ndarray:
         variants = _variants(p, task, labels, self.permutations)
@@ -157,6 +183,12 @@ class ChoicePredictor:
         for p, ch in zip(inputs, choices, strict=True):
             labels = _labels(task, ch)
             probs = self._probs(p, task, labels)
+            if self.prior_shift:
+                probs = self._shifted(probs, labels)
+                pred = decide_distribution(task, list(labels), probs, labels)
+                pred.raw, pred.extra["probs"] = str(pred.answer), probs.round(4).tolist()
+                out.append(pred)
+                continue
             if self.expected and task.kind == "rating":
                 value = float(np.dot(probs, [float(x) for x in labels]))
                 answer = str(int(np.clip(round(value), int(labels[0]), int(labels[-1]))))
@@ -164,6 +196,21 @@ class ChoicePredictor:
                 answer = labels[int(np.argmax(probs))]
             out.append(Prediction(answer, raw=answer, extra={"probs": probs.round(4).tolist()}))
         return out
+
+
+def decide_distribution(task: Task, classes: list[str], probs: np.ndarray, choices: Sequence[str]) -> Prediction:
+    """The median label for ratings (the MAE-optimal point; the expectation, for RMSE readers,
+    goes in ``extra``), else the likeliest label among ``choices`` (any, when empty)."""
+    if task.kind == "rating":
+        values = np.asarray([float(c) for c in classes])
+        order = np.argsort(values)
+        median = values[order][int(np.searchsorted(np.cumsum(probs[order]), 0.5))]
+        return Prediction(f"{median:g}", extra={"expected": float(probs @ values)})
+    allowed = [i for i, c in enumerate(classes) if not choices or c in choices]
+    if not allowed:  # none of this question's labels is among the classes
+        return Prediction(choices[0] if choices else None, extra={"unseen_labels": True})
+    best = max(allowed, key=lambda i: probs[i])
+    return Prediction(classes[best], extra={"p": round(float(probs[best]), 4)})
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

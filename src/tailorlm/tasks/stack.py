@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from tailorlm.tasks.base import Task
-from tailorlm.tasks.heads import GlobalScorer, Observation, _decide_distribution, _Head, _num
-from tailorlm.tasks.predict import Prediction
+from tailorlm.tasks.heads import GlobalScorer, Observation, _Head, _num
+from tailorlm.tasks.predict import Prediction, decide_distribution
 
 __all__ = ["UserStackHead"]
 
@@ -193,10 +193,9 @@ class UserStackHead(_Head):
         if use == "global" or self.stack_ is None:
             probs = self._distribution(task, self.scorer_, [q.text for q in queries])
             return [
-                _decide_distribution(task, self.classes_, row, tuple(ch))
-                for row, ch in zip(probs, choices, strict=True)
+                decide_distribution(task, self.classes_, row, tuple(ch)) for row, ch in zip(probs, choices, strict=True)
             ]
         features = np.stack([self._features(task, self.scorer_, q, h) for q, h in zip(queries, histories, strict=True)])
         probs = self.stack_.predict_proba(features)
         classes = [str(c) for c in self.stack_.classes_]
-        return [_decide_distribution(task, classes, row, tuple(ch)) for row, ch in zip(probs, choices, strict=True)]
+        return [decide_distribution(task, classes, row, tuple(ch)) for row, ch in zip(probs, choices, strict=True)]

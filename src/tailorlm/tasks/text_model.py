@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tailorlm.tasks.base import Task
-from tailorlm.tasks.predict import Prediction
+from tailorlm.tasks.predict import Prediction, decide_distribution
 
 __all__ = ["GlobalTextPredictor", "LLMTextEncoder"]
 
@@ -107,19 +107,4 @@ class GlobalTextPredictor:
         if self.constant_ is not None:
             return [Prediction(self.constant_, extra={"constant": True}) for _ in texts]
         classes, probs = self.distributions(task, texts)
-        return [self._decide(task, row, classes, tuple(ch)) for row, ch in zip(probs, choices, strict=True)]
-
-    @staticmethod
-    def _decide(task: Task, probs: np.ndarray, classes: list[str], choices: tuple[str, ...]) -> Prediction:
-        if task.kind == "rating":
-            values = np.asarray([float(c) for c in classes])
-            order = np.argsort(values)
-            cdf = np.cumsum(probs[order])
-            median = values[order][int(np.searchsorted(cdf, 0.5))]
-            extra: dict[str, Any] = {"expected": float(np.dot(probs, values))}
-            return Prediction(f"{median:g}", extra=extra)
-        allowed = [i for i, c in enumerate(classes) if not choices or c in choices]
-        if not allowed:  # none of this question's labels was seen in training
-            return Prediction(choices[0] if choices else None, extra={"unseen_labels": True})
-        best = max(allowed, key=lambda i: probs[i])
-        return Prediction(classes[best], extra={"p": round(float(probs[best]), 4)})
+        return [decide_distribution(task, classes, row, tuple(ch)) for row, ch in zip(probs, choices, strict=True)]

@@ -184,3 +184,23 @@ def test_shared_adapters_never_learn_from_validation_or_test_users(tmp_path: Pat
     assert not validation_users & set(guarded["amazon-rating"])
     assert not {u for u, _ in test.queries} & set(guarded["amazon-rating"])
     assert set(guarded["amazon-rating"]) == set(plain["amazon-rating"]) - validation_users
+
+
+def test_user_adapters_are_trained_for_the_validation_users_rows_run_on(tmp_path: Path) -> None:
+    """A user-scope [[train]] entry trains the rows' validation users too (each on their own
+    reviews strictly before their validation query), so variants can be chosen on them."""
+    from tailorlm.eval.training import plan_jobs
+
+    store = _rating_store(tmp_path / "s.db")
+    rows = [{"task": "amazon-rating", "method": "lora", "predictor": "choice", "users": 8}]
+    train = [{"method": "lora", "scope": "user", "task": "amazon-rating", "users": 8, "config": {"steps": 1}}]
+    plain = SuiteConfig.from_dict({"name": "a", "rows": rows, "train": train})
+    validated = SuiteConfig.from_dict({"name": "b", "rows": rows, "train": train, "validation_users": 5})
+    test, test_q = make_split(store, "amazon-rating", kind="user", n_users=8, seed=0)
+    val, val_q = make_split(store, "amazon-rating", kind="user", n_users=5, seed=0, role="validation", reserve=8)
+    jobs, _ = plan_jobs(plain, store)
+    assert {j.owner for j in jobs} == {u for u, _ in test.queries}
+    jobs, _ = plan_jobs(validated, store)
+    assert {j.owner for j in jobs} == {u for u, _ in test.queries} | {u for u, _ in val.queries}
+    cut = {u: ex.timestamp for (u, _), ex in (test_q | val_q).items()}
+    assert all(j.config["before"] == cut[j.owner] for j in jobs)  # never the query, never after it

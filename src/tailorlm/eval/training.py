@@ -85,7 +85,9 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
             continue
         _, queries = make_split(store, spec.task, kind=suite.split, n_users=spec.users, seed=suite.seed)
         if spec.scope == "user":
-            for (user, _), ex in sorted(queries.items()):
+            # Rows also run on validation users (to choose among variants, e.g. steps and lr):
+            # they get their own adapters the same way, from their data before their query.
+            for (user, _), ex in sorted((queries | _validation_queries(suite, store, spec)).items()):
                 # Strictly before the user's query: never the query itself, never its future.
                 if ex.timestamp is None and not is_held_out_latest(store, ex):
                     continue  # undated and not the latest: "all but the latest" would include it
@@ -99,6 +101,19 @@ def plan_jobs(suite: Any, store: Any, *, embedder: Any = None) -> tuple[list[Any
         )
         jobs.extend(TrainJob(spec.method, "persona", p, spec.task, config) for p in personas)
     return jobs, populations
+
+
+def _validation_queries(suite: Any, store: Any, spec: TrainSpec) -> dict[tuple[str, str], Any]:
+    """The validation queries of ``spec.task`` that rows of up to ``spec.users`` users run on:
+    the same call as the rows' validation split (eval.suite._run_row), so the same users."""
+    n = min(spec.users, getattr(suite, "validation_users", 0))
+    if not n:
+        return {}
+    reserve = suite.reserve(spec.task)
+    _, queries = make_split(
+        store, spec.task, kind=suite.split, n_users=n, seed=suite.seed, role="validation", reserve=reserve
+    )
+    return queries
 
 
 def _validation_users(suite: Any, store: Any, task: str, reserve: int) -> set[str]:

@@ -140,6 +140,19 @@ class ServeSettings(BaseModel):
         "app is built so large transient buffers do not stay resident (0: leave the allocator alone; "
         "MALLOC_MMAP_THRESHOLD_ in the environment wins)",
     )
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        le=1024,
+        description="glibc heaps (arenas) the service's threads share, set when the app is built; per-thread "
+        "heaps each keep the high-water mark of the histories their requests read (0: glibc's default, "
+        "8 per CPU; MALLOC_ARENA_MAX in the environment wins)",
+    )
+    malloc_trim_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="seconds between malloc_trim calls that return freed heap pages to the system (0: never)",
+    )
     refuse_stale_artifacts: bool = Field(
         False,
         description="answer 503 (code 'stale_artifact') instead of serving a shared adapter, projector or "

@@ -20,7 +20,7 @@ from tailorlm._version import __version__
 from tailorlm.data import Store
 from tailorlm.models.base import Embedder, Generator
 from tailorlm.models.embedders import LazyEmbedder
-from tailorlm.serve.allocator import fix_mmap_threshold
+from tailorlm.serve.allocator import PeriodicTrim, fix_mmap_threshold, limit_arenas
 from tailorlm.serve.auth import KeyStore
 from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import CatchAllMiddleware, install_error_handlers
@@ -84,6 +84,7 @@ def create_app(
     """
     settings = settings or load_settings()
     fix_mmap_threshold(settings.serve.malloc_mmap_threshold)
+    limit_arenas(settings.serve.malloc_arena_max)
     store = store or Store.from_settings(settings)
     engine = _build_engine(settings, store, generator, embedder)
     shared = settings.serve.workers > 1  # other processes serve the same keys and limits
@@ -103,7 +104,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        trimmer = PeriodicTrim(settings.serve.malloc_trim_interval_s)
+        trimmer.start()
         yield
+        trimmer.stop()
         scheduler.close()
         if memory is not None:
             memory.stop()

@@ -63,6 +63,15 @@ Timestamp = (
     Int() | Annotated[str, Field(json_schema_extra={"format": "date-time"}, description="RFC 3339 date-time")] | None
 )
 
+#: An id or kind as records accept it: 1-256 characters, not all of them whitespace (records
+#: strip it). The pattern means the same to Python, to pydantic's Rust engine and to JSON
+#: Schema's ECMA regexes: ECMA's \s leaves out \x1c-\x1f and \x85, which Python strips, and
+#: takes in \ufeff, which it does not; so a schema-valid value is never refused as blank.
+NONBLANK_PATTERN = r"[^\s\x1c-\x1f\x85]|\ufeff"
+RecordId = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=NONBLANK_PATTERN, description="not only whitespace")
+]
+
 #: A user id that can be a URL path segment: no "/", no control characters (NUL included),
 #: and not "." or ".." (clients and proxies resolve those as path steps).
 USER_ID_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
@@ -257,12 +266,12 @@ class DocumentIn(BaseModel):
 
     model_config = _STRICT
     user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
-    doc_id: str | None = None
-    doc_kind: str = "document"
+    doc_id: RecordId | None = None
+    doc_kind: RecordId = "document"
     text: str = Field(..., min_length=1)
     title: str | None = None
     rating: float | None = None
-    item_id: str | None = None
+    item_id: RecordId | None = None
     timestamp: Timestamp = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -270,8 +279,8 @@ class DocumentIn(BaseModel):
 class InteractionIn(BaseModel):
     model_config = _STRICT
     user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
-    item_id: str = Field(..., min_length=1)
-    interaction_id: str | None = None
+    item_id: RecordId
+    interaction_id: RecordId | None = None
     interaction: Literal["rating", "click", "purchase", "view", "like", "skip"] = "rating"
     value: float | None = None
     timestamp: Timestamp = None
@@ -283,7 +292,7 @@ class PreferenceIn(BaseModel):
 
     model_config = _STRICT
     user_id: str | None = Field(None, description="optional; must equal the user in the path (409 otherwise)")
-    pref_id: str | None = None
+    pref_id: RecordId | None = None
     prompt: str
     chosen: str
     rejected: str

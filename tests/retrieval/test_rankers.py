@@ -207,7 +207,7 @@ def test_bm25_cache_holds_at_most_its_entry_budget() -> None:
     users = {u: [_entry(i, f"guitar review {i} by {u}", user=u) for i in range(4)] for u in "abc"}
     for u in "abc":  # 4 + 4 + 4 entries: the oldest index goes
         assert _ids(ranker.rank(users[u], query="guitar", k=1))
-    assert sum(len(k) for k, _, _ in ranker._indexes.values()) <= 10 and len(ranker._indexes) == 2
+    assert sum(n for n, _, _ in ranker._indexes.values()) <= 10 and len(ranker._indexes) == 2
     assert ranker.builds == 3
     ranker.rank(users["c"], query="guitar", k=1)
     assert ranker.builds == 3  # the newest is still cached
@@ -442,3 +442,29 @@ def test_history_entries_say_their_source_in_a_field(tmp_path) -> None:
     by_source = {e.source: e for e in entries}
     assert by_source["document"].source_id == "d1" and by_source["interaction"].title == "A Movie"
     assert by_source["fact"].text == "lives in Berlin"
+
+
+def test_bm25_cache_keeps_a_digest_not_the_entries_and_tells_every_change_apart() -> None:
+    """The cache holds no entry text (only a digest), yet any change of any field, of the
+    order, or of where one field ends and the next begins, is a different history."""
+    from tailorlm.retrieval.bm25 import _digest
+
+    ranker = BM25Ranker()
+    base = [_entry(0, "guitar strings", user="a"), _entry(1, "a keyboard stand", user="a")]
+    ranker.rank(base, query="guitar", k=1)
+    ((key, (n, _, users)),) = ranker._indexes.items()
+    assert isinstance(key, bytes) and len(key) == 16 and n == 2 and users == {"a"}
+    ranker.rank([HistoryEntry(e.entry_id, e.user_id, e.text, e.kind) for e in base], query="strings", k=1)
+    assert ranker.builds == 1  # equal entries (new objects): the cached index
+    one = HistoryEntry("doc:1", "a", "a keyboard stand", "review")
+    variants = [
+        HistoryEntry("doc:1", "a", "a keyboard stand!", "review"),  # the text
+        HistoryEntry("doc:1", "a", "a keyboard stand", "review", title="x"),  # a title
+        HistoryEntry("doc:1", "a", "a keyboard stand", "review", title=""),  # empty, not None
+        HistoryEntry("doc:1", "b", "a keyboard stand", "review"),  # the user
+        HistoryEntry("doc:2", "a", "a keyboard stand", "review"),  # the id
+    ]
+    digests = {_digest([base[0], v]) for v in [one, *variants]} | {_digest([one, base[0]])}
+    assert len(digests) == len(variants) + 2
+    # a boundary moved between fields: ("ab", "c") and ("a", "bc") are different entries
+    assert _digest([HistoryEntry("c", "ab", "t", "k")]) != _digest([HistoryEntry("bc", "a", "t", "k")])

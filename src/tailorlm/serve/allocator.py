@@ -13,8 +13,9 @@ under glibc, each measured by the soak benchmark (``benchmarks/bench_soak.py``):
   800 documents, the rows read for it); what one arena freed cannot serve another, so every
   arena keeps its own high-water mark and the process's resident memory grows with the
   histories and the number of threads that touched them. :func:`limit_arenas` caps the
-  arenas: the usual setting for threaded servers (the soak's RSS growth after warm-up went
-  from +13.4 % to +5.4 % over 4 minutes with 2 arenas, at the same request rate).
+  arenas: the usual setting for threaded servers (in 4-minute soak runs, RSS growth after
+  warm-up went from +13.4 % to +5.9 % with 2 arenas at a similar request rate; the full
+  10-minute soak with all three settings: +8.4 %, from +17.4 %; RESULTS.md).
 - **Free pages inside the heaps.** Freed chunks in the middle of a heap stay resident
   until ``malloc_trim`` gives their pages back; :class:`PeriodicTrim` calls it every few
   seconds from a daemon thread (cheap: it walks the free lists of a few arenas).

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(default_factory=default_cache_dir, description="models, datasets, adapters")
     store_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in cache_dir")
+    history_cache_entries: int = Field(
+        4096,
+        ge=0,
+        description="history entries a process keeps between requests while the user's data is unchanged; 0: none",
+    )
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)

@@ -27,16 +27,16 @@ def bench(
     ] = False,
     force: Annotated[bool, typer.Option("--force", hidden=True, help="deprecated alias of --fresh")] = False,
     executor: Annotated[
-        str, typer.Option(help="where [[train]] jobs and rows run: local | ray (tailorlm[ray])")
+        str, typer.Option(help="where \\[\\[train]] jobs and rows run: local | ray (tailorlm\\[ray])")
     ] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster (auto, ray://host:10001); none: local")] = None,
-    workers: Annotated[int, typer.Option(help="Ray workers for [[train]] jobs and for rows")] = 2,
+    workers: Annotated[int, typer.Option(help="Ray workers for \\[\\[train]] jobs and for rows")] = 2,
 ) -> None:
     """Run an evaluation suite: JSON, Markdown, plots and an HTML report, with 95% CIs.
 
     Rows already in the results folder are reused only when their fingerprint (settings,
     data hashes, model, package version) matches; --fresh recomputes everything.
-    ``--executor ray`` trains the suite's [[train]] entries and evaluates its rows on Ray
+    ``--executor ray`` trains the suite's \\[\\[train]] entries and evaluates its rows on Ray
     actors, several rows at once; this process decides what is reused and writes the reports.
     """
     import os

@@ -200,7 +200,9 @@ def train_queue(
     split: _TrainSplit = "auto",
     seed: _TrainSeed = 0,
     eval_users: _EvalUsers = 50,
-    executor: Annotated[str, typer.Option(help="local (in this process) | ray (Ray actors; tailorlm[ray])")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="local (in this process) | ray (Ray actors; tailorlm\\[ray])")
+    ] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster (auto, ray://host:10001); none: local")] = None,
     workers: Annotated[int, typer.Option(help="Ray workers (actors), each loads the base model once")] = 2,
 ) -> None:

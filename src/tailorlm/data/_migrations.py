@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, inspect, select
 
 import tailorlm.data._tables as t
+from tailorlm.data._versions import initialize_versions, install_triggers
 
 # One definition for the whole package; re-exported so existing imports from here keep working.
 from tailorlm.errors import SchemaVersionError
@@ -52,10 +53,19 @@ def _add_artifact_users(ops: object, conn: Connection) -> None:
         t.artifact_users.create(conn)  # with its indexes
 
 
+def _add_user_versions(ops: object, conn: Connection) -> None:
+    """v4: per-user data versions kept by triggers, so processes can cache a user's history."""
+    if not inspect(conn).has_table(t.user_versions.name):
+        t.user_versions.create(conn)
+    install_triggers(conn)
+    initialize_versions(conn)
+
+
 # Version 1 is the initial schema.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "api_keys table for the HTTP service", _add_api_keys),
     Migration(3, "artifact_users: training provenance and stale marks", _add_artifact_users),
+    Migration(4, "user_versions and their triggers: caches know when a user's history changed", _add_user_versions),
 )
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
@@ -89,6 +99,7 @@ def migrate(
         current = _read_version(conn)
         if current is None:
             t.metadata.create_all(conn)
+            install_triggers(conn)
             _write_version(conn, target)
             return target
         if current > head:
@@ -105,5 +116,7 @@ def migrate(
             for m in pending:
                 m.upgrade(ops, conn)
                 _write_version(conn, m.version)
+            if pending[-1].version >= 4:  # a batch-altered table loses its triggers: put them back
+                install_triggers(conn)
             return pending[-1].version
         return current

@@ -244,5 +244,18 @@ api_keys = Table(
     Index("ix_api_keys_user", "user_id"),
 )
 
+# The version of each user's history (schema version 4): a number that changes, in the same
+# transaction, with every insert, update or delete of the user's documents, interactions or
+# facts (database triggers: ``_versions``), so a process may keep what it derived from the
+# user's rows (``UserCache``) until it does. The row ``user_id = ''`` versions the item
+# catalogue, which interaction histories quote. Not a user table: not exported; a deletion
+# removes the user's row last. No foreign key: triggers write it before the user row exists.
+user_versions = Table(
+    "user_versions",
+    metadata,
+    Column("user_id", _ID, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 # Tables whose rows belong to one user (deleted and exported per user).
 USER_TABLES = (documents, interactions, preferences, examples, embeddings, facts)

@@ -28,15 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
 
 import tailorlm.data._provenance as prov
 import tailorlm.data._queries as queries
 import tailorlm.data._tables as t
+from tailorlm.data._engine import create_store_engine
 from tailorlm.data._lifecycle import delete_user_rows, export_user_rows, remove_file
 from tailorlm.data._migrations import migrate
+from tailorlm.data._user_cache import UserCache
 from tailorlm.data._vectors import AnnIndex, Neighbor
+from tailorlm.data._versions import DataVersion, forget_user, read_version
 from tailorlm.data._writer import Writer, WriteReport, embedding_rows, ensure_user, register_embedding_model, upsert
 from tailorlm.data.derived import Artifact, Fact
 from tailorlm.data.provenance import ArtifactRef, Provenance, StaleArtifact, TrainingManifest, subject_of
@@ -65,6 +68,8 @@ class Store:
             ``postgresql+psycopg://user@127.0.0.1:5432/tailorlm``.
         files_dir: where artifact files are allowed to live; ``delete_user`` only
             removes files under it. Default: next to a SQLite file, else ``./tailorlm-files``.
+        history_cache_entries: how many history entries this process keeps between
+            requests (``user_cache``, valid while the user's data version holds); 0: none.
 
     Example:
         >>> store = Store("sqlite://")
@@ -74,7 +79,9 @@ class Store:
         ['Loved the strings']
     """
 
-    def __init__(self, url: str, *, files_dir: str | Path | None = None, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, files_dir: str | Path | None = None, echo: bool = False, history_cache_entries: int = 4096
+    ) -> None:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
@@ -85,9 +92,10 @@ class Store:
         if sqlite_file:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.url = parsed.render_as_string(hide_password=True)
-        self.engine: Engine = _create_engine(parsed, echo=echo)
+        self.engine: Engine = create_store_engine(parsed, echo=echo)
         self.schema_version = migrate(self.engine)
         self.ann = AnnIndex(self.engine)  # nearest(): pgvector HNSW when the server has it, else exact
+        self.user_cache = UserCache(history_cache_entries)
         if files_dir is None:
             if sqlite_file:
                 files_dir = Path(parsed.database).expanduser().resolve().parent / "files"
@@ -97,7 +105,11 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Store:
-        return cls(settings.resolved_store_url, files_dir=Path(settings.cache_dir) / "files")
+        return cls(
+            settings.resolved_store_url,
+            files_dir=Path(settings.cache_dir) / "files",
+            history_cache_entries=settings.history_cache_entries,
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -174,6 +186,12 @@ class Store:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
+
+    def data_version(self, *, user_id: str) -> DataVersion:
+        """The version of the user's history rows (and of the item catalogue): it changes,
+        in the writer's transaction, with every write or deletion of them, by any process."""
+        with self.engine.connect() as conn:
+            return read_version(conn, user_id)
 
     def has_user(self, *, user_id: str) -> bool:
         return self.get_user(user_id=user_id) is not None
@@ -452,6 +470,8 @@ class Store:
         with self.engine.begin() as conn:
             rows, paths = delete_user_rows(conn, user_id)
             rows["artifact_users"], stale = prov.user_deleted(conn, user_id)
+            forget_user(conn, user_id)
+        self.user_cache.forget(user_id)
         removed = [p for p in paths if remove_file(self.files_dir, p)]
         return DeletionReport(user_id=user_id, rows=rows, files=removed, stale=stale)
 
@@ -470,30 +490,3 @@ class Store:
         arts = self.list_artifacts(scope="user", owner=user_id)
         out["artifacts"] = [a.model_dump() for a in arts]
         return out
-
-
-def _create_engine(url: URL, *, echo: bool) -> Engine:
-    """The engine for a SQLite or PostgreSQL ``url`` (already checked by ``Store.__init__``)."""
-    kwargs: dict[str, Any] = {"echo": echo}
-    sqlite = url.get_backend_name() == "sqlite"
-    if sqlite:
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        if url.database in (None, "", ":memory:"):
-            from sqlalchemy.pool import StaticPool
-
-            kwargs["poolclass"] = StaticPool  # one shared in-memory database
-    else:
-        kwargs["pool_pre_ping"] = True
-    engine = create_engine(url, **kwargs)
-    if sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()

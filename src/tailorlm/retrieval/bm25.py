@@ -132,16 +132,9 @@ class BM25Ranker:
 
 
 def _digest(entries: Sequence[HistoryEntry]) -> bytes:
-    """128 bits over every entry's (user, id, title, text), each field length-prefixed so no
-    two different candidate lists can be written alike."""
-    h = hashlib.blake2b(digest_size=16)
-    for e in entries:
-        for field in (e.user_id, e.entry_id, e.title or "", e.text):
-            data = field.encode("utf-8", "surrogatepass")
-            h.update(len(data).to_bytes(8, "little"))
-            h.update(data)
-        h.update(b"\x01" if e.title is not None else b"\x00")
-    return h.digest()
+    """128 bits over the entries' own digests (``HistoryEntry.digest``: user, id, title and
+    text, length-prefixed), in order, so no two different candidate lists are keyed alike."""
+    return hashlib.blake2b(b"".join(e.digest for e in entries), digest_size=16).digest()
 
 
 @functools.cache

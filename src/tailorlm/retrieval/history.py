@@ -17,7 +17,9 @@ none of ``exclude_ids`` (document ids) or ``exclude_items`` (the query's item).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +57,20 @@ class HistoryEntry:
     def source_id(self) -> str:
         return self.entry_id.split(":", 1)[1]
 
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """128 bits over (user, id, title, text), each field length-prefixed, and whether the
+        title is None: equal for equal entries only. Computed once per entry: cached entries
+        (``load_history``) keep it, so keying an index by a history costs a join, not a hash
+        of every text."""
+        h = hashlib.blake2b(digest_size=16)
+        for field in (self.user_id, self.entry_id, self.title or "", self.text):
+            data = field.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        h.update(b"\x01" if self.title is not None else b"\x00")
+        return h.digest()
+
 
 def load_history(
     store: Store,
@@ -68,6 +84,10 @@ def load_history(
     only_doc_ids: Sequence[str] | None = None,
 ) -> list[HistoryEntry]:
     """The user's eligible history, oldest first; reads only ``user_id``'s rows.
+
+    Documents and interactions come from the store's per-process cache while the user's
+    data version is unchanged (one version read instead of the rows; any write or deletion,
+    by any process, changes it), then the filters below apply to them here.
 
     ``source``: documents | interactions | facts (valid memory facts) | both (documents
     and interactions) | all (both and facts). ``only_doc_ids`` (when not None) keeps only
@@ -97,19 +117,47 @@ def load_history(
             if f.fact_id not in skip and (before is None or f.valid_from < before)
         ]
     skip_items = set(exclude_items)
+    skip_ids = set(exclude_ids)
     if source == "documents":
-        rows = store.get_document_rows(user_id=user_id, doc_kind=doc_kind, before=before, exclude_ids=exclude_ids)
+        entries = _cached(store, user_id, ("documents", doc_kind), lambda: _documents(store, user_id, doc_kind))
         only = None if only_doc_ids is None else set(only_doc_ids)
+        if before is None and not skip_ids and not skip_items and only is None:
+            return list(entries)
         return [
-            HistoryEntry(f"doc:{doc_id}", user_id, text, kind, ts, rating, title, item_id, label=label)
-            for doc_id, text, kind, ts, rating, title, item_id, label in rows
-            if (item_id is None or item_id not in skip_items) and (only is None or doc_id in only)
+            e
+            for e in entries
+            if _eligible(e, before)
+            and e.source_id not in skip_ids
+            and (e.item_id is None or e.item_id not in skip_items)
+            and (only is None or e.source_id in only)
         ]
-    inters = [
-        i
-        for i in store.get_interactions(user_id=user_id, before=before)
-        if i.item_id not in skip_items and i.interaction_id not in exclude_ids
-    ]
+    entries = _cached(store, user_id, ("interactions",), lambda: _interactions(store, user_id))
+    return [e for e in entries if _eligible(e, before) and e.item_id not in skip_items and e.source_id not in skip_ids]
+
+
+def _cached(
+    store: Store, user_id: str, what: tuple[str | None, ...], load: Callable[[], Sequence[HistoryEntry]]
+) -> Sequence[HistoryEntry]:
+    """The user's whole history of one kind, from the store's cache while their data is
+    unchanged (``Store.data_version``, read before the rows: see ``data._user_cache``)."""
+    return store.user_cache.get(user_id, what, store.data_version(user_id=user_id), load)
+
+
+def _eligible(e: HistoryEntry, before: int | None) -> bool:
+    """The store's ``timestamp < before``: strict, and an undated entry is never before."""
+    return before is None or (e.timestamp is not None and e.timestamp < before)
+
+
+def _documents(store: Store, user_id: str, doc_kind: str | None) -> tuple[HistoryEntry, ...]:
+    rows = store.get_document_rows(user_id=user_id, doc_kind=doc_kind)
+    return tuple(
+        HistoryEntry(f"doc:{doc_id}", user_id, text, kind, ts, rating, title, item_id, label=label)
+        for doc_id, text, kind, ts, rating, title, item_id, label in rows
+    )
+
+
+def _interactions(store: Store, user_id: str) -> tuple[HistoryEntry, ...]:
+    inters = store.get_interactions(user_id=user_id)
     items = store.get_items([i.item_id for i in inters])
     out = []
     for i in inters:
@@ -129,7 +177,7 @@ def load_history(
                 source="interaction",
             )
         )
-    return out
+    return tuple(out)
 
 
 def _genres(item) -> str | None:

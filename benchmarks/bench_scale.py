@@ -13,7 +13,9 @@ documents), never reloaded from zero, and measured after each increment:
   transaction per chunk (``Store.add`` also counts every table before and after, which at
   10M documents would time the counts, not the load); load seconds and documents/s are
   reported per increment;
-- at each size, for ``rag-bm25`` and ``rag-dense`` (built by
+- at each size, with the store's per-process history cache on and off (``--history-cache``:
+  on, a repeated request reads the user's data version and reuses their parsed history
+  while it holds; off, every request reads and parses the user's rows), for ``rag-bm25`` and ``rag-dense`` (built by
   :func:`~tailorlm.personalize.parse_method_spec` and fitted on the whole store) and each
   probe user: 5 warm-up then ``--queries`` timed ``personalize(user, Query(review,
   task="amazon-title"))`` calls (retrieval plus prompt building, no generation), queries
@@ -76,6 +78,7 @@ PROBES = {"scale:probe100": 100, "scale:probe1000": 1000}
 FILLER_DOCS_PER_USER = 20
 CHUNK = 20_000
 WARMUP = 5
+HISTORY_CACHE_ENTRIES = 4096  # the store's default
 
 
 import bench_overhead as bo  # noqa: E402  (a sibling script: its folder is first on sys.path)
@@ -319,6 +322,7 @@ def run_store(
 ) -> dict[str, Any]:
     """Grow one store through ``sizes``, measuring after each increment."""
     from tailorlm.data import Store
+    from tailorlm.data._user_cache import UserCache
     from tailorlm.personalize import parse_method_spec
 
     store = Store(url, files_dir=args.work_dir / f"files-{backend}")
@@ -358,7 +362,10 @@ def run_store(
                     "disk_bytes": size_bytes,
                 }
             )
-            for spec in specs:
+            for spec, cache in ((sp, c) for sp in specs for c in args.history_cache):
+                # "on": the store's per-process history cache (valid while the user's data version
+                # holds); "off": every request reads and parses the user's rows, as before it existed.
+                store.user_cache = UserCache(HISTORY_CACHE_ENTRIES if cache == "on" else 0)
                 fit_start = time.perf_counter()
                 method = parse_method_spec(spec, collaborators={"embedder": emb}).fit(store)
                 fit_s = time.perf_counter() - fit_start
@@ -368,6 +375,7 @@ def run_store(
                         "store": backend,
                         "size": size,
                         "method": spec,
+                        "history_cache": cache,
                         "user_items": items,
                         "p50_ms": bo.ms(times, 50),
                         "p99_ms": bo.ms(times, 99),
@@ -378,7 +386,7 @@ def run_store(
                     }
                     rows.append(row)
                     print(
-                        f"[{backend}] {size_label(size):>5} docs  {spec:10s} {items:>5} items  "
+                        f"[{backend}] {size_label(size):>5} docs  {spec:10s} cache {cache:3s} {items:>5} items  "
                         f"p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  (n={row['n']})",
                         file=sys.stderr,
                     )
@@ -388,15 +396,16 @@ def run_store(
 
 
 def ratios(rows: Sequence[dict[str, Any]], sizes: Sequence[int]) -> list[dict[str, Any]]:
-    """p99 at the largest size over p99 at the smallest, per (store, method, user_items)."""
+    """p99 at the largest size over p99 at the smallest, per (store, method, cache, user_items)."""
     lo, hi = min(sizes), max(sizes)
     key = f"p99_{size_label(hi)}_over_{size_label(lo)}"
-    by = {(r["store"], r["method"], r["user_items"], r["size"]): r["p99_ms"] for r in rows}
+    cell = ("store", "method", "history_cache", "user_items")
+    by = {(*(r.get(c, "off") for c in cell), r["size"]): r["p99_ms"] for r in rows}
     out = []
-    for store, method, items in dict.fromkeys((r["store"], r["method"], r["user_items"]) for r in rows):
-        a, b = by.get((store, method, items, lo)), by.get((store, method, items, hi))
+    for parts in dict.fromkeys(tuple(r.get(c, "off") for c in cell) for r in rows):
+        a, b = by.get((*parts, lo)), by.get((*parts, hi))
         if a and b is not None:
-            out.append({"store": store, "method": method, "user_items": items, key: round(b / a, 2)})
+            out.append(dict(zip(cell, parts, strict=True)) | {key: round(b / a, 2)})
     return out
 
 
@@ -409,19 +418,22 @@ def markdown(report: dict[str, Any]) -> str:
         f"Real Amazon reviews cycled over synthetic users; probes with 100 and 1,000 reviews; "
         f"{WARMUP} warm-up + {report['config']['queries']} timed queries per cell; no generation.",
         "",
-        "| store | documents | on disk MB | method | user items | n | p50 ms | p99 ms |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| store | documents | on disk MB | method | history cache | user items | n | p50 ms | p99 ms |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['store']} | {r['size']:,} | {r['disk_bytes'] / 2**20:,.1f} | {r['method']} | {r['user_items']:,} "
-            f"| {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+            f"| {r['store']} | {r['size']:,} | {r['disk_bytes'] / 2**20:,.1f} | {r['method']} "
+            f"| {r.get('history_cache', 'off')} | {r['user_items']:,} | {r['n']} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
         )
     if report["ratios"]:
         key = next(k for k in report["ratios"][0] if k.startswith("p99_"))
-        lines += ["", f"| store | method | user items | {key} |", "|---|---|---:|---:|"]
+        lines += ["", f"| store | method | history cache | user items | {key} |", "|---|---|---|---:|---:|"]
         for r in report["ratios"]:
-            lines.append(f"| {r['store']} | {r['method']} | {r['user_items']:,} | {r[key]:.2f} |")
+            lines.append(
+                f"| {r['store']} | {r['method']} | {r['history_cache']} | {r['user_items']:,} | {r[key]:.2f} |"
+            )
     lines += ["", "| store | from | to | seconds | docs/s | on disk MB |", "|---|---:|---:|---:|---:|---:|"]
     for r in report["loads"]:
         rate = f"{r['docs_per_s']:,}" if r["docs_per_s"] is not None else ""
@@ -440,6 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stores", default="sqlite,postgresql")
     p.add_argument("--methods", default="rag-bm25,rag-dense", help="specs for parse_method_spec")
     p.add_argument("--queries", type=int, default=50, help="timed queries per (size, store, method, probe)")
+    p.add_argument(
+        "--history-cache",
+        default="on,off",
+        help="measure with the store's history cache on, off, or both (on,off)",
+    )
     p.add_argument("--pg-url", default=None, help="existing PostgreSQL server (URL without database)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the stores live (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the stores (and the PostgreSQL database) at the end")
@@ -454,6 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     specs = [s.strip() for s in args.methods.split(",") if s.strip()]
+    args.history_cache = [c.strip() for c in args.history_cache.split(",") if c.strip()]
+    if not args.history_cache or set(args.history_cache) - {"on", "off"}:
+        p.error(f"--history-cache takes on, off or on,off, got {args.history_cache}")
     if unknown := set(stores) - {"sqlite", "postgresql"}:
         p.error(f"unknown stores {sorted(unknown)}")
     if sizes[0] < sum(PROBES.values()):
@@ -526,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes": sizes,
             "stores": stores,
             "methods": specs,
+            "history_cache": args.history_cache,
+            "history_cache_entries": HISTORY_CACHE_ENTRIES,
             "queries": args.queries,
             "warmup": WARMUP,
             "task": "amazon-title",

@@ -70,6 +70,31 @@ def test_history_lists_come_a_page_at_a_time(live: Live) -> None:
         assert c.get("/v1/users/pager/interactions").json()["has_more"] is False
 
 
+def test_preference_and_fact_lists_come_a_page_at_a_time(live: Live) -> None:
+    """Preferences and memory facts grow with use too: the same pages as documents."""
+    from tailorlm.data import Fact
+
+    prefs = [
+        {"kind": "preference", "pref_id": f"p{i:03d}", "prompt": f"q {i}", "chosen": "a", "rejected": "b",
+         "timestamp": 1_000 + i}
+        for i in range(120)
+    ]  # fmt: skip
+    with live.admin() as a:
+        assert a.post("/v1/users", json={"user_id": "pager2"}).status_code == 200
+    for i in range(105):
+        live.store.add_fact(Fact(user_id="pager2", fact_id=f"f{i:03d}", text=f"fact {i}", valid_from=2_000 + i))
+    with live.as_user("pager2") as c:
+        assert c.post("/v1/users/pager2/upload", content=_jsonl(*prefs)).status_code == 201
+        for path, key, total in (("preferences", "pref_id", 120), ("facts", "fact_id", 105)):
+            first = c.get(f"/v1/users/pager2/{path}").json()
+            assert (len(first["data"]), first["has_more"]) == (100, True), path
+            rest = c.get(f"/v1/users/pager2/{path}", params={"offset": 100}).json()
+            assert rest["has_more"] is False
+            ids = [r[key] for r in first["data"] + rest["data"]]
+            assert len(ids) == total and ids == sorted(ids), path  # oldest first, each once
+            assert c.get(f"/v1/users/pager2/{path}", params={"limit": 10_001}).status_code == 422
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param", "text"),
     [

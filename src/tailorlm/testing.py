@@ -119,6 +119,7 @@ class FakeDecodeBatch:
         self.fake = fake
         self.rows: dict[int, tuple[list[str], int, Any, GenerationConfig]] = {}
         self.sizes: list[int] = []
+        self.prefills: list[int] = []  # rows per prefill pass: 1 for add, n for add_many
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -131,7 +132,22 @@ class FakeDecodeBatch:
             raise ValueError(f"unknown adapter {row.adapter!r}; loaded: {self.fake.adapters}")
         self.fake.calls.append(FakeCall([conv], config, [row.adapter]))
         self.rows[row_id] = (self.fake._words(conv, config, row.adapter), 0, TextStream(config.stop), config)
+        self.prefills.append(1)
         return [self._advance(row_id)]
+
+    def groupable(self, row: Any) -> bool:
+        return row.soft_prompt is None and (
+            self.fake.adapters is None or row.adapter is None or row.adapter in self.fake.adapters
+        )
+
+    def add_many(self, items: Sequence[tuple[int, Any, GenerationConfig]]) -> list[Any]:
+        """Like the real batch's: the rows join in one prefill pass (recorded in ``prefills``)."""
+        if not all(self.groupable(row) for _, row, _ in items):
+            raise ValueError("a row that cannot be prefilled in a group")
+        events = [ev for item in items for ev in self.add(*item)]
+        del self.prefills[-len(items) :]
+        self.prefills.append(len(items))
+        return events
 
     def step(self) -> list[Any]:
         self.sizes.append(len(self.rows))

@@ -195,7 +195,9 @@ def test_rows_without_a_soft_prompt_are_unchanged_and_batching_respects_padding(
     for choices in (["1", "2", "3"], ["red", "dark blue"]):  # one forward pass / per-choice sequences
         base = smollm.score_choices(batch, choices)
         with_soft = smollm.score_choices(batch, choices, soft_prompt=[soft, None])
-        assert np.array_equal(with_soft[1], base[1]) and not np.allclose(with_soft[0], base[0])
+        # the plain row is unchanged up to rounding (bf16 kernels on AMX CPUs round differently
+        # with another row's shape in the batch); the soft prompt moves its own row far more
+        assert np.allclose(with_soft[1], base[1], atol=1e-4) and not np.allclose(with_soft[0], base[0])
         alone = smollm.score_choices(batch[:1], choices, soft_prompt=[soft])
         assert np.allclose(with_soft[0], alone[0], atol=1e-4)
     with pytest.raises(ValueError, match=r"soft_prompt\[0\] must be a float \(n_tokens >= 1, 576\)"):

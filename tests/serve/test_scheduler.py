@@ -95,6 +95,37 @@ def test_concurrent_streaming_and_plain_requests_share_decode_steps(tmp_path: Pa
     assert len(sizes) < 100  # one at a time, 4 answers of 31 words would take 120 steps
 
 
+@pytest.mark.parametrize("together", [True, False])
+def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alone(together: bool) -> None:
+    """With ``prefill_together``, requests waiting together are prefilled in groups of similar
+    length (a 20x longer prompt is not padded onto the others), and every answer is its own."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, prefill_together=together, prefill_tokens=10_000)
+    texts = [f"burst {i} " + "word " * 10 for i in range(5)] + ["long " * 200]
+    try:
+        with gen.lock:  # the loop cannot prefill until every request waits
+            tickets = [
+                scheduler.submit(ModelInput([{"role": "user", "content": t}]), GenerationConfig(max_new_tokens=3),
+                                 prompt_tokens=len(t.split()) + 10)
+                for t in texts
+            ]  # fmt: skip
+        answers = [t.wait() for t in tickets]
+    finally:
+        scheduler.close()
+    assert answers == ["echo: " + " ".join(t.split()[:2]) for t in texts]
+    prefills = scheduler._batch.prefills
+    assert sum(prefills) == len(texts)
+    if together:
+        assert max(prefills) >= 4 and prefills.count(1) >= 1  # the burst together, the long prompt alone
+    else:
+        assert prefills == [1] * len(texts)
+
+
 def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:
     fake = FakeGenerator(step_seconds=0.01)
     with live_server(tmp_path, generator=fake, memory=False) as server:

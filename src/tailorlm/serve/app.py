@@ -98,6 +98,7 @@ def create_app(
         max_queue=serve.max_queue,
         max_per_key=serve.max_concurrent_per_key,
         request_timeout_s=serve.request_timeout_s,
+        prefill_together=_prefill_together(serve.prefill_together, engine.generator),
     )
     engine.generator.scheduler = scheduler  # the service's own model calls join the batch too
     service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory, scheduler=scheduler)
@@ -120,6 +121,14 @@ def create_app(
     _add_routes(app)
     _add_middleware(app, settings, keys, store)
     return app
+
+
+def _prefill_together(setting: str, generator: Any) -> bool:
+    """``[serve] prefill_together``: on, off, or auto = the local model computes in bf16, which
+    ``dtype = "auto"`` picks only where the CPU multiplies it natively (AMX, AVX512-BF16)."""
+    if setting != "auto":
+        return setting == "on"
+    return getattr(getattr(generator, "inner", generator), "dtype", None) == "bfloat16"
 
 
 def _build_engine(settings: Settings, store: Store, generator: Generator | None, embedder: Embedder | None) -> Engine:

@@ -30,16 +30,17 @@ CATALOGUE = ""  # the user_versions row of the item catalogue (no user id is emp
 _USER_TABLES = ("documents", "interactions", "facts")
 
 _SQLITE_NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+_PG_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 _SQLITE_BUMP = (
     f"INSERT INTO user_versions (user_id, version) VALUES ({{who}}, {_SQLITE_NOW_US}) "
     "ON CONFLICT (user_id) DO UPDATE SET version = max(user_versions.version + 1, excluded.version);"
 )
 
 _PG_FUNCTIONS = (
-    """
+    f"""
     CREATE OR REPLACE FUNCTION tailorlm_bump_version(uid text) RETURNS void LANGUAGE sql AS $$
         INSERT INTO user_versions (user_id, version)
-        VALUES (uid, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+        VALUES (uid, {_PG_NOW_US})
         ON CONFLICT (user_id) DO UPDATE SET version = greatest(user_versions.version + 1, excluded.version)
     $$
     """,
@@ -106,9 +107,7 @@ def install_triggers(conn: Connection) -> None:
 
 def initialize_versions(conn: Connection) -> None:
     """Give every user who already has rows (and the catalogue) a version (migration to v4)."""
-    stamp = _SQLITE_NOW_US
-    if conn.dialect.name == "postgresql":
-        stamp = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    stamp = _PG_NOW_US if conn.dialect.name == "postgresql" else _SQLITE_NOW_US
     owners = " UNION ".join(f"SELECT user_id FROM {table}" for table in _USER_TABLES)
     # "WHERE true": SQLite's parser needs it to tell an upsert's ON from a join's.
     for source in (f"SELECT user_id, {stamp} FROM ({owners}) AS owners WHERE true", f"SELECT '', {stamp} WHERE true"):

@@ -306,8 +306,7 @@ class Scheduler:
                 admit = self._admissible()
             for group in self._prefill_groups(admit):
                 rows = [(t.row_id, t.row, t.config) for t in group]
-                many = len(rows) > 1
-                self._call(lambda r=rows, m=many: self._batch.add_many(r) if m else self._batch.add(*r[0]), group)
+                self._call(lambda r=rows: self._batch.add_many(r) if len(r) > 1 else self._batch.add(*r[0]), group)
             if self._running:
                 self._call(self._batch.step, list(self._running.values()))
 
@@ -357,8 +356,9 @@ class Scheduler:
         batch = self._batch
         if not self.prefill_together or len(admit) < 2 or not hasattr(batch, "add_many"):
             return [[t] for t in admit]
-        alone = [[t] for t in admit if not batch.groupable(t.row)]  # type: ignore[union-attr]
-        rest = sorted((t for t in admit if batch.groupable(t.row)), key=lambda t: t.prompt_tokens or 0)  # type: ignore[union-attr]
+        fits = {t.row_id: batch.groupable(t.row) for t in admit}  # type: ignore[union-attr]
+        alone = [[t] for t in admit if not fits[t.row_id]]
+        rest = sorted((t for t in admit if fits[t.row_id]), key=lambda t: t.prompt_tokens or 0)
         groups: list[list[Ticket]] = []
         real = 0  # the last group's real tokens; sorted by length, its newest row is its longest
         for t in rest:

@@ -108,7 +108,10 @@ def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alon
     scheduler = Scheduler(gen, prefill_together=together, prefill_tokens=10_000)
     texts = [f"burst {i} " + "word " * 10 for i in range(5)] + ["long " * 200]
     try:
-        with gen.lock:  # the loop cannot prefill until every request waits
+        # Hold the scheduler's condition (reentrant, so submit still works here): the loop cannot
+        # admit any request until all six wait. Holding the model lock instead let the loop admit
+        # the first few and then block on the lock, splitting the burst (a flaky test in CI).
+        with scheduler._cond:
             tickets = [
                 scheduler.submit(ModelInput([{"role": "user", "content": t}]), GenerationConfig(max_new_tokens=3),
                                  prompt_tokens=len(t.split()) + 10)

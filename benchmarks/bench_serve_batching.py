@@ -139,6 +139,10 @@ async def _chat(client: Any, body: dict[str, Any]) -> dict[str, Any]:
     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+        phases = {
+            name.strip(): float(dur.removeprefix("dur="))
+            for name, dur in (p.split(";") for p in r.headers.get("server-timing", "").split(",") if ";" in p)
+        }
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -151,7 +155,7 @@ async def _chat(client: Any, body: dict[str, Any]) -> dict[str, Any]:
                     ttft = ttft if ttft is not None else time.perf_counter() - start
                     text += piece
     return {"ttft": ttft, "latency": time.perf_counter() - start, "tokens": usage.get("completion_tokens", 0),
-            "text": text}  # fmt: skip
+            "text": text, "phases": phases}  # fmt: skip
 
 
 #: What each request asks about its review: "reply" (a paragraph, so answers run to about
@@ -267,6 +271,8 @@ def _summary(rounds: list[tuple[list[dict[str, Any]], float]]) -> dict[str, Any]
     seconds = sum(s for _, s in rounds)
     ttft = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
     lat = [r["latency"] * 1000 for r in results]
+    names = sorted({name for r in results for name in r.get("phases", {})})
+    phases = {name: [r["phases"][name] for r in results if name in r.get("phases", {})] for name in names}
     return {
         "requests": len(results),
         "completion_tokens": tokens,
@@ -276,6 +282,10 @@ def _summary(rounds: list[tuple[list[dict[str, Any]], float]]) -> dict[str, Any]
         "ttft_p99_ms": round(_pct(ttft, 0.99), 1),
         "latency_p50_ms": round(_pct(lat, 0.5), 1),
         "latency_p99_ms": round(_pct(lat, 0.99), 1),
+        # where the time to first token went, server-side (the Server-Timing header)
+        "ttft_phases_ms": {
+            n: {"p50": round(_pct(v, 0.5), 1), "p99": round(_pct(v, 0.99), 1)} for n, v in phases.items()
+        },
     }
 
 
@@ -385,6 +395,14 @@ def main() -> None:
         ("request latency p50 ms", serial["latency_p50_ms"], batched["latency_p50_ms"]),
         ("request latency p99 ms", serial["latency_p99_ms"], batched["latency_p99_ms"]),
     ]
+
+    def phase_cell(run: dict[str, Any], phase: str) -> str:
+        got = run["ttft_phases_ms"].get(phase, {})
+        return f"{got.get('p50', '-')} / {got.get('p99', '-')}"
+
+    for phase in batched["ttft_phases_ms"]:
+        label = f"TTFT phase '{phase}' p50 / p99 ms (single user: {phase_cell(single, phase)})"
+        rows.append((label, phase_cell(serial, phase), phase_cell(batched, phase)))
     md = ["| measurement | one at a time | continuous batching |", "|---|---:|---:|"]
     md += [f"| {name} | {a} | {b} |" for name, a, b in rows]
     md += [

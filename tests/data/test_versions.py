@@ -127,7 +127,8 @@ def test_a_store_without_versions_is_migrated_and_its_users_are_cacheable(store:
     with store.engine.begin() as conn:
         for table in ("documents", "interactions", "facts", "items"):
             if conn.dialect.name == "postgresql":
-                conn.execute(text(f"DROP TRIGGER IF EXISTS tailorlm_version ON {table}"))
+                for name in ("insert", "update", "delete", "any"):
+                    conn.execute(text(f"DROP TRIGGER IF EXISTS tailorlm_version_{name} ON {table}"))
                 continue
             for op in ("insert", "update", "delete"):
                 conn.execute(text(f"DROP TRIGGER IF EXISTS tailorlm_version_{table}_{op}"))
@@ -139,6 +140,72 @@ def test_a_store_without_versions_is_migrated_and_its_users_are_cacheable(store:
     assert before.cacheable and before.catalogue  # initialized from the rows already there
     store.add([_doc("u1", "d2", "new", 2)])  # the triggers are back
     assert store.data_version(user_id="u1").user > before.user
+
+
+def _pg_triggers(store: Store) -> set[tuple[str, str, str]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT event_object_table, trigger_name, action_orientation FROM information_schema.triggers "
+                "WHERE trigger_name LIKE 'tailorlm_version%'"
+            )
+        )
+        return {tuple(r) for r in rows}
+
+
+def test_a_v4_postgresql_store_swaps_its_row_triggers_for_statement_triggers(pg_url: str, tmp_path: Path) -> None:
+    """v4 bumped a user's version once per row; v5 once per statement (the store's own load path)."""
+    store = Store(pg_url, files_dir=tmp_path / "f")
+    try:
+        with store.engine.begin() as conn:  # put the store back to v4: its row triggers, as v4 made them
+            for table in ("documents", "interactions", "facts", "items"):
+                for op in ("insert", "update", "delete", "any"):
+                    conn.execute(text(f"DROP TRIGGER IF EXISTS tailorlm_version_{op} ON {table}"))
+                conn.execute(
+                    text(
+                        f"CREATE FUNCTION v4_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+                    )
+                )
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER tailorlm_version AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                        f"FOR EACH ROW EXECUTE FUNCTION v4_{table}()"
+                    )
+                )
+            conn.execute(text("UPDATE tailorlm_meta SET value='4' WHERE key='schema_version'"))
+        assert {o for *_, o in _pg_triggers(store)} == {"ROW"}
+        assert migrate(store.engine) == SCHEMA_VERSION >= 5
+        triggers = _pg_triggers(store)
+        assert {o for *_, o in triggers} == {"STATEMENT"}
+        assert {(tb, n) for tb, n, _ in triggers} >= {("documents", "tailorlm_version_insert"),
+                                                     ("facts", "tailorlm_version_delete"),
+                                                     ("items", "tailorlm_version_any")}  # fmt: skip
+        before = store.data_version(user_id="u1")
+        store.add([_doc("u1", "d1", "after the migration", 1)])
+        assert store.data_version(user_id="u1").user > before.user
+    finally:
+        store.close()
+
+
+def test_one_statement_for_many_users_bumps_each_changed_user_once(pg_url: str, tmp_path: Path) -> None:
+    """A multi-row statement (a bulk load, a user id moved by UPDATE) bumps every user it touched,
+    in one upsert per statement, and no one else."""
+    store = Store(pg_url, files_dir=tmp_path / "f")
+    try:
+        store.add([_doc(u, f"{u}-0", "seed", 1) for u in ("a", "b", "c", "z")])
+        v0 = {u: store.data_version(user_id=u).user for u in ("a", "b", "c", "z")}
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE documents SET user_id = 'c' WHERE user_id = 'a'"))  # a loses, c gains
+            moved = {u: conn.execute(text(f"SELECT version FROM user_versions WHERE user_id = '{u}'")).scalar()
+                     for u in ("a", "b", "c", "z")}  # fmt: skip
+            bulk = "SELECT 'b', 'b-' || g, 'review', 'bulk', g, '{}' FROM generate_series(1, 500) g"
+            conn.execute(text(f"INSERT INTO documents (user_id, doc_id, doc_kind, text, timestamp, metadata) {bulk}"))
+        v1 = {u: store.data_version(user_id=u).user for u in ("a", "b", "c", "z")}
+        assert moved["a"] > v0["a"] and moved["c"] > v0["c"] and moved["b"] == v0["b"] and moved["z"] == v0["z"]
+        assert v1["b"] > v0["b"] and v1["z"] == v0["z"]
+        assert len(load_history(store, user_id="b")) == 501
+    finally:
+        store.close()
 
 
 def test_history_cache_off_reads_the_store_every_time(store_url: str, tmp_path: Path) -> None:

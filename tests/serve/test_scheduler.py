@@ -129,6 +129,39 @@ def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alon
         assert prefills == [1] * len(texts)
 
 
+def _timing(header: str) -> dict[str, float]:
+    return {name: float(dur.removeprefix("dur=")) for name, dur in (p.strip().split(";") for p in header.split(","))}
+
+
+def test_server_timing_says_where_the_time_to_first_token_went(tmp_path: Path) -> None:
+    """Both routes name their phases; a request queued behind a full batch shows its wait there."""
+    fake = FakeGenerator(step_seconds=0.01)
+    with live_server(tmp_path, generator=fake, memory=False, max_batch_size=1) as server:
+        sched = _scheduler(server)
+        with server.admin() as c, c.stream("POST", "/v1/chat/completions", json=_chat("a b c d e", stream=True)) as r:
+            streamed = _timing(r.headers["server-timing"])
+            r.read()
+        assert set(streamed) == {"personalize", "queue", "wait", "prefill"}
+        assert all(ms >= 0 for ms in streamed.values())
+        with (
+            server.admin() as c,
+            c.stream("POST", "/v1/chat/completions", json=_chat(LONG, stream=True, max_tokens=400)) as r,
+        ):
+            lines = r.iter_lines()  # kept: a dropped iterator closes the stream (a disconnect)
+            next(lines)  # the long answer holds the only slot
+            with server.admin() as c2:
+                queued = threading.Thread(target=lambda: out.append(c2.post("/v1/chat/completions", json=_chat("hi"))))
+                out: list[httpx.Response] = []
+                queued.start()
+                wait_for(lambda: sched.stats().queued == 1, "the second request to queue")
+                r.close()  # the long one leaves; the queued one runs
+                queued.join(timeout=10)
+        plain = _timing(out[0].headers["server-timing"])
+        assert out[0].json()["choices"][0]["message"]["content"] == "echo: hi"
+        assert set(plain) == {"personalize", "queue", "wait", "prefill"}
+        assert plain["queue"] >= fake.step_seconds * 1000  # it waited at least a decode step for the slot
+
+
 def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:
     fake = FakeGenerator(step_seconds=0.01)
     with live_server(tmp_path, generator=fake, memory=False) as server:

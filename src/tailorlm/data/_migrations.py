@@ -61,11 +61,18 @@ def _add_user_versions(ops: object, conn: Connection) -> None:
     initialize_versions(conn)
 
 
+def _statement_triggers(ops: object, conn: Connection) -> None:
+    """v5: PostgreSQL's version triggers fire once per statement (bulk loads were ~40% slower
+    with a row trigger); SQLite keeps its row triggers (it has no statement triggers)."""
+    install_triggers(conn)
+
+
 # Version 1 is the initial schema.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "api_keys table for the HTTP service", _add_api_keys),
     Migration(3, "artifact_users: training provenance and stale marks", _add_artifact_users),
     Migration(4, "user_versions and their triggers: caches know when a user's history changed", _add_user_versions),
+    Migration(5, "PostgreSQL version triggers per statement, users in id order", _statement_triggers),
 )
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tailorlm.models.base import GenerationConfig
@@ -99,6 +99,7 @@ def _config(body: ChatCompletionRequest) -> GenerationConfig:
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
+    response_headers: Response,
     principal: Principal = Depends(get_principal),
     svc: Service = Depends(get_service),
 ) -> Any:
@@ -126,7 +127,9 @@ async def chat_completions(
     if config.max_new_tokens > bound:
         param = "max_tokens" if body.max_tokens is not None else "max_completion_tokens"
         raise ApiError(400, f"{param} is {config.max_new_tokens}; this server allows at most {bound}", param=param)
+    began = time.monotonic()
     prepared: Prepared = await svc.generate(svc.engine.prepare, user_id, spec, messages, config)
+    personalize_ms = (time.monotonic() - began) * 1000
     ticket = svc.scheduler.submit(prepared.row, config, key=principal.key_id, prompt_tokens=prepared.prompt_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
 
@@ -143,8 +146,10 @@ async def chat_completions(
             raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _sse(completion_id, body.model, prepared, ticket, svc, finished, include_usage)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache", "Server-Timing": _server_timing(personalize_ms, ticket)}
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     done = await until_disconnect(request, ticket.result(), svc.scheduler, [ticket])
+    response_headers.headers["Server-Timing"] = _server_timing(personalize_ms, ticket)
     response = {
         "id": completion_id,
         "object": "chat.completion",
@@ -158,6 +163,13 @@ async def chat_completions(
     if prepared.usage is not None:
         response["tailorlm"] = prepared.usage
     return response
+
+
+def _server_timing(personalize_ms: float, ticket: Ticket) -> str:
+    """Where the time to the first token went (the W3C Server-Timing header): building the
+    personalized prompt, then the scheduler's phases (see :meth:`Ticket.timings`)."""
+    phases = {"personalize": personalize_ms, **ticket.timings()}
+    return ", ".join(f"{name};dur={ms:.1f}" for name, ms in phases.items())
 
 
 async def _sse(

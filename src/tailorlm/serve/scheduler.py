@@ -78,6 +78,8 @@ class Ticket:
         self.row_id, self.row, self.config, self.key = row_id, row, config, key
         self.created = time.monotonic()
         self.deadline = math.inf
+        self.admitted_at: float | None = None  # left the queue for the batch
+        self.prefill_at: float | None = None  # its prefill began (after its pass's earlier groups)
         self.first_token_at: float | None = None
         self.prompt_tokens: int | None = None
         self.cancelled = False
@@ -94,6 +96,13 @@ class Ticket:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def timings(self) -> dict[str, float]:
+        """Milliseconds spent so far in each phase before the first token: ``queue`` (waiting
+        for a batch slot), ``wait`` (behind earlier prefill groups of the same pass), ``prefill``."""
+        marks = [("queue", self.created, self.admitted_at), ("wait", self.admitted_at, self.prefill_at),
+                 ("prefill", self.prefill_at, self.first_token_at)]  # fmt: skip
+        return {name: (end - start) * 1000 for name, start, end in marks if start is not None and end is not None}
 
     # called from the scheduler thread
     def _push(self, item: RowEvent | BaseException) -> None:
@@ -306,6 +315,8 @@ class Scheduler:
                 admit = self._admissible()
             for group in self._prefill_groups(admit):
                 rows = [(t.row_id, t.row, t.config) for t in group]
+                for t in group:
+                    t.prefill_at = time.monotonic()
                 self._call(lambda r=rows: self._batch.add_many(r) if len(r) > 1 else self._batch.add(*r[0]), group)
             if self._running:
                 self._call(self._batch.step, list(self._running.values()))
@@ -343,6 +354,7 @@ class Scheduler:
             if out and cost > budget:
                 break
             ticket = self._queue.popleft()
+            ticket.admitted_at = time.monotonic()
             budget -= cost
             self._running[ticket.row_id] = ticket
             out.append(ticket)

@@ -11,7 +11,11 @@ Setup: one local Ray (``num_cpus`` = this machine's cores), the packaged SmolLM2
 through :class:`~tailorlm.personalize.training.queue.TrainQueue` and
 :class:`~tailorlm.personalize.training.ray_executor.RayExecutor`; ``wall`` includes starting
 the actors (each loads the model), ``jobs`` is from the first job handed out to the last one
-recorded. Torch threads per worker = cores // workers.
+recorded. ``--configs`` lists workers x torch threads per worker; the default measures one
+worker given the whole machine (1 x cores), one worker on one core (1 x 1, Ray's usual
+one-CPU actor) and one one-thread worker per core (cores x 1), so both questions are answered:
+what a second worker adds to one that already uses every core, and how Ray's workers scale
+when each has its own core (the figure that carries over to more cores and nodes).
 
 Writes benchmarks/results/ray.json and ray.md. ``python benchmarks/bench_ray.py [--users 16 --steps 6]``.
 """
@@ -56,17 +60,18 @@ def _records(users: int, examples: int) -> list[Any]:
     return recs
 
 
-def _run(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """One configuration: a fresh store and queue, ``workers`` actors, every job trained."""
-    url = f"sqlite:///{tmp / f'w{workers}.db'}"
-    store = Store(url, files_dir=tmp / f"files{workers}")
+def _run(workers: int, threads: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One configuration: a fresh store and queue, ``workers`` actors of ``threads`` torch
+    threads each, every job trained."""
+    name = f"w{workers}t{threads}"
+    url = f"sqlite:///{tmp / f'{name}.db'}"
+    store = Store(url, files_dir=tmp / f"files-{name}")
     store.add(_records(args.users, args.examples))
     settings = load_settings(cache_dir=default_cache_dir(), generator={"model": "smollm2", "dtype": "float32"})
-    make = SettingsContext(settings, store_url=url, files_dir=str(tmp / f"files{workers}"))
-    cores = os.cpu_count() or 1
-    executor = RayExecutor(make, workers=workers, threads_per_worker=max(1, cores // workers))
+    make = SettingsContext(settings, store_url=url, files_dir=str(tmp / f"files-{name}"))
+    executor = RayExecutor(make, workers=workers, threads_per_worker=threads)
     config = {"r": 4, "dropout": 0.0, "max_length": 64, "batch_size": 2, "steps": args.steps}
-    queue = TrainQueue(tmp / f"q{workers}.sqlite")
+    queue = TrainQueue(tmp / f"q-{name}.sqlite")
     queue.add([TrainJob("lora", "user", f"u{u:02d}", TASK, config) for u in range(args.users)])
     ctx = TrainContext(store, None, None)  # type: ignore[arg-type]  # the driver loads no model
     started = time.perf_counter()
@@ -86,6 +91,7 @@ def _run(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def _projection(one: dict[str, Any], two: dict[str, Any], cores: int) -> dict[str, Any]:
+    # one: a single one-thread worker; two: one one-thread worker per core
     """Jobs/hour on N nodes of this machine's size, from the measured per-job cost.
 
     A node runs ``cores`` one-thread workers; one job costs what it cost with 2 workers on
@@ -97,7 +103,7 @@ def _projection(one: dict[str, Any], two: dict[str, Any], cores: int) -> dict[st
     per_node = cores / per_job  # jobs/s of one node
     return {
         "per_job_s_one_thread": per_job,
-        "scaling_efficiency_2_workers": round((one["wall_s"] / two["wall_s"]) / 2, 3),
+        "scaling_efficiency_per_core": round((one["wall_s"] / two["wall_s"]) / two["workers"], 3),
         "jobs_per_hour": {str(n): round(per_node * n * 3600) for n in (1, 2, 4, 8, 16, 32)},
         "hours_for_100k_users": {str(n): round(100_000 / (per_node * n * 3600), 2) for n in (1, 2, 4, 8, 16, 32)},
     }
@@ -121,10 +127,10 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         *rows,
         "",
-        f"Speedup 2 workers vs 1: **{result['speedup']}x** (target >= 1.6x).",
+        *[f"Speedup {k}: **{v}x** (target >= 1.6x for 2 workers vs 1)." for k, v in result["speedups"].items()],
         "",
         f"Projection (per job {proj['per_job_s_one_thread']} s on one thread, "
-        f"2-worker efficiency {proj['scaling_efficiency_2_workers']}, nodes of {result['cores']} cores):",
+        f"per-core efficiency {proj['scaling_efficiency_per_core']}, nodes of {result['cores']} cores):",
         "",
         "| nodes | jobs/hour | hours for 100k users |",
         "|---|---|---|",
@@ -138,24 +144,36 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=16)
     ap.add_argument("--examples", type=int, default=6)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--configs", default=None, help="workers x threads, e.g. 1x2,1x1,2x1 (default from the cores)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
+    configs = [tuple(int(v) for v in c.split("x")) for c in (args.configs or f"1x{cores},1x1,{cores}x1").split(",")]
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = [_run(w, args, Path(tmp)) for w in (1, 2)]
+            runs = [_run(w, t, args, Path(tmp)) for w, t in configs]
     finally:
         ray.shutdown()
+    by = {(r["workers"], r["threads_per_worker"]): r for r in runs}
+    whole, one, per_core = by.get((1, cores)), by.get((1, 1)), by.get((cores, 1))
+    speedups = {}
+    if whole and per_core:
+        speedups[f"{cores} one-thread workers vs 1 worker of {cores} threads"] = round(
+            whole["wall_s"] / per_core["wall_s"], 2
+        )
+    if one and per_core:
+        speedups[f"{cores} one-thread workers vs 1 one-thread worker"] = round(one["wall_s"] / per_core["wall_s"], 2)
     result = {
-        "command": f"benchmarks/bench_ray.py --users {args.users} --examples {args.examples} --steps {args.steps}",
+        "command": f"benchmarks/bench_ray.py --users {args.users} --examples {args.examples} --steps {args.steps}"
+        + (f" --configs {args.configs}" if args.configs else ""),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}",
         "cores": cores,
         "users": args.users,
         "runs": runs,
-        "speedup": round(runs[0]["wall_s"] / runs[1]["wall_s"], 2),
-        "projection": _projection(runs[0], runs[1], cores),
+        "speedups": speedups,
+        "projection": _projection(one or runs[0], per_core or runs[-1], cores),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ray.json").write_text(json.dumps(result, indent=2) + "\n")

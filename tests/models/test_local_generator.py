@@ -124,3 +124,26 @@ def test_score_choices_single_and_multi_token(smollm: TransformersGenerator) -> 
         smollm.score_choices([pos], [])
     with pytest.raises(ValueError, match="unknown adapter"):
         smollm.score_choices([pos], ["1"], adapter="nobody")
+
+
+def test_the_output_head_reads_default_strides_and_answers_the_same() -> None:
+    """The head's pre-hook repacks a strided view (the last positions, as ``logits_to_keep``
+    takes them) so matmul folds it instead of expanding the frozen weight per row; the logits
+    are those of the view itself, and inputs already packed pass through untouched."""
+    import torch
+
+    from tailorlm.models.local import _packed_input
+
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
+    seen: list[tuple[int, ...]] = []
+    head.register_forward_pre_hook(_packed_input)
+    head.register_forward_pre_hook(lambda m, args: seen.append(args[0].stride()))
+    hidden = torch.randn(3, 7, 16)
+    last = hidden[:, -1:, :]  # stride (112, 16, 1): not the default (16, 16, 1)
+    with torch.inference_mode():
+        out = head(last)
+        packed = head(hidden)
+    assert seen == [(16, 16, 1), (112, 16, 1)]
+    assert torch.allclose(out, last @ head.weight.T, atol=1e-6)  # another kernel: not bitwise
+    assert torch.allclose(packed, hidden @ head.weight.T, atol=1e-6)
+    assert _packed_input(head, (hidden,)) is None and _packed_input(head, (hidden[0],)) is None

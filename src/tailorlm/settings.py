@@ -106,8 +106,13 @@ class ServeSettings(BaseModel):
     )
     prefill_together: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="prefill arrivals of similar length in one pass (auto: when the model runs in bf16, which "
-        "the CPU then multiplies natively: a pass over 8 prompts costs about one; in fp32 it costs 8)",
+        description="prefill arrivals of similar length in one pass (auto: when the model runs in bf16, where "
+        "a pass over 9 prompts cost 1.13 s against 1.35 s one after another here; in fp32 it saves nothing)",
+    )
+    prefill_first: bool = Field(
+        True,
+        description="admit and prefill requests that arrived during a prefill before the next decode step "
+        "(a burst's later arrivals do not wait a step per wave; running rows wait at most max_batch_size prefills)",
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
     max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")

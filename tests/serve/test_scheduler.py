@@ -129,6 +129,32 @@ def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alon
         assert prefills == [1] * len(texts)
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_prefill_first_admits_what_arrived_during_a_prefill_before_the_next_step(first: bool) -> None:
+    """A request that queues while another is being prefilled joins before the first decode
+    step with ``prefill_first`` (that step decodes both), and after it without."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, prefill_first=first)
+    ask = lambda text: scheduler.submit(  # noqa: E731
+        ModelInput([{"role": "user", "content": text}]), GenerationConfig(max_new_tokens=4)
+    )
+    try:
+        with gen.lock:  # the loop admits the first request, then waits here to prefill it
+            first_ticket = ask("one two three")
+            wait_for(lambda: scheduler.stats().running == 1, "the first request to be admitted")
+            second = ask("four five six")
+            wait_for(lambda: scheduler.stats().queued == 1, "the second request to queue")
+        assert [first_ticket.wait(), second.wait()] == ["echo: one two three", "echo: four five six"]
+    finally:
+        scheduler.close()
+    assert scheduler._batch.sizes[0] == (2 if first else 1)
+
+
 def _timing(header: str) -> dict[str, float]:
     return {name: float(dur.removeprefix("dur=")) for name, dur in (p.strip().split(";") for p in header.split(","))}
 
@@ -154,12 +180,16 @@ def test_server_timing_says_where_the_time_to_first_token_went(tmp_path: Path) -
                 out: list[httpx.Response] = []
                 queued.start()
                 wait_for(lambda: sched.stats().queued == 1, "the second request to queue")
+                seen_queued = time.monotonic()
+                for _ in range(5):  # five more decode steps of the long answer while it waits
+                    next(lines)
+                held = (time.monotonic() - seen_queued) * 1000
                 r.close()  # the long one leaves; the queued one runs
                 queued.join(timeout=10)
         plain = _timing(out[0].headers["server-timing"])
         assert out[0].json()["choices"][0]["message"]["content"] == "echo: hi"
         assert set(plain) == {"personalize", "queue", "wait", "prefill"}
-        assert plain["queue"] >= fake.step_seconds * 1000  # it waited at least a decode step for the slot
+        assert plain["queue"] >= held > 0  # queued from before it was seen queued until the slot freed
 
 
 def test_a_disconnecting_stream_cancels_its_row(tmp_path: Path) -> None:

@@ -99,6 +99,7 @@ def create_app(
         max_per_key=serve.max_concurrent_per_key,
         request_timeout_s=serve.request_timeout_s,
         prefill_together=_prefill_together(serve.prefill_together, engine.generator),
+        prefill_first=serve.prefill_first,
     )
     engine.generator.scheduler = scheduler  # the service's own model calls join the batch too
     service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory, scheduler=scheduler)

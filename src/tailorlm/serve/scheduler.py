@@ -9,11 +9,14 @@ ends with the finished answer. One scheduler thread owns the model's decode batc
    ``request_timeout_s``) from the queue and the batch;
 2. admit waiting requests in FIFO order while the batch has room, up to ``prefill_tokens``
    of prompt per loop (at least one request), so a burst of long prompts cannot hold the
-   running rows for long; each is prefilled alone, or, with ``prefill_together`` (where the
-   CPU multiplies bf16 natively, a pass over 8 prompts costs about one), those of similar
-   length in one pass (padding at most ``GROUP_SLACK`` of the group), so a burst of arrivals
-   gets its first tokens together instead of one prefill after another;
-3. decode one token for every running row and hand each ticket its delta.
+   running rows for long; each is prefilled alone, or, with ``prefill_together`` (in bf16 a
+   pass over several prompts costs less than their prefills one after another), those of
+   similar length in one pass (padding at most ``GROUP_SLACK`` of the group);
+3. with ``prefill_first``, if requests arrived meanwhile and the batch has room, go back to 2
+   (prefills before decoding, as vLLM schedules them: a burst that reaches the server over a
+   few milliseconds does not wait a decode step per wave; the running rows wait at most
+   ``max_batch_size`` such passes, since each admits at least one row);
+4. decode one token for every running row and hand each ticket its delta.
 
 The generator's lock is held for one prefill or one decode step at a time, so other users
 of the model (memory extraction, the workbench's compare) interleave between steps.
@@ -175,13 +178,14 @@ class Scheduler:
         request_timeout_s: float = 300.0,
         prefill_tokens: int = 1024,
         prefill_together: bool = False,
+        prefill_first: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue < 0 or max_per_key < 1 or request_timeout_s <= 0:
             raise ValueError("max_batch_size and max_per_key must be >= 1, max_queue >= 0, request_timeout_s > 0")
         self.generator = generator
         self.max_batch_size, self.max_queue, self.max_per_key = max_batch_size, max_queue, max_per_key
         self.request_timeout_s, self.prefill_tokens = request_timeout_s, prefill_tokens
-        self.prefill_together = prefill_together
+        self.prefill_together, self.prefill_first = prefill_together, prefill_first
         make = getattr(generator.inner, "decode_batch", None)
         self._batch: DecodeBatch | None = make() if callable(make) else None
         self._pool = None if self._batch is not None else ThreadPoolExecutor(max_batch_size, "tailorlm-generate")
@@ -318,8 +322,15 @@ class Scheduler:
                 for t in group:
                     t.prefill_at = time.monotonic()
                 self._call(lambda r=rows: self._batch.add_many(r) if len(r) > 1 else self._batch.add(*r[0]), group)
-            if self._running:
+            if self._running and not (admit and self._more_to_admit()):
                 self._call(self._batch.step, list(self._running.values()))
+
+    def _more_to_admit(self) -> bool:
+        """Whether to prefill again before decoding (``prefill_first``; module docstring, 3)."""
+        if not self.prefill_first:
+            return False
+        with self._cond:
+            return bool(self._queue) and len(self._running) < self.max_batch_size
 
     def _reap(self) -> None:
         """Drop cancelled and timed-out rows from the queue and the batch (condition held)."""

@@ -168,9 +168,10 @@ class ContinuousBatch:
         """Prefill several rows in one forward pass, each with its own adapter, left-padded to
         the longest (padding masked, each row's positions from 0), then join them.
 
-        Where the CPU multiplies bf16 matrices natively (AMX), eight 200-token prompts in one
-        pass cost about what one does, so a burst of arrivals gets its first tokens together
-        instead of one prefill after another. Rows must be :meth:`groupable`.
+        Prefill is compute-bound, so a pass saves only the per-pass overhead: in bf16 on AMX,
+        nine prompts of 93-191 tokens on eight adapters took 1.13 s in one pass against 1.35 s
+        one after another; in fp32 a pass saves nothing. What a burst gains is that its
+        rows get their first tokens together. Rows must be :meth:`groupable`.
         """
         import torch
         from transformers import DynamicCache

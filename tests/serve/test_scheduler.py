@@ -155,6 +155,39 @@ def test_prefill_first_admits_what_arrived_during_a_prefill_before_the_next_step
     assert scheduler._batch.sizes[0] == (2 if first else 1)
 
 
+def test_prefill_first_still_decodes_the_running_rows_between_runs_of_prefills() -> None:
+    """Rows that finish at their first token leave the batch at once, so a queue of them never
+    fills it: prefill_first must still step the running row after at most max_batch_size
+    extra passes."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, prefill_first=True, max_batch_size=2, prefill_tokens=1)
+    log: list[str] = []
+    batch = scheduler._batch
+    for name in ("add", "add_many", "step"):
+        real = getattr(batch, name)
+        setattr(batch, name, lambda *a, _real=real, _name=name: (log.append(_name), _real(*a))[1])
+    ask = lambda text, n: scheduler.submit(  # noqa: E731
+        ModelInput([{"role": "user", "content": text}]), GenerationConfig(max_new_tokens=n), prompt_tokens=1
+    )
+    try:
+        with gen.lock:
+            long = ask(" ".join(f"w{i}" for i in range(30)), 30)
+            wait_for(lambda: scheduler.stats().running == 1, "the long request to be admitted")
+            short = [ask(f"s{i}", 1) for i in range(8)]  # each answers "echo:" at its prefill
+            wait_for(lambda: scheduler.stats().queued == 8, "the short requests to queue")
+        assert [t.wait() for t in short] == ["echo:"] * 8
+        assert long.wait().startswith("echo: w0 w1")
+    finally:
+        scheduler.close()
+    runs = [len(r) for r in "".join("p" if e != "step" else " " for e in log).split()]
+    assert sum(runs) == 9 and max(runs) <= scheduler.max_batch_size + 1, log
+
+
 def _timing(header: str) -> dict[str, float]:
     return {name: float(dur.removeprefix("dur=")) for name, dur in (p.strip().split(";") for p in header.split(","))}
 

@@ -15,7 +15,7 @@ ends with the finished answer. One scheduler thread owns the model's decode batc
 3. with ``prefill_first``, if requests arrived meanwhile and the batch has room, go back to 2
    (prefills before decoding, as vLLM schedules them: a burst that reaches the server over a
    few milliseconds does not wait a decode step per wave; the running rows wait at most
-   ``max_batch_size`` such passes, since each admits at least one row);
+   ``max_batch_size`` such passes in a row);
 4. decode one token for every running row and hand each ticket its delta.
 
 The generator's lock is held for one prefill or one decode step at a time, so other users
@@ -186,6 +186,7 @@ class Scheduler:
         self.max_batch_size, self.max_queue, self.max_per_key = max_batch_size, max_queue, max_per_key
         self.request_timeout_s, self.prefill_tokens = request_timeout_s, prefill_tokens
         self.prefill_together, self.prefill_first = prefill_together, prefill_first
+        self._passes_since_step = 0  # prefill passes since the last decode step (scheduler thread)
         make = getattr(generator.inner, "decode_batch", None)
         self._batch: DecodeBatch | None = make() if callable(make) else None
         self._pool = None if self._batch is not None else ThreadPoolExecutor(max_batch_size, "tailorlm-generate")
@@ -323,14 +324,19 @@ class Scheduler:
                     t.prefill_at = time.monotonic()
                 self._call(lambda r=rows: self._batch.add_many(r) if len(r) > 1 else self._batch.add(*r[0]), group)
             if self._running and not (admit and self._more_to_admit()):
+                self._passes_since_step = 0
                 self._call(self._batch.step, list(self._running.values()))
 
     def _more_to_admit(self) -> bool:
-        """Whether to prefill again before decoding (``prefill_first``; module docstring, 3)."""
-        if not self.prefill_first:
+        """Whether to prefill again before decoding (``prefill_first``; module docstring, 3).
+        At most ``max_batch_size`` passes in a row: rows that finish at their first token
+        leave the batch at once, so a stream of them must not hold the running rows forever."""
+        if not self.prefill_first or self._passes_since_step >= self.max_batch_size:
             return False
         with self._cond:
-            return bool(self._queue) and len(self._running) < self.max_batch_size
+            more = bool(self._queue) and len(self._running) < self.max_batch_size
+        self._passes_since_step += more
+        return more
 
     def _reap(self) -> None:
         """Drop cancelled and timed-out rows from the queue and the batch (condition held)."""

@@ -132,11 +132,11 @@ def test_the_output_head_reads_default_strides_and_answers_the_same() -> None:
     are those of the view itself, and inputs already packed pass through untouched."""
     import torch
 
-    from tailorlm.models.local import _packed_input
+    from tailorlm.models._output_head import packed_input
 
     head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
     seen: list[tuple[int, ...]] = []
-    head.register_forward_pre_hook(_packed_input)
+    head.register_forward_pre_hook(packed_input)
     head.register_forward_pre_hook(lambda m, args: seen.append(args[0].stride()))
     hidden = torch.randn(3, 7, 16)
     last = hidden[:, -1:, :]  # stride (112, 16, 1): not the default (16, 16, 1)
@@ -146,4 +146,4 @@ def test_the_output_head_reads_default_strides_and_answers_the_same() -> None:
     assert seen == [(16, 16, 1), (112, 16, 1)]
     assert torch.allclose(out, last @ head.weight.T, atol=1e-6)  # another kernel: not bitwise
     assert torch.allclose(packed, hidden @ head.weight.T, atol=1e-6)
-    assert _packed_input(head, (hidden,)) is None and _packed_input(head, (hidden[0],)) is None
+    assert packed_input(head, (hidden,)) is None and packed_input(head, (hidden[0],)) is None

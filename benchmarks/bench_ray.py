@@ -91,8 +91,8 @@ def _run(workers: int, threads: int, args: argparse.Namespace, tmp: Path) -> dic
 
 
 def _projection(one: dict[str, Any], two: dict[str, Any], cores: int) -> dict[str, Any]:
-    # one: a single one-thread worker; two: one one-thread worker per core
-    """Jobs/hour on N nodes of this machine's size, from the measured per-job cost.
+    """Jobs/hour on N nodes of this machine's size, from the measured per-job cost (``one``: a
+    single one-thread worker's run; ``two``: one one-thread worker per core).
 
     A node runs ``cores`` one-thread workers; one job costs what it cost with 2 workers on
     2 cores here (contention included). Jobs are independent and the driver's work per job

@@ -38,7 +38,7 @@ _SQLITE_BUMP = (
 )
 
 _PG_UPSERT = (
-    "INSERT INTO user_versions (user_id, version) SELECT user_id, {now} FROM ({who}) AS changed "
+    f"INSERT INTO user_versions (user_id, version) SELECT user_id, {_PG_NOW_US} FROM ({{who}}) AS changed "
     "WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY user_id "
     "ON CONFLICT (user_id) DO UPDATE SET version = greatest(user_versions.version + 1, excluded.version);"
 )
@@ -52,18 +52,18 @@ _PG_FUNCTIONS = (
     CREATE OR REPLACE FUNCTION tailorlm_user_versions() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            {_PG_UPSERT.format(now=_PG_NOW_US, who="SELECT user_id FROM new_rows")}
+            {_PG_UPSERT.format(who="SELECT user_id FROM new_rows")}
         ELSIF TG_OP = 'DELETE' THEN
-            {_PG_UPSERT.format(now=_PG_NOW_US, who="SELECT user_id FROM old_rows")}
+            {_PG_UPSERT.format(who="SELECT user_id FROM old_rows")}
         ELSE
-            {_PG_UPSERT.format(now=_PG_NOW_US, who="SELECT user_id FROM old_rows UNION SELECT user_id FROM new_rows")}
+            {_PG_UPSERT.format(who="SELECT user_id FROM old_rows UNION SELECT user_id FROM new_rows")}
         END IF;
         RETURN NULL;
     END $$
     """,
     f"""
     CREATE OR REPLACE FUNCTION tailorlm_catalogue_version() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN {_PG_UPSERT.format(now=_PG_NOW_US, who="SELECT ''::text AS user_id")} RETURN NULL; END $$
+    BEGIN {_PG_UPSERT.format(who="SELECT ''::text AS user_id")} RETURN NULL; END $$
     """,
 )
 _PG_EVENTS = (("insert", "NEW TABLE AS new_rows"), ("update", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),

@@ -21,6 +21,8 @@ def packed_input(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or x.dim() < 3:
         return None
+    # is_contiguous() ignores size-1 dimensions, and matmul's folding does not: compare the
+    # strides with the default ones for this shape instead.
     default, size = [], 1
     for dim in reversed(x.shape):
         default.insert(0, size)

@@ -207,19 +207,33 @@ async def _probe_long(url: str, key: str, words: list[str]) -> list[dict[str, An
 
 
 async def _closed_loop(
-    url: str, key: str, per_client: list[list[dict[str, Any]]]
+    url: str, key: str, per_client: list[list[dict[str, Any]]], think_s: float = 0.0
 ) -> tuple[list[dict[str, Any]], float]:
     """Every client sends its requests one after another, all clients at once: the batch
-    stays as full as the clients keep it (no waiting for the slowest at each round)."""
+    stays as full as the clients keep it (no waiting for the slowest at each round).
+
+    With ``think_s`` > 0 each client first waits an exponentially distributed time of that
+    mean (seeded per client) before each request, as a person reading the last answer would:
+    arrivals then spread out instead of coming as one burst whenever the answers end on the
+    same step. With 0, every client starts at once and sends again the moment it is answered.
+    """
+    import random
+
     import httpx
 
-    async def client_run(client: Any, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**await _chat(client, b), "nth": n} for n, b in enumerate(bodies)]
+    async def client_run(client: Any, i: int, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rng = random.Random(1000 + i)
+        out = []
+        for n, b in enumerate(bodies):
+            if think_s > 0:
+                await asyncio.sleep(rng.expovariate(1.0 / think_s))
+            out.append({**await _chat(client, b), "nth": n})
+        return out
 
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
         start = time.perf_counter()
-        results = await asyncio.gather(*(client_run(client, bodies) for bodies in per_client))
+        results = await asyncio.gather(*(client_run(client, i, bodies) for i, bodies in enumerate(per_client)))
         return [r for rs in results for r in rs], time.perf_counter() - start
 
 
@@ -255,6 +269,15 @@ def _start_server(tmp: Path, max_batch: int, dtype: str, key: str) -> tuple[subp
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start in 180 s")
+
+
+def _staggered(url: str, key: str, per_client: list[list[dict[str, Any]]], think_s: float) -> dict[str, Any]:
+    """One closed loop with think time (:func:`_closed_loop`), summarized with how many
+    requests were in flight on average (their latencies over the wall time)."""
+    results, seconds = asyncio.run(_closed_loop(url, key, per_client, think_s))
+    print(f"staggered, think {think_s} s: done in {seconds:.1f} s")
+    in_flight = sum(r["latency"] for r in results) / seconds
+    return {"think_s": think_s, "mean_requests_in_flight": round(in_flight, 2), **_summary([(results, seconds)])}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -297,6 +320,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--ask", default="reply", choices=sorted(ASKS), help="what each request asks (see ASKS)")
+    ap.add_argument("--think-s", default="1,2,4", help="mean think times (s) of the staggered runs; '' for none")
+    ap.add_argument("--stagger-rounds", type=int, default=4, help="requests per client in each staggered run")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_batching.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -308,7 +333,8 @@ def main() -> None:
     from tailorlm.serve.auth import new_api_key
 
     users = [f"bench-{i}" for i in range(args.clients + 1)]
-    reviews = _reviews(len(users) * (args.rounds + 2))
+    thinks = [float(t) for t in args.think_s.split(",") if t.strip()]
+    reviews = _reviews(len(users) * (max(args.rounds, args.stagger_rounds) + 2))
     with tempfile.TemporaryDirectory(prefix="bench-serve-batching-") as d:
         tmp = Path(d)
         t0 = time.perf_counter()
@@ -343,6 +369,8 @@ def main() -> None:
                 if label == "batched":
                     single = [asyncio.run(_round(url, key, [b])) for b in bodies(0, base_name)]
                     runs["single"] = _summary(single)
+                    loops = [[bodies(r, base_name)[i] for r in range(args.stagger_rounds)] for i in range(len(users))]
+                    runs["staggered"] = [_staggered(url, key, loops, think) for think in thinks]
                     clean = asyncio.run(_round(url, key, bodies(args.rounds, base_name)))
                     runs["clean_round"] = _summary([clean])
                     probed, probes = asyncio.run(_round_with_probes(url, key, bodies(args.rounds, base_name), reviews))
@@ -370,6 +398,16 @@ def main() -> None:
         "ttft_p99_ratio": round(batched["ttft_p99_ms"] / single["ttft_p99_ms"], 2),
         "ttft_p99_ms_batched_after_first": batched["ttft_p99_ms_after_first"],
         "ttft_p99_ratio_after_first": round(batched["ttft_p99_ms_after_first"] / single["ttft_p99_ms"], 2),
+        # the same clients with think time between requests (arrivals spread out, not bursts)
+        "ttft_p99_staggered": [
+            {
+                "think_s": st["think_s"],
+                "mean_requests_in_flight": st["mean_requests_in_flight"],
+                "ttft_p99_ms": st["ttft_p99_ms"],
+                "ttft_p99_ratio": round(st["ttft_p99_ms"] / single["ttft_p99_ms"], 2),
+            }
+            for st in runs["staggered"]
+        ],
         "outputs_identical_fp32": texts["serial"] == texts["batched"] if args.dtype == "float32" else None,
         "outputs_identical_share": round(
             sum(a == b for a, b in zip(texts["serial"], texts["batched"], strict=True)) / len(texts["serial"]), 3
@@ -413,6 +451,14 @@ def main() -> None:
         f"over-long prompts: HTTP {report['long_prompt_statuses']} in {report['long_prompt_400_seconds']} s, "
         f"throughput meanwhile {report['throughput_with_long_prompts_vs_without']:.0%} of the clean rounds'",
     ]
+    if runs["staggered"]:
+        md += ["", "| clients with think time (mean s) | requests in flight (mean) | tokens/s | TTFT p50 ms | "
+               "TTFT p99 ms | p99 / single user's |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        md += [
+            f"| {st['think_s']} | {st['mean_requests_in_flight']} | {st['tokens_per_s']} | {st['ttft_p50_ms']} | "
+            f"{st['ttft_p99_ms']} | {st['ttft_p99_ms'] / single['ttft_p99_ms']:.2f}x |"
+            for st in runs["staggered"]
+        ]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -1,6 +1,8 @@
 """Continuous batching for the local model: rows join and leave a running decode batch.
 
-What vLLM and TGI do on a GPU, on this CPU backend, with PEFT's per-row ``adapter_names``:
+What vLLM and TGI do on a GPU, on this CPU backend, each row with its own LoRA adapter (or
+none): plain LoRA adapters are gathered into two batched matmuls per layer
+(:mod:`tailorlm.models.gathered_lora`), others go through PEFT's per-row ``adapter_names``:
 
 - :meth:`ContinuousBatch.add` prefills one request **alone** (no padding to other rows'
   lengths, only the last position's logits), samples its first token, and joins its KV
@@ -24,7 +26,8 @@ a forgotten user) is dropped with an ``error`` event instead of failing the whol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -139,7 +142,8 @@ class ContinuousBatch:
         )["input_ids"]
         soft = gen._resolve_soft([row.soft_prompt], 1)[0]
         cache = DynamicCache(config=gen.base_model.config)
-        with gen._lock, gen._eval_mode(), torch.inference_mode():
+        names = [row.adapter or BASE_ADAPTER]
+        with gen._lock, gen._eval_mode(), torch.inference_mode(), self._adapters(names) as adapter_kwargs:
             if soft is None:
                 inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=gen.device)}
             else:
@@ -153,7 +157,7 @@ class ContinuousBatch:
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **self._adapter_kwargs([row.adapter or BASE_ADAPTER]),
+                **adapter_kwargs,
             )
         state = self._state(row_id, row, config, length)
         self._join(out.past_key_values, torch.ones(1, length, dtype=torch.long, device=gen.device), [state])
@@ -192,7 +196,8 @@ class ContinuousBatch:
         pad = gen.tokenizer.pad_token_id if gen.tokenizer.pad_token_id is not None else 0
         dev = gen.device
         mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=dev)
-        with gen._lock, gen._eval_mode(), torch.inference_mode():
+        names = [r.adapter or BASE_ADAPTER for _, r, _ in items]
+        with gen._lock, gen._eval_mode(), torch.inference_mode(), self._adapters(names) as adapter_kwargs:
             out = gen.model(
                 input_ids=torch.tensor([[pad] * (width - len(i)) + list(i) for i in ids], device=dev),
                 attention_mask=mask,
@@ -200,7 +205,7 @@ class ContinuousBatch:
                 past_key_values=DynamicCache(config=gen.base_model.config),
                 use_cache=True,
                 logits_to_keep=1,
-                **self._adapter_kwargs([r.adapter or BASE_ADAPTER for _, r, _ in items]),
+                **adapter_kwargs,
             )
         states = [self._state(rid, row, cfg, len(i)) for (rid, row, cfg), i in zip(items, ids, strict=True)]
         self._join(out.past_key_values, mask, states)
@@ -252,7 +257,8 @@ class ContinuousBatch:
             return dropped
         dev = gen.device
         mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.long, device=dev)], dim=1)
-        with gen._lock, gen._eval_mode(), torch.inference_mode():
+        names = [r.adapter for r in self.rows]
+        with gen._lock, gen._eval_mode(), torch.inference_mode(), self._adapters(names) as adapter_kwargs:
             out = gen.model(
                 input_ids=torch.tensor([[r.next_token] for r in self.rows], device=dev),
                 attention_mask=mask,
@@ -260,7 +266,7 @@ class ContinuousBatch:
                 past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **self._adapter_kwargs([r.adapter for r in self.rows]),
+                **adapter_kwargs,
             )
         self.cache, self.mask = out.past_key_values, mask
         rows = list(self.rows)
@@ -313,9 +319,20 @@ class ContinuousBatch:
             layer.values = layer.values[index, :, lead:]
         self.mask = self.mask[:, lead:]
 
-    def _adapter_kwargs(self, names: list[str]) -> dict[str, Any]:
-        """PEFT's per-row adapters when any adapter is loaded (``__base__`` = none)."""
-        return {"adapter_names": names} if self.gen._peft_wrapped else {}
+    @contextmanager
+    def _adapters(self, names: list[str]) -> Iterator[dict[str, Any]]:
+        """Each row's adapter (``__base__`` = none) for one forward pass: gathered into two
+        batched matmuls per LoRA layer when every adapter named is plain LoRA
+        (:mod:`tailorlm.models.gathered_lora`), else PEFT's ``adapter_names``. Yields the
+        forward's extra keyword arguments."""
+        gen = self.gen
+        if not gen._peft_wrapped:
+            yield {}
+        elif gen.gathered_lora is not None and gen.gathered_lora.supports(gen.model, names):
+            with gen.gathered_lora.rows(gen.model, names):
+                yield {}
+        else:
+            yield {"adapter_names": names}
 
 
 def _sampler(config: GenerationConfig, device: str) -> tuple[Any, Any]:

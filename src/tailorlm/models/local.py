@@ -29,6 +29,7 @@ from tailorlm.models.base import (
     resolve_adapters,
 )
 from tailorlm.models.dtype import resolve_dtype
+from tailorlm.models.gathered_lora import GatheredLoRA
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -97,6 +98,8 @@ class TransformersGenerator:
         if (head := self.model.get_output_embeddings()) is not None:
             head.register_forward_pre_hook(packed_input)
         self._peft_wrapped = False
+        #: mixed-adapter batches gather plain LoRA into batched matmuls; None: PEFT's per-adapter loop
+        self.gathered_lora: GatheredLoRA | None = GatheredLoRA()
         self._lock = threading.RLock()
         self._count_lock = threading.Lock()
         self._count_tokenizer: Any = None

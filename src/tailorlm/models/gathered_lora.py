@@ -1,0 +1,141 @@
+"""Per-row LoRA for a mixed-adapter batch in two batched matmuls per layer.
+
+PEFT's ``adapter_names`` forward loops, in every LoRA layer, over the distinct adapters of the
+batch: it picks their rows, runs ``lora_A`` and ``lora_B`` on them and scatters the result back;
+it also re-registers a pre-hook on every LoRA module per call to pass the names down. With nine
+rows on eight adapters that was ~40% of a decode step here (RESULTS.md, "Gathered LoRA").
+Serving systems gather instead (Punica's BGMV kernel, S-LoRA): each row's A and B are stacked
+into a batch and the whole update is two ``bmm`` calls, whatever the number of adapters. Each
+row's product is computed on its own, so a row's numbers do not depend on its batch mates.
+
+How it runs inside PEFT without patching it: for the duration of one forward pass the LoRA
+layers are switched to their "adapters disabled" state (so each returns its base layer's
+output), and a forward hook registered once per layer adds the gathered update. Only vanilla
+LoRA on ``nn.Linear`` is gathered; :meth:`GatheredLoRA.supports` says no (and the caller uses
+PEFT's path) when a batch names an adapter that also has a variant (DoRA, aLoRA), a LoRA bias,
+a merged layer, or any other kind of module (embeddings, modules_to_save).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["GatheredLoRA"]
+
+BASE = "__base__"  # PEFT's name for "no adapter" in ``adapter_names``
+ANY = object()  # in the "held elsewhere" set: some wrapper may hold any adapter
+
+
+class GatheredLoRA:
+    """The gathered path for one generator's PEFT model (one instance per generator: its hooks
+    stay on the model's LoRA layers, idle outside :meth:`rows`)."""
+
+    def __init__(self) -> None:
+        self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._plan: dict[Any, tuple[Any, Any, Any]] | None = None  # layer -> stacked A, B, scales
+
+    @staticmethod
+    def _layers(model: Any) -> tuple[list[Any], set[Any]]:
+        """The model's LoRA ``Linear`` layers, and the adapters any other tuner module holds."""
+        import torch.nn as nn
+        from peft.tuners.lora.layer import Linear as LoraLinear
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        linear, elsewhere = [], set()
+        for module in model.modules():
+            if type(module) is LoraLinear and isinstance(module.base_layer, nn.Linear):
+                linear.append(module)
+            elif isinstance(module, BaseTunerLayer):
+                for attr in module.adapter_layer_names:
+                    held = getattr(module, attr, None)
+                    elsewhere.update(held.keys() if hasattr(held, "keys") else ())
+            elif isinstance(module, AuxiliaryTrainingWrapper):  # modules_to_save, trainable tokens
+                elsewhere.add(ANY)
+        return linear, elsewhere
+
+    def supports(self, model: Any, names: Sequence[str]) -> bool:
+        """Whether every adapter ``names`` mentions is vanilla LoRA on linear layers only."""
+        wanted = set(names) - {BASE}
+        linear, elsewhere = self._layers(model)
+        if wanted & elsewhere or (wanted and ANY in elsewhere):
+            return False
+        for layer in linear:
+            for name in wanted & set(layer.lora_A.keys()):
+                if layer.merged or name in layer.lora_variant or layer.lora_bias.get(name, False):
+                    return False
+                if layer.fan_in_fan_out:
+                    return False
+        return True
+
+    @contextmanager
+    def rows(self, model: Any, names: Sequence[str]) -> Iterator[None]:
+        """One forward pass of ``model`` over rows that use adapters ``names`` (``__base__``:
+        none): PEFT's own LoRA update is off and the hooks add the gathered one."""
+        linear, _ = self._layers(model)
+        plan = {}
+        for layer in linear:
+            stacked = _stack(layer, names)
+            if stacked is not None:
+                plan[layer] = stacked
+            if layer not in self._hooked:
+                layer.register_forward_hook(self._hook)
+                self._hooked.add(layer)
+        was = [(layer, layer._disable_adapters) for layer in linear]
+        for layer in linear:
+            layer._disable_adapters = True  # the base layer's output only; the hook adds the rest
+        self._plan = plan
+        try:
+            yield
+        finally:
+            self._plan = None
+            for layer, flag in was:
+                layer._disable_adapters = flag
+
+    def _hook(self, layer: Any, args: tuple[Any, ...], output: Any) -> Any:
+        import torch
+
+        plan = self._plan.get(layer) if self._plan is not None else None
+        if plan is None:
+            return None  # outside rows(), or no row has an adapter on this layer
+        a, b, scale = plan
+        x = args[0]
+        if x.dim() != 3 or x.shape[0] != a.shape[0]:
+            raise ValueError(f"gathered LoRA expects ({a.shape[0]} rows, tokens, features), got {tuple(x.shape)}")
+        # PEFT's order: result + lora_B(lora_A(x)) * scaling, computed in the adapter's dtype
+        delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2)) * scale
+        return output + delta.to(output.dtype)
+
+
+def _stack(layer: Any, names: Sequence[str]) -> tuple[Any, Any, Any] | None:
+    """Each row's A (rows, r, in), B (rows, out, r) and scaling (rows, 1, 1) on ``layer``; zeros
+    for rows without an adapter here; ranks padded with zeros to the largest. None when no row
+    has an adapter on this layer."""
+    import torch
+    import torch.nn.functional as F
+
+    held = {n for n in names if n in layer.lora_A}
+    if not held:
+        return None
+    rank = max(layer.lora_A[n].weight.shape[0] for n in held)
+    ref = layer.lora_A[next(iter(held))].weight
+    out_features = layer.lora_B[next(iter(held))].weight.shape[0]
+    zero_a = ref.new_zeros(rank, ref.shape[1])
+    zero_b = ref.new_zeros(out_features, rank)
+    a_rows, b_rows, scales = [], [], []
+    for n in names:
+        if n not in held:
+            a_rows.append(zero_a)
+            b_rows.append(zero_b)
+            scales.append(0.0)
+            continue
+        a, b = layer.lora_A[n].weight, layer.lora_B[n].weight
+        pad = rank - a.shape[0]
+        a_rows.append(F.pad(a, (0, 0, 0, pad)) if pad else a)
+        b_rows.append(F.pad(b, (0, pad)) if pad else b)
+        scales.append(float(layer.scaling[n]))
+    scale = torch.tensor(scales, dtype=ref.dtype, device=ref.device).view(-1, 1, 1)
+    return torch.stack(a_rows), torch.stack(b_rows), scale

@@ -19,7 +19,9 @@ with ``--max-batch`` (continuous batching). In each, every client sends ``--roun
 streaming requests one after another (greedy, ``--new-tokens`` at most, usage included),
 so all clients are in flight together (closed loop: each client sends its next request
 when its last one ends). Then, on the batched server, a single client
-measures time to first token alone, and a last round of all clients runs while over-long
+measures time to first token alone (the closed loop's requests, one at a time, so both p99s
+are over as many requests); the clients run again with think time between requests
+(``--think-s``: arrivals spread out instead of bursts); and a last round of all clients runs while over-long
 prompts (a 12,000-token one and a 900 KB one) are sent: their 400s are timed and the
 round's throughput is compared with the same round (same prompts, same answers) without them.
 
@@ -367,7 +369,9 @@ def main() -> None:
                 print(f"{label}: {runs[label]['tokens_per_s']} tokens/s")
                 texts[label] = [res["text"] for res in results]
                 if label == "batched":
-                    single = [asyncio.run(_round(url, key, [b])) for b in bodies(0, base_name)]
+                    # as many alone as the closed loop has requests, so both p99s are over as many
+                    alone = [b for r in range(args.rounds) for b in bodies(r, base_name)]
+                    single = [asyncio.run(_round(url, key, [b])) for b in alone]
                     runs["single"] = _summary(single)
                     loops = [[bodies(r, base_name)[i] for r in range(args.stagger_rounds)] for i in range(len(users))]
                     runs["staggered"] = [_staggered(url, key, loops, think) for think in thinks]

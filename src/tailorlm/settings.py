@@ -53,6 +53,11 @@ class GeneratorSettings(BaseModel):
         description="local weights dtype; 'auto': bf16 where the CPU computes it natively "
         "(AVX512-BF16, AMX, ARM BF16), else fp32 (emulated bf16 is slower)",
     )
+    gathered_lora: bool = Field(
+        True,
+        description="local model: the service's decode batch applies each row's plain LoRA adapter in two "
+        "batched matmuls per layer; false: PEFT's loop over the batch's adapters (adapter_names)",
+    )
     timeout_s: float = Field(120.0, description="HTTP request timeout")
     adapter_sync: Literal["none", "vllm"] = Field(
         "none",

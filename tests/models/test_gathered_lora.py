@@ -82,11 +82,19 @@ def test_gathered_logits_equal_peft_per_adapter_loop(smollm: TransformersGenerat
 
 
 def test_the_layers_are_left_as_found(smollm: TransformersGenerator, adapters: None) -> None:
+    import torch
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     _logits(smollm, ["gl-8", "gl-2", "__base__", "gl-8"], gathered=True)
     layers = [m for m in smollm.model.modules() if isinstance(m, LoraLinear)]
     assert layers and not any(layer.disable_adapters for layer in layers)  # PEFT's own path works again
+    gathered = smollm.gathered_lora
+    assert gathered is not None
+    enc = smollm.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    two_rows = gathered.rows(smollm.model, ["gl-2", "gl-8"])
+    with pytest.raises(ValueError, match=r"expects \(2 rows"), smollm._lock, torch.inference_mode(), two_rows:
+        smollm.model(**enc, logits_to_keep=1)  # 4 inputs for 2 rows' adapters
+    assert not any(layer.disable_adapters for layer in layers)  # restored after the failure too
 
 
 def test_an_adapter_with_a_bias_goes_through_peft_and_answers_as_alone(

@@ -64,7 +64,10 @@ def build_generator(settings: Settings) -> Generator:
     """The generator ``settings.generator`` describes (loads the model when local)."""
     gen = settings.generator
     if gen.backend == "local":
-        return TransformersGenerator(gen.model, cache_dir=settings.cache_dir, dtype=gen.dtype)
+        local = TransformersGenerator(gen.model, cache_dir=settings.cache_dir, dtype=gen.dtype)
+        if not gen.gathered_lora:
+            local.gathered_lora = None
+        return local
     if gen.backend == "openai":
         if not gen.base_url:
             raise ValueError(

@@ -120,3 +120,33 @@ def test_an_adapter_with_a_bias_goes_through_peft_and_answers_as_alone(
     while len(batch):
         final.update({ev.row_id: ev.text for ev in batch.step() if ev.finished})
     assert [final[0], final[1]] == alone
+
+
+def test_the_kept_stacks_follow_weight_changes_and_reloads(
+    smollm: TransformersGenerator, adapters: None, tmp_path: Path
+) -> None:
+    """The stacks are kept between passes over the same rows; an in-place change of a weight
+    or an adapter unloaded and loaded again under the same name must not be served stale."""
+    import torch
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    names = ["gl-8", "gl-2", "__base__", "gl-8"]
+    before = _logits(smollm, names, gathered=True)
+    assert torch.equal(_logits(smollm, names, gathered=True), before)  # the kept stacks give the same
+    weight = next(m for m in smollm.model.modules() if isinstance(m, LoraLinear)).lora_B["gl-8"].weight
+    with torch.no_grad():
+        weight.mul_(50.0)
+    try:
+        changed = _logits(smollm, names, gathered=True)
+        torch.testing.assert_close(changed, _logits(smollm, names, gathered=False), rtol=1e-5, atol=1e-4)
+        assert (changed[0] - before[0]).abs().max() > 1e-3
+    finally:
+        with torch.no_grad():
+            weight.div_(50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        smollm.delete_adapter("gl-2")
+    smollm.add_adapter("gl-2", _save_lora(smollm, tmp_path / "other", 7, r=4, lora_alpha=16))
+    reloaded = _logits(smollm, names, gathered=True)
+    torch.testing.assert_close(reloaded, _logits(smollm, names, gathered=False), rtol=1e-5, atol=1e-4)
+    assert (reloaded[1] - before[1]).abs().max() > 1e-3  # the new gl-2, not the kept stacks of the old

@@ -64,10 +64,9 @@ def build_generator(settings: Settings) -> Generator:
     """The generator ``settings.generator`` describes (loads the model when local)."""
     gen = settings.generator
     if gen.backend == "local":
-        local = TransformersGenerator(gen.model, cache_dir=settings.cache_dir, dtype=gen.dtype)
-        if not gen.gathered_lora:
-            local.gathered_lora = None
-        return local
+        return TransformersGenerator(
+            gen.model, cache_dir=settings.cache_dir, dtype=gen.dtype, gathered_lora=gen.gathered_lora
+        )
     if gen.backend == "openai":
         if not gen.base_url:
             raise ValueError(

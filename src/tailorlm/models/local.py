@@ -62,6 +62,7 @@ class TransformersGenerator:
         cache_dir: Path | None = None,
         dtype: Literal["auto", "float32", "bfloat16"] = "float32",
         device: str = "cpu",
+        gathered_lora: bool = True,
     ) -> None:
         start = time.perf_counter()
         if model == "smollm2":
@@ -99,7 +100,7 @@ class TransformersGenerator:
             head.register_forward_pre_hook(packed_input)
         self._peft_wrapped = False
         #: mixed-adapter batches gather plain LoRA into batched matmuls; None: PEFT's per-adapter loop
-        self.gathered_lora: GatheredLoRA | None = GatheredLoRA()
+        self.gathered_lora: GatheredLoRA | None = GatheredLoRA() if gathered_lora else None
         self._lock = threading.RLock()
         self._count_lock = threading.Lock()
         self._count_tokenizer: Any = None

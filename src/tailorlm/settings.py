@@ -119,6 +119,11 @@ class ServeSettings(BaseModel):
         description="admit and prefill requests that arrived during a prefill before the next decode step "
         "(a burst's later arrivals do not wait a step per wave; running rows wait at most max_batch_size prefills)",
     )
+    interrupt_steps: bool = Field(
+        True,
+        description="a decode step gives way (at the next decoder layer) to a request that arrives during it, "
+        "so its prefill starts at once; the step after runs whole. Costs the abandoned part of the step",
+    )
     max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
     max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")
     personalize_threads: int = Field(

@@ -120,6 +120,8 @@ class FakeDecodeBatch:
         self.rows: dict[int, tuple[list[str], int, Any, GenerationConfig]] = {}
         self.sizes: list[int] = []
         self.prefills: list[int] = []  # rows per prefill pass: 1 for add, n for add_many
+        self.interrupted = False
+        self.gave_way: list[int] = []  # len(sizes) whenever a step gave way (before any compute)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -149,7 +151,13 @@ class FakeDecodeBatch:
         self.prefills.append(len(items))
         return events
 
-    def step(self) -> list[Any]:
+    def step(self, interrupt: Any = None) -> list[Any]:
+        """One word per row; gives way, as the real batch does between layers, when
+        ``interrupt()`` is true at its start (no row advances)."""
+        self.interrupted = interrupt is not None and bool(interrupt())
+        if self.interrupted:
+            self.gave_way.append(len(self.sizes))
+            return []
         self.sizes.append(len(self.rows))
         if self.fake.step_seconds:
             time.sleep(self.fake.step_seconds)  # stands for the model's compute time

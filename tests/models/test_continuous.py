@@ -177,3 +177,50 @@ def test_a_row_whose_adapter_is_unloaded_is_dropped_alone(smollm: TransformersGe
     events = {ev.row_id: ev for ev in batch.step()}
     assert events[1].finished and "unloaded" in (events[1].error or "")
     assert events[0].error is None and len(batch) == 1  # the other row goes on
+
+
+def test_a_step_that_gives_way_leaves_the_batch_as_it_was(smollm: TransformersGenerator, two_adapters: None) -> None:
+    """Steps abandoned at different decoder layers (every other step, on gathered adapters and
+    none) cost nothing but time: the cache keeps its width, no row advances, and the greedy
+    answers are still the one-at-a-time ones."""
+    configs = [GenerationConfig(max_new_tokens=n) for n in (10, 14, 6, 12)]
+    alone = [smollm.generate([r.messages], config=c, adapter=r.adapter)[0] for r, c in zip(ROWS, configs, strict=True)]
+    batch = ContinuousBatch(smollm)
+    final: dict[int, str] = {}
+    for i, row in enumerate(ROWS):
+        final.update({ev.row_id: ev.text for ev in batch.add(i, row, configs[i]) if ev.finished})
+    gave_way, step = 0, 0
+    while len(batch):
+        checks = [0]
+        at_layer = 1 + 7 * step % smollm.base_model.config.num_hidden_layers  # a different layer each time
+
+        def interrupt(give: bool = step % 2 == 1, at: int = at_layer, seen: list[int] = checks) -> bool:
+            seen[0] += 1
+            return give and seen[0] == at
+
+        width, lengths = batch.mask.shape[1], [r.length for r in batch.rows]
+        events = batch.step(interrupt=interrupt)
+        if batch.interrupted:
+            gave_way += 1
+            assert events == [] and checks[0] == at_layer
+            assert {cached.keys.shape[2] for cached in batch.cache.layers} == {width}
+            assert [r.length for r in batch.rows] == lengths and batch.mask.shape[1] == width
+        final.update({ev.row_id: ev.text for ev in events if ev.finished})
+        step += 1
+    assert gave_way >= 5
+    assert [final[i] for i in range(len(ROWS))] == alone
+
+
+def test_a_step_through_pefts_adapter_names_never_gives_way(smollm: TransformersGenerator, two_adapters: None) -> None:
+    """PEFT's per-row hooks are not removed when a pass raises, so that path runs whole."""
+    gathered, smollm.gathered_lora = smollm.gathered_lora, None
+    try:
+        batch = ContinuousBatch(smollm)
+        batch.add(0, ROWS[0], GenerationConfig(max_new_tokens=5))
+        batch.add(1, ROWS[2], GenerationConfig(max_new_tokens=5))
+        width = batch.mask.shape[1]
+        events = batch.step(interrupt=lambda: True)
+        assert not batch.interrupted and len(events) == 2 and batch.mask.shape[1] == width + 1
+        assert [len(r.tokens) for r in batch.rows] == [2, 2]
+    finally:
+        smollm.gathered_lora = gathered

@@ -170,7 +170,7 @@ def test_prefill_first_still_decodes_the_running_rows_between_runs_of_prefills()
     batch = scheduler._batch
     for name in ("add", "add_many", "step"):
         real = getattr(batch, name)
-        setattr(batch, name, lambda *a, _real=real, _name=name: (log.append(_name), _real(*a))[1])
+        setattr(batch, name, lambda *a, _real=real, _name=name, **k: (log.append(_name), _real(*a, **k))[1])
     ask = lambda text, n: scheduler.submit(  # noqa: E731
         ModelInput([{"role": "user", "content": text}]), GenerationConfig(max_new_tokens=n), prompt_tokens=1
     )
@@ -186,6 +186,70 @@ def test_prefill_first_still_decodes_the_running_rows_between_runs_of_prefills()
         scheduler.close()
     runs = [len(r) for r in "".join("p" if e != "step" else " " for e in log).split()]
     assert sum(runs) == 9 and max(runs) <= scheduler.max_batch_size + 1, log
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_a_step_gives_way_to_a_request_that_arrives_during_it(interrupt: bool) -> None:
+    """With ``interrupt_steps``, a request that queues while a step runs is prefilled before
+    that step finishes (the step is abandoned and redone with both rows); without, it waits
+    for the step. Answers are the same either way."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, prefill_first=True, interrupt_steps=interrupt)
+    batch = scheduler._batch
+    inside, release = threading.Event(), threading.Event()
+    real_step = batch.step
+
+    def step(interrupt: Any = None) -> list[Any]:
+        if len(batch.sizes) == 2 and not inside.is_set():  # the third step: hold it until the arrival
+            inside.set()
+            assert release.wait(10)
+        return real_step(interrupt=interrupt)
+
+    batch.step = step
+    ask = lambda text: scheduler.submit(  # noqa: E731
+        ModelInput([{"role": "user", "content": text}]), GenerationConfig(max_new_tokens=8)
+    )
+    try:
+        first = ask(" ".join(f"a{i}" for i in range(7)))
+        assert inside.wait(10)
+        second = ask(" ".join(f"b{i}" for i in range(7)))
+        wait_for(lambda: scheduler.stats().queued == 1, "the second request to queue")
+        release.set()
+        assert first.wait() == "echo: " + " ".join(f"a{i}" for i in range(7))
+        assert second.wait() == "echo: " + " ".join(f"b{i}" for i in range(7))
+    finally:
+        release.set()
+        scheduler.close()
+    if interrupt:
+        assert batch.gave_way == [2] and batch.sizes[:3] == [1, 1, 2]  # the held step was redone with both
+    else:
+        assert batch.gave_way == [] and batch.sizes[:3] == [1, 1, 1]
+
+
+def test_the_step_after_one_that_gave_way_runs_whole() -> None:
+    """Arrivals that never stop cannot starve the running rows: a step gives way at most once
+    in a row (here every check says a request waits)."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, interrupt_steps=True)
+    scheduler._arrived = lambda: True  # type: ignore[method-assign]
+    words = " ".join(f"w{i}" for i in range(12))
+    try:
+        ticket = scheduler.submit(ModelInput([{"role": "user", "content": words}]), GenerationConfig(max_new_tokens=20))
+        assert ticket.wait() == "echo: " + words
+    finally:
+        scheduler.close()
+    gave_way = scheduler._batch.gave_way
+    assert len(gave_way) >= 6 and len(set(gave_way)) == len(gave_way)  # never twice before one step
 
 
 def _timing(header: str) -> dict[str, float]:

@@ -10,6 +10,12 @@ none): plain LoRA adapters are gathered into two batched matmuls per layer
 - :meth:`ContinuousBatch.step` decodes one token for every row at once: one forward pass
   with each row's own position ids, attention mask and adapter; each row samples with its
   own settings and random generator, and stops on its own EOS, stop string or max_tokens.
+- A step can give way (``step(interrupt=...)``): at the first decoder-layer boundary where
+  ``interrupt()`` is true the pass is abandoned, the layers it ran drop their new cache
+  column and no row advances, so a request that arrived during the step is prefilled now
+  instead of after it (a step of 9 rows takes 70-100 ms on 2 CPU cores, a third to a half
+  of one prompt's prefill). PEFT's ``adapter_names`` path is never interrupted: its hooks
+  are not removed when the pass raises.
 - Finished or cancelled rows leave at once (:meth:`ContinuousBatch.remove`); padding columns
   no remaining row needs are cut off, so a long prompt that left does not slow the others.
 
@@ -26,7 +32,8 @@ a forgotten user) is dropped with an ``error`` event instead of failing the whol
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -58,7 +65,7 @@ class DecodeBatch(Protocol):
 
     def add(self, row_id: int, row: ModelInput, config: GenerationConfig) -> list[RowEvent]: ...
 
-    def step(self) -> list[RowEvent]: ...
+    def step(self, interrupt: Callable[[], bool] | None = None) -> list[RowEvent]: ...
 
     def remove(self, row_id: int) -> None: ...
 
@@ -99,6 +106,28 @@ class TextStream:
 
 
 @dataclass
+class _StepInterrupted(Exception):
+    """Raised between decoder layers when a step gives way to a waiting prefill."""
+
+
+_LAYERS: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    """The decoder blocks of a transformers model: the ``ModuleList`` with
+    ``config.num_hidden_layers`` entries (else the longest), found once per model."""
+    import torch
+
+    layers = _LAYERS.get(model)
+    if layers is None:
+        lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+        n = getattr(model.config, "num_hidden_layers", None)
+        found = next((m for m in lists if len(m) == n), max(lists, key=len, default=None))
+        layers = _LAYERS[model] = list(found) if found is not None else []
+    return layers
+
+
+@dataclass
 class _Row:
     row_id: int
     adapter: str
@@ -120,6 +149,7 @@ class ContinuousBatch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: Any = None  # (rows, cache columns): 0 = left padding, 1 = a real token
+        self.interrupted = False  # the last step gave way before finishing (see step)
         eos = generator.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.eos.add(generator.tokenizer.eos_token_id)
@@ -241,10 +271,16 @@ class ContinuousBatch:
 
     # -- decoding ---------------------------------------------------------------------------
 
-    def step(self) -> list[RowEvent]:
-        """One new token for every row; finished rows leave the batch."""
+    def step(self, interrupt: Callable[[], bool] | None = None) -> list[RowEvent]:
+        """One new token for every row; finished rows leave the batch.
+
+        With ``interrupt``, checked before each decoder layer: once it is true the step is
+        abandoned (``self.interrupted``), the cache is as before it and no row advances; only
+        rows dropped for an unloaded adapter are reported. Running the step again later gives
+        the same tokens."""
         import torch
 
+        self.interrupted = False
         if not self.rows:
             return []
         gen = self.gen
@@ -259,20 +295,52 @@ class ContinuousBatch:
         mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.long, device=dev)], dim=1)
         names = [r.adapter for r in self.rows]
         with gen._lock, gen._eval_mode(), torch.inference_mode(), self._adapters(names) as adapter_kwargs:
-            out = gen.model(
-                input_ids=torch.tensor([[r.next_token] for r in self.rows], device=dev),
-                attention_mask=mask,
-                position_ids=torch.tensor([[r.length] for r in self.rows], device=dev),
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-                **adapter_kwargs,
-            )
+            stop = None if "adapter_names" in adapter_kwargs else interrupt
+            try:
+                with self._interruptible(stop):
+                    out = gen.model(
+                        input_ids=torch.tensor([[r.next_token] for r in self.rows], device=dev),
+                        attention_mask=mask,
+                        position_ids=torch.tensor([[r.length] for r in self.rows], device=dev),
+                        past_key_values=self.cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **adapter_kwargs,
+                    )
+            except _StepInterrupted:
+                self._drop_columns_beyond(self.mask.shape[1])
+                self.interrupted = True
+                return dropped
         self.cache, self.mask = out.past_key_values, mask
         rows = list(self.rows)
         for r in rows:  # every row's length first: a row leaving below trims by the others' lengths
             r.length += 1
         return dropped + [self._advance(r, out.logits[i, -1]) for i, r in enumerate(rows)]
+
+    @contextmanager
+    def _interruptible(self, interrupt: Callable[[], bool] | None) -> Iterator[None]:
+        """Check ``interrupt`` before each decoder layer of the pass run inside (none: no checks)."""
+        if interrupt is None:
+            yield
+            return
+
+        def check(module: Any, args: Any) -> None:
+            if interrupt():
+                raise _StepInterrupted
+
+        handles = [layer.register_forward_pre_hook(check) for layer in _decoder_layers(self.gen.base_model)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _drop_columns_beyond(self, width: int) -> None:
+        """Undo an abandoned step: the layers it ran had appended one column to the cache."""
+        for layer in self.cache.layers:
+            if layer.keys is not None and layer.keys.shape[-2] > width:
+                layer.keys = layer.keys[:, :, :width]
+                layer.values = layer.values[:, :, :width]
 
     def _advance(self, r: _Row, logits: Any) -> RowEvent:
         """Sample ``r``'s next token from ``logits``, update its text; remove it when done."""

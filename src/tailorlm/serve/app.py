@@ -100,6 +100,7 @@ def create_app(
         request_timeout_s=serve.request_timeout_s,
         prefill_together=_prefill_together(serve.prefill_together, engine.generator),
         prefill_first=serve.prefill_first,
+        interrupt_steps=serve.interrupt_steps,
     )
     engine.generator.scheduler = scheduler  # the service's own model calls join the batch too
     service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory, scheduler=scheduler)

@@ -16,7 +16,10 @@ ends with the finished answer. One scheduler thread owns the model's decode batc
    (prefills before decoding, as vLLM schedules them: a burst that reaches the server over a
    few milliseconds does not wait a decode step per wave; the running rows wait at most
    ``max_batch_size`` such passes in a row);
-4. decode one token for every running row and hand each ticket its delta.
+4. decode one token for every running row and hand each ticket its delta. With
+   ``interrupt_steps`` a step that a request arrives during (batch not full) stops at the
+   next decoder layer, cache untouched, and the loop goes back to 2; the step after an
+   abandoned one runs whole, so arrivals cannot starve the running rows.
 
 The generator's lock is held for one prefill or one decode step at a time, so other users
 of the model (memory extraction, the workbench's compare) interleave between steps.
@@ -179,6 +182,7 @@ class Scheduler:
         prefill_tokens: int = 1024,
         prefill_together: bool = False,
         prefill_first: bool = False,
+        interrupt_steps: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue < 0 or max_per_key < 1 or request_timeout_s <= 0:
             raise ValueError("max_batch_size and max_per_key must be >= 1, max_queue >= 0, request_timeout_s > 0")
@@ -186,7 +190,9 @@ class Scheduler:
         self.max_batch_size, self.max_queue, self.max_per_key = max_batch_size, max_queue, max_per_key
         self.request_timeout_s, self.prefill_tokens = request_timeout_s, prefill_tokens
         self.prefill_together, self.prefill_first = prefill_together, prefill_first
+        self.interrupt_steps = interrupt_steps
         self._passes_since_step = 0  # prefill passes since the last decode step (scheduler thread)
+        self._gave_way = False  # the last step was abandoned for an arrival (scheduler thread)
         make = getattr(generator.inner, "decode_batch", None)
         self._batch: DecodeBatch | None = make() if callable(make) else None
         self._pool = None if self._batch is not None else ThreadPoolExecutor(max_batch_size, "tailorlm-generate")
@@ -325,7 +331,13 @@ class Scheduler:
                 self._call(lambda r=rows: self._batch.add_many(r) if len(r) > 1 else self._batch.add(*r[0]), group)
             if self._running and not (admit and self._more_to_admit()):
                 self._passes_since_step = 0
-                self._call(self._batch.step, list(self._running.values()))
+                interrupt = self._arrived if self.interrupt_steps and not self._gave_way else None
+                self._call(lambda i=interrupt: self._batch.step(interrupt=i), list(self._running.values()))
+                self._gave_way = bool(getattr(self._batch, "interrupted", False))
+
+    def _arrived(self) -> bool:
+        """Give way: a request waits, the batch has room (read unlocked; stale costs time, not tokens)."""
+        return bool(self._queue) and len(self._running) < self.max_batch_size
 
     def _more_to_admit(self) -> bool:
         """Whether to prefill again before decoding (``prefill_first``; module docstring, 3).

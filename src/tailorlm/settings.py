@@ -122,7 +122,13 @@ class ServeSettings(BaseModel):
     interrupt_steps: bool = Field(
         True,
         description="a decode step gives way (at the next decoder layer) to a request that arrives during it, "
-        "so its prefill starts at once; the step after runs whole. Costs the abandoned part of the step",
+        "so its prefill starts at once; costs the abandoned part of the step",
+    )
+    max_stall_s: float = Field(
+        1.0,
+        gt=0,
+        description="with interrupt_steps: once the running rows have gone this long without a token, steps "
+        "no longer give way (arrivals cannot starve them)",
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a batch slot before 429 (with Retry-After)")
     max_concurrent_per_key: int = Field(4, ge=1, description="requests in flight per API key before 429")

@@ -101,6 +101,7 @@ def create_app(
         prefill_together=_prefill_together(serve.prefill_together, engine.generator),
         prefill_first=serve.prefill_first,
         interrupt_steps=serve.interrupt_steps,
+        max_stall_s=serve.max_stall_s,
     )
     engine.generator.scheduler = scheduler  # the service's own model calls join the batch too
     service = Service(settings=settings, store=store, engine=engine, keys=keys, memory=memory, scheduler=scheduler)

@@ -87,30 +87,39 @@ def test_rows_joining_and_leaving_give_the_one_at_a_time_greedy_answers(
     assert batch.cache is None and batch.mask is None  # everything left
 
 
+@pytest.mark.parametrize("packed", [True, False])
 def test_rows_prefilled_together_give_the_one_at_a_time_greedy_answers(
-    smollm: TransformersGenerator, two_adapters: None
+    smollm: TransformersGenerator, two_adapters: None, packed: bool
 ) -> None:
-    """A burst prefilled in one pass (left-padded, mixed adapters and none), joined to a row
-    already decoding, answers exactly as each row alone."""
+    """A burst prefilled in one pass (mixed adapters and none), joined to a row already
+    decoding, answers exactly as each row alone: packed end to end (gathered adapters), or
+    left-padded (PEFT's per-row adapters, which cannot split one packed row)."""
     configs = [GenerationConfig(max_new_tokens=n) for n in (10, 14, 6, 12)]
     alone = [smollm.generate([r.messages], config=c, adapter=r.adapter)[0] for r, c in zip(ROWS, configs, strict=True)]
-    batch = ContinuousBatch(smollm)
-    assert all(batch.groupable(r) for r in ROWS)
-    final: dict[int, str] = {}
+    gathered = smollm.gathered_lora
+    if not packed:
+        smollm.gathered_lora = None
+    try:
+        batch = ContinuousBatch(smollm)
+        assert all(batch.groupable(r) for r in ROWS)
+        assert batch.packs(ROWS[1:]) is packed
+        final: dict[int, str] = {}
 
-    def take(events: list) -> None:
-        final.update({ev.row_id: ev.text for ev in events if ev.finished})
+        def take(events: list) -> None:
+            final.update({ev.row_id: ev.text for ev in events if ev.finished})
 
-    take(batch.add(0, ROWS[0], configs[0]))
-    take(batch.step())
-    take(batch.add_many([(i, ROWS[i], configs[i]) for i in (1, 2, 3)]))
-    assert len(batch) == 4 and int(batch.mask[1:].eq(0).sum()) > 0  # a padded group joined a running row
-    while len(batch):
+        take(batch.add(0, ROWS[0], configs[0]))
         take(batch.step())
-    assert [final[i] for i in range(len(ROWS))] == alone
-    with pytest.raises(ValueError, match="cannot be prefilled in a group"):
-        batch.add_many([(7, ModelInput(ROWS[0].messages, "nope"), configs[0]), (8, ROWS[1], configs[1])])
-    assert len(batch) == 0
+        take(batch.add_many([(i, ROWS[i], configs[i]) for i in (1, 2, 3)]))
+        assert len(batch) == 4 and int(batch.mask[1:].eq(0).sum()) > 0  # a group of unequal prompts joined
+        while len(batch):
+            take(batch.step())
+        assert [final[i] for i in range(len(ROWS))] == alone
+        with pytest.raises(ValueError, match="cannot be prefilled in a group"):
+            batch.add_many([(7, ModelInput(ROWS[0].messages, "nope"), configs[0]), (8, ROWS[1], configs[1])])
+        assert len(batch) == 0
+    finally:
+        smollm.gathered_lora = gathered
 
 
 def test_a_removed_row_frees_its_padding(smollm: TransformersGenerator) -> None:

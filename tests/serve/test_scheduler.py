@@ -129,6 +129,31 @@ def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alon
         assert prefills == [1] * len(texts)
 
 
+def test_a_batch_that_packs_prefills_a_burst_in_one_pass_whatever_the_lengths() -> None:
+    """Packed prefill has no padding to bound, so the long prompt joins the others' pass."""
+    from tailorlm.models.base import GenerationConfig
+    from tailorlm.models.inputs import ModelInput
+    from tailorlm.serve.engine import LockedGenerator
+    from tailorlm.serve.scheduler import Scheduler
+
+    gen = LockedGenerator(FakeGenerator())
+    scheduler = Scheduler(gen, prefill_together=True, prefill_tokens=10_000)
+    scheduler._batch.packs = lambda rows: True  # type: ignore[union-attr]
+    texts = [f"burst {i} " + "word " * 10 for i in range(5)] + ["long " * 200]
+    try:
+        with scheduler._cond:  # all six wait before the loop can admit any (see the test above)
+            tickets = [
+                scheduler.submit(ModelInput([{"role": "user", "content": t}]), GenerationConfig(max_new_tokens=3),
+                                 prompt_tokens=len(t.split()) + 10)
+                for t in texts
+            ]  # fmt: skip
+        answers = [t.wait() for t in tickets]
+    finally:
+        scheduler.close()
+    assert answers == ["echo: " + " ".join(t.split()[:2]) for t in texts]
+    assert scheduler._batch.prefills == [6]
+
+
 @pytest.mark.parametrize("first", [True, False])
 def test_prefill_first_admits_what_arrived_during_a_prefill_before_the_next_step(first: bool) -> None:
     """A request that queues while another is being prefilled joins before the first decode

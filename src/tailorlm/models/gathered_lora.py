@@ -36,6 +36,7 @@ class GatheredLoRA:
     def __init__(self) -> None:
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._plan: dict[Any, tuple[Any, Any, Any]] | None = None  # layer -> stacked A, B, scales
+        self._packing: Any = None  # a packed prefill's layout (models.packed.Packing), during rows()
         # Walking ~2,000 modules and stacking 60 layers' weights cost ~17 ms a step (a step is
         # ~90 ms), so both are kept: the walk while the model and its adapters' configs are the
         # same objects, the stacks while the rows' adapters, weights and scalings are unchanged.
@@ -93,19 +94,21 @@ class GatheredLoRA:
         return True
 
     @contextmanager
-    def rows(self, model: Any, names: Sequence[str]) -> Iterator[None]:
+    def rows(self, model: Any, names: Sequence[str], packing: Any = None) -> Iterator[None]:
         """One forward pass of ``model`` over rows that use adapters ``names`` (``__base__``:
-        none): PEFT's own LoRA update is off and the hooks add the gathered one."""
+        none): PEFT's own LoRA update is off and the hooks add the gathered one. With
+        ``packing`` (:class:`tailorlm.models.packed.Packing`) the pass is one packed row and
+        ``names`` are its prompts' adapters: each prompt's tokens get its own update."""
         linear, _ = self._layers(model)
         plan = self._stacks(linear, tuple(names))
         was = [(layer, layer._disable_adapters) for layer in linear]
         for layer in linear:
             layer._disable_adapters = True  # the base layer's output only; the hook adds the rest
-        self._plan = plan
+        self._plan, self._packing = plan, packing
         try:
             yield
         finally:
-            self._plan = None
+            self._plan, self._packing = None, None
             for layer, flag in was:
                 layer._disable_adapters = flag
 
@@ -134,11 +137,16 @@ class GatheredLoRA:
         if plan is None:
             return None  # outside rows(), or no row has an adapter on this layer
         a, b, scale = plan
-        x = args[0]
-        if x.dim() != 3 or x.shape[0] != a.shape[0]:
-            raise ValueError(f"gathered LoRA expects ({a.shape[0]} rows, tokens, features), got {tuple(x.shape)}")
+        x, packing = args[0], self._packing
+        rows = 1 if packing is not None else a.shape[0]
+        if x.dim() != 3 or x.shape[0] != rows:
+            raise ValueError(f"gathered LoRA expects ({rows} rows, tokens, features), got {tuple(x.shape)}")
+        if packing is not None:  # each prompt's span as a row of its own (left-padded), and back
+            x = packing.to_padded_rows(x)
         # PEFT's order: result + lora_B(lora_A(x)) * scaling, computed in the adapter's dtype
         delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2)) * scale
+        if packing is not None:
+            delta = packing.to_packed(delta)
         return output + delta.to(output.dtype)
 
 

@@ -305,14 +305,18 @@ class Scheduler:
 
     def _prefill_groups(self, admit: list[Ticket]) -> list[list[Ticket]]:
         """Who is prefilled with whom: alone, unless ``prefill_together`` and the batch can;
-        then groupable rows by length, a group growing while its padding stays within
-        ``GROUP_SLACK`` of its tokens (one long prompt is not padded onto short ones)."""
+        then all groupable rows in one pass when the batch packs them (no padding), else by
+        length, a group growing while its padding stays within ``GROUP_SLACK`` of its tokens
+        (one long prompt is not padded onto short ones)."""
         batch = self._batch
         if not self.prefill_together or len(admit) < 2 or not hasattr(batch, "add_many"):
             return [[t] for t in admit]
         fits = {t.row_id: batch.groupable(t.row) for t in admit}  # type: ignore[union-attr]
         alone = [[t] for t in admit if not fits[t.row_id]]
         rest = sorted((t for t in admit if fits[t.row_id]), key=lambda t: t.prompt_tokens or 0)
+        packs = getattr(batch, "packs", None)
+        if len(rest) > 1 and callable(packs) and packs([t.row for t in rest]):
+            return [rest, *alone]  # packed end to end: no padding, whatever their lengths
         groups: list[list[Ticket]] = []
         real = 0  # the last group's real tokens; sorted by length, its newest row is its longest
         for t in rest:

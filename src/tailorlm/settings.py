@@ -119,6 +119,13 @@ class ServeSettings(BaseModel):
         description="admit and prefill requests that arrived during a prefill before the next decode step "
         "(a burst's later arrivals do not wait a step per wave; running rows wait at most max_batch_size prefills)",
     )
+    prefill_tokens: int = Field(
+        512,
+        ge=1,
+        description="prompt tokens admitted per scheduler pass (at least one request): a burst is prefilled in "
+        "waves of about this size, so its first rows start decoding before the last are prefilled (one pass "
+        "gains no speed beyond ~5 prompts here)",
+    )
     interrupt_steps: bool = Field(
         True,
         description="a decode step gives way (at the next decoder layer) to a request that arrives during it, "

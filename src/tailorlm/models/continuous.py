@@ -106,7 +106,6 @@ class TextStream:
         return text[: len(text) - hold].rstrip()
 
 
-@dataclass
 class _StepInterrupted(Exception):
     """Raised between decoder layers when a step gives way to a waiting prefill."""
 
@@ -205,9 +204,10 @@ class ContinuousBatch:
         Packed (:mod:`tailorlm.models.packed`: the prompts end to end, attention within each)
         when the model and the rows' adapters allow it; else left-padded to the longest
         (padding masked, each row's positions from 0). Prefill is compute-bound, so what a
-        pass saves is the larger matrix products' better use of the CPU: in bf16 here, nine
-        prompts of 93-191 tokens took 1,113 ms one after another, 676 ms padded, 562 ms packed;
-        in fp32 5-15%. Rows must be :meth:`groupable`.
+        pass saves is the larger matrix products' better use of the CPU: nine prompts of
+        93-191 tokens on eight adapters took 1,617 ms one after another in bf16 here, 1,116 ms
+        padded, 928 ms packed; in fp32 packed saved 10-22% (``benchmarks/bench_prefill.py``).
+        Rows must be :meth:`groupable`.
         """
         import torch
 

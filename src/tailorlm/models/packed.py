@@ -4,8 +4,9 @@ Prefill on a CPU is compute-bound and a bf16 matrix product runs faster on more 
 here: ~0.65 TFLOPS on the 130 rows of one prompt, ~1 TFLOPS on 1,000), so a burst of
 arrivals is cheaper in one pass than one after another. Left-padding them to the longest
 wastes the padding's compute; laying them end to end does not. Measured in bf16 on this
-project's machines (RESULTS.md, "Packed prefill"): nine prompts of 93-191 tokens 1,113 ms
-one after another, 676 ms left-padded in one pass, 562 ms packed.
+project's machines (``benchmarks/bench_prefill.py``, RESULTS.md): nine prompts of 93-191
+tokens on eight LoRA adapters 1,617 ms one after another, 1,116 ms left-padded in one pass,
+928 ms packed.
 
 How it runs inside a transformers model: the prompts form one row whose position ids
 restart at 0 for each prompt; an attention function registered with transformers'

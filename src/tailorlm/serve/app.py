@@ -100,6 +100,7 @@ def create_app(
         request_timeout_s=serve.request_timeout_s,
         prefill_together=_prefill_together(serve.prefill_together, engine.generator),
         prefill_first=serve.prefill_first,
+        prefill_tokens=serve.prefill_tokens,
         interrupt_steps=serve.interrupt_steps,
         max_stall_s=serve.max_stall_s,
     )

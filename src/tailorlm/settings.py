@@ -120,11 +120,10 @@ class ServeSettings(BaseModel):
         "(a burst's later arrivals do not wait a step per wave; running rows wait at most max_batch_size prefills)",
     )
     prefill_tokens: int = Field(
-        512,
+        1024,
         ge=1,
         description="prompt tokens admitted per scheduler pass (at least one request): a burst is prefilled in "
-        "waves of about this size, so its first rows start decoding before the last are prefilled (one pass "
-        "gains no speed beyond ~5 prompts here)",
+        "waves of about this size (smaller: its first rows decode sooner; larger: fewer, more efficient passes)",
     )
     interrupt_steps: bool = Field(
         True,

@@ -82,7 +82,7 @@ class Scheduler:
         max_queue: int = 64,
         max_per_key: int = 4,
         request_timeout_s: float = 300.0,
-        prefill_tokens: int = 512,
+        prefill_tokens: int = 1024,
         prefill_together: bool = False,
         prefill_first: bool = False,
         interrupt_steps: bool = False,

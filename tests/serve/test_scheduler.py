@@ -95,17 +95,20 @@ def test_concurrent_streaming_and_plain_requests_share_decode_steps(tmp_path: Pa
     assert len(sizes) < 100  # one at a time, 4 answers of 31 words would take 120 steps
 
 
-@pytest.mark.parametrize("together", [True, False])
-def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alone(together: bool) -> None:
+@pytest.mark.parametrize("mode", ["apart", "by length", "packed"])
+def test_a_burst_is_prefilled_apart_by_length_or_packed_in_one_pass(mode: str) -> None:
     """With ``prefill_together``, requests waiting together are prefilled in groups of similar
-    length (a 20x longer prompt is not padded onto the others), and every answer is its own."""
+    length (a 20x longer prompt is not padded onto the others), or all in one pass when the
+    batch packs them (no padding to bound); every answer is its own."""
     from tailorlm.models.base import GenerationConfig
     from tailorlm.models.inputs import ModelInput
     from tailorlm.serve.engine import LockedGenerator
     from tailorlm.serve.scheduler import Scheduler
 
     gen = LockedGenerator(FakeGenerator())
-    scheduler = Scheduler(gen, prefill_together=together, prefill_tokens=10_000)
+    scheduler = Scheduler(gen, prefill_together=mode != "apart", prefill_tokens=10_000)
+    if mode == "packed":
+        scheduler._batch.packs = lambda rows: True  # type: ignore[union-attr]
     texts = [f"burst {i} " + "word " * 10 for i in range(5)] + ["long " * 200]
     try:
         # Hold the scheduler's condition (reentrant, so submit still works here): the loop cannot
@@ -122,36 +125,10 @@ def test_a_burst_of_similar_prompts_is_prefilled_in_one_pass_and_a_long_one_alon
         scheduler.close()
     assert answers == ["echo: " + " ".join(t.split()[:2]) for t in texts]
     prefills = scheduler._batch.prefills
-    assert sum(prefills) == len(texts)
-    if together:
-        assert max(prefills) >= 4 and prefills.count(1) >= 1  # the burst together, the long prompt alone
+    if mode == "by length":
+        assert sum(prefills) == len(texts) and max(prefills) >= 4 and prefills.count(1) >= 1  # the long one alone
     else:
-        assert prefills == [1] * len(texts)
-
-
-def test_a_batch_that_packs_prefills_a_burst_in_one_pass_whatever_the_lengths() -> None:
-    """Packed prefill has no padding to bound, so the long prompt joins the others' pass."""
-    from tailorlm.models.base import GenerationConfig
-    from tailorlm.models.inputs import ModelInput
-    from tailorlm.serve.engine import LockedGenerator
-    from tailorlm.serve.scheduler import Scheduler
-
-    gen = LockedGenerator(FakeGenerator())
-    scheduler = Scheduler(gen, prefill_together=True, prefill_tokens=10_000)
-    scheduler._batch.packs = lambda rows: True  # type: ignore[union-attr]
-    texts = [f"burst {i} " + "word " * 10 for i in range(5)] + ["long " * 200]
-    try:
-        with scheduler._cond:  # all six wait before the loop can admit any (see the test above)
-            tickets = [
-                scheduler.submit(ModelInput([{"role": "user", "content": t}]), GenerationConfig(max_new_tokens=3),
-                                 prompt_tokens=len(t.split()) + 10)
-                for t in texts
-            ]  # fmt: skip
-        answers = [t.wait() for t in tickets]
-    finally:
-        scheduler.close()
-    assert answers == ["echo: " + " ".join(t.split()[:2]) for t in texts]
-    assert scheduler._batch.prefills == [6]
+        assert prefills == ([len(texts)] if mode == "packed" else [1] * len(texts))
 
 
 @pytest.mark.parametrize("first", [True, False])

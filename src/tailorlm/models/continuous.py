@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -251,7 +251,9 @@ class ContinuousBatch:
         gen = self.gen
         packing = Packing(ids)
         config = gen.base_model.config
-        with self._adapters(names, packing), packed_attention(config):
+        # _packable checked that every adapter is gathered: the hooks give each span its own
+        adapters = gen.gathered_lora.rows(gen.model, names, packing) if gen._peft_wrapped else nullcontext()
+        with adapters, packed_attention(config):
             out = gen.model(
                 **packing.inputs(ids, gen.device), past_key_values=DynamicCache(config=config), use_cache=True
             )
@@ -428,19 +430,17 @@ class ContinuousBatch:
         self.mask = self.mask[:, lead:]
 
     @contextmanager
-    def _adapters(self, names: list[str], packing: Packing | None = None) -> Iterator[dict[str, Any]]:
+    def _adapters(self, names: list[str]) -> Iterator[dict[str, Any]]:
         """Each row's adapter (``__base__`` = none) for one forward pass: gathered into two
         batched matmuls per LoRA layer when every adapter named is plain LoRA
-        (:mod:`tailorlm.models.gathered_lora`), else PEFT's ``adapter_names`` (never for a
-        ``packing``: see :meth:`_packable`). Yields the forward's extra keyword arguments."""
+        (:mod:`tailorlm.models.gathered_lora`), else PEFT's ``adapter_names``. Yields the
+        forward's extra keyword arguments."""
         gen = self.gen
         if not gen._peft_wrapped:
             yield {}
         elif gen.gathered_lora is not None and gen.gathered_lora.supports(gen.model, names):
-            with gen.gathered_lora.rows(gen.model, names, packing):
+            with gen.gathered_lora.rows(gen.model, names):
                 yield {}
-        elif packing is not None:
-            raise ValueError("a packed prefill needs gathered LoRA adapters")
         else:
             yield {"adapter_names": names}
 

@@ -23,6 +23,7 @@ others); each span's result is the prompt's own, so greedy answers match one at 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -92,9 +93,9 @@ class Packing:
         self.lengths = [len(i) for i in ids]
         if not self.lengths or min(self.lengths) < 1:
             raise ValueError("packed prefill needs at least one prompt, each of at least one token")
-        ends = torch.tensor(self.lengths).cumsum(0)
-        self.spans = [(int(e) - n, int(e)) for e, n in zip(ends, self.lengths, strict=True)]
-        self.tokens = int(ends[-1])
+        ends = list(itertools.accumulate(self.lengths))
+        self.spans = [(e - n, e) for e, n in zip(ends, self.lengths, strict=True)]
+        self.tokens = ends[-1]
         self.width = max(self.lengths)
         # (prompts * width) -> packed position (left padding -> the extra zero row ``tokens``)
         rows = []
@@ -126,11 +127,11 @@ class Packing:
         return torch.tensor([[0] * (self.width - n) + [1] * n for n in self.lengths], device=device)
 
     def to_padded_rows(self, x: Any) -> Any:
-        """(1, tokens, features) -> (prompts, width, features), left-padded with zeros."""
+        """(1, tokens, *features) -> (prompts, width, *features), left-padded with zeros."""
         import torch
 
-        flat = torch.cat([x[0], x.new_zeros(1, x.shape[-1])])
-        return flat.index_select(0, self.to_rows.to(flat.device)).view(len(self.lengths), self.width, x.shape[-1])
+        flat = torch.cat([x[0], x.new_zeros(1, *x.shape[2:])])
+        return flat.index_select(0, self.to_rows.to(flat.device)).view(len(self.lengths), self.width, *x.shape[2:])
 
     def to_packed(self, rows: Any) -> Any:
         """(prompts, width, features) -> (1, tokens, features)."""
@@ -143,12 +144,8 @@ def split_cache(cache: Any, packing: Packing) -> None:
     per prompt (prompts, heads, width, dim), in place."""
     for layer in cache.layers:
         for name in ("keys", "values"):
-            t = getattr(layer, name)[0]  # (heads, tokens, dim)
-            padded = t.new_zeros(t.shape[0], packing.tokens + 1, t.shape[2])
-            padded[:, : packing.tokens] = t
-            rows = padded.index_select(1, packing.to_rows.to(t.device))
-            rows = rows.view(t.shape[0], len(packing.lengths), packing.width, t.shape[2]).transpose(0, 1)
-            setattr(layer, name, rows.contiguous())
+            rows = packing.to_padded_rows(getattr(layer, name).transpose(1, 2))  # (prompts, width, heads, dim)
+            setattr(layer, name, rows.transpose(1, 2).contiguous())
 
 
 @contextmanager

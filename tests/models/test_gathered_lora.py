@@ -150,3 +150,39 @@ def test_the_kept_stacks_follow_weight_changes_and_reloads(
     reloaded = _logits(smollm, names, gathered=True)
     torch.testing.assert_close(reloaded, _logits(smollm, names, gathered=False), rtol=1e-5, atol=1e-4)
     assert (reloaded[1] - before[1]).abs().max() > 1e-3  # the new gl-2, not the kept stacks of the old
+
+
+def test_the_harness_mixed_batches_are_gathered_and_answer_as_one_at_a_time(
+    smollm: TransformersGenerator, adapters: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``generate`` and ``score_choices`` over rows of several adapters (the evaluation
+    harness's per-user LoRA rows) take the gathered path when every adapter is plain LoRA,
+    PEFT's otherwise, and each row answers as it would alone."""
+    import numpy as np
+
+    gathered = smollm.gathered_lora
+    assert gathered is not None
+    passes: list[tuple[str, ...]] = []
+    rows_of = gathered.rows
+
+    def counted_rows(model: object, names: list[str], packing: object = None) -> object:
+        passes.append(tuple(names))
+        return rows_of(model, names, packing)
+
+    monkeypatch.setattr(gathered, "rows", counted_rows)
+    config = GenerationConfig(max_new_tokens=10)
+    convs = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
+    names: list[str | None] = ["gl-2", None, "gl-8"]
+    alone = [smollm.generate([c], config=config, adapter=n)[0] for c, n in zip(convs, names, strict=True)]
+    choices = ["yes", "no", "maybe"]
+    scores_alone = np.concatenate(
+        [smollm.score_choices([c], choices, adapter=n) for c, n in zip(convs, names, strict=True)]
+    )
+    assert passes == []  # one adapter (or none) per call: PEFT's active adapter, nothing gathered
+    assert smollm.generate(convs, config=config, adapter=names) == alone
+    np.testing.assert_allclose(smollm.score_choices(convs, choices, adapter=names), scores_alone, atol=1e-4)
+    assert passes == [("gl-2", "__base__", "gl-8")] * 2
+    with_bias: list[str | None] = ["gl-bias", None, "gl-8"]
+    bias_alone = smollm.generate([convs[0]], config=config, adapter="gl-bias")[0]
+    assert smollm.generate(convs, config=config, adapter=with_bias) == [bias_alone, *alone[1:]]
+    assert len(passes) == 2  # a LoRA bias is not gathered: PEFT's adapter_names ran that batch

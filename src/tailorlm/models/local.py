@@ -30,6 +30,7 @@ from tailorlm.models.base import (
 )
 from tailorlm.models.dtype import resolve_dtype
 from tailorlm.models.gathered_lora import GatheredLoRA
+from tailorlm.models.soft_inputs import soft_prompt_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -241,7 +242,9 @@ class TransformersGenerator:
 
     @contextlib.contextmanager
     def _adapter_context(self, rows: list[str | None], kwargs: dict[str, Any]) -> Iterator[None]:
-        """Route each row to its adapter: one for all rows, none, or PEFT's mixed batch."""
+        """Route each row to its adapter: one for all rows, none, or a mixed batch (gathered
+        when every adapter is plain LoRA, else PEFT's ``adapter_names``). The batch keeps its
+        rows for the whole call (``generate`` pads finished rows), as the gathered hooks need."""
         names = set(rows)
         if not self._peft_wrapped:
             yield
@@ -252,8 +255,13 @@ class TransformersGenerator:
             self.model.set_adapter(rows[0])
             yield
         else:
-            kwargs["adapter_names"] = [r if r is not None else BASE_ADAPTER for r in rows]
-            yield
+            per_row = [r if r is not None else BASE_ADAPTER for r in rows]
+            if self.gathered_lora is not None and self.gathered_lora.supports(self.model, per_row):
+                with self.gathered_lora.rows(self.model, per_row):
+                    yield
+            else:
+                kwargs["adapter_names"] = per_row
+                yield
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
@@ -463,36 +471,3 @@ class TransformersGenerator:
             if not self.model.peft_config:
                 self.model = self.model.unload()
                 self._peft_wrapped = False
-
-
-def soft_prompt_inputs(
-    embedding: Any, token_rows: Sequence[Sequence[int]], soft: Sequence[Any], *, pad_token_id: int
-) -> tuple[Any, Any, Any]:
-    """Input embeddings for rows that start with a soft prompt: ``[pad.. | soft | tokens]``.
-
-    The soft tokens go at the very front of each row, before the chat template's first
-    token, as in PPlug (the user embedding is prepended to the whole input): the template
-    and the task text stay exactly as the model was tuned on, and the position is the
-    same for every task and pipeline. Rows are left-padded (the generator's convention,
-    so new tokens start at the same column); padding sits before the soft tokens and is
-    masked out. Returns ``(inputs_embeds, attention_mask, position_ids)`` with positions
-    counted from each row's first real (soft) token, as ``generate`` derives them from the
-    mask. Gradients flow into ``soft`` (training uses this too).
-    """
-    import torch
-
-    if len(token_rows) != len(soft):
-        raise ValueError(f"{len(token_rows)} token rows but {len(soft)} soft prompts")
-    weight = embedding.weight
-    lengths = [len(ids) + sp.shape[0] for ids, sp in zip(token_rows, soft, strict=True)]
-    width = max(lengths)
-    pad = embedding(torch.tensor([pad_token_id], device=weight.device))[0]
-    rows, masks = [], []
-    for ids, sp, n in zip(token_rows, soft, lengths, strict=True):
-        tok = embedding(torch.tensor(list(ids), dtype=torch.long, device=weight.device))
-        parts = [pad.expand(width - n, -1), sp.to(device=weight.device, dtype=weight.dtype), tok]
-        rows.append(torch.cat(parts, dim=0))
-        masks.append([0] * (width - n) + [1] * n)
-    mask = torch.tensor(masks, device=weight.device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return torch.stack(rows), mask, positions

@@ -109,7 +109,7 @@ def answer_loss(
     (a scalar tensor carrying gradients to the projector)."""
     import torch
 
-    from tailorlm.models.local import soft_prompt_inputs
+    from tailorlm.models.soft_inputs import soft_prompt_inputs
 
     soft = project(projector, spec, vectors)
     embedding = generator.base_model.get_input_embeddings()

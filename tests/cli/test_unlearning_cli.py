@@ -79,6 +79,21 @@ def test_delete_user_lists_the_stale_artifacts_and_list_marks_them(store: Store)
     assert "stale" not in quiet
 
 
+def test_delete_user_purges_the_train_queue_and_the_embedding_cache(store: Store, tmp_path: Path) -> None:
+    from tailorlm.personalize.training.jobs import TrainJob
+    from tailorlm.personalize.training.queue import TrainQueue
+
+    queue = TrainQueue(tmp_path / "cache" / "train-queue.sqlite")  # the default `train queue` file
+    queue.add([TrainJob("lora", "user", "alice", "chat"), TrainJob("lora", "user", "bob", "chat")])
+    queue.close()
+    out = _invoke("data", "delete-user", "--user", "alice", "--yes").output
+    assert "purged from the caches: train_queue: 1" in out
+    queue = TrainQueue(tmp_path / "cache" / "train-queue.sqlite")
+    assert [q.job.owner for q in queue.jobs()] == ["bob"]
+    queue.close()
+    assert not (tmp_path / "cache" / "embeddings.sqlite").exists()  # no cache was made to be purged
+
+
 def test_retrain_stale_removes_what_only_deleted_users_taught_without_loading_a_model(store: Store) -> None:
     rec = _register(store, {"alice": 2, "bob": 0})
     store.delete_user(user_id="alice")

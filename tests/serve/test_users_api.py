@@ -4,6 +4,8 @@ facts, and the workbench's compare and overview."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from serve_harness import ALICE_DOCS, Live
@@ -192,6 +194,62 @@ def test_export_and_delete_remove_exactly_one_user(live: Live) -> None:
         assert c.get("/v1/users/bob/export").json() == bob
     with live.client(key) as c:  # the deleted user's key went with the user
         assert c.get("/v1/users/frank").status_code == 401
+
+
+def test_deleting_a_user_purges_the_caches_cli_runs_keep(live: Live) -> None:
+    """The embedding cache (vectors of every text a CLI run embedded, queries included) is
+    cleared, and the training queue loses the user's own jobs, not anyone else's."""
+    import sqlite3
+
+    from tailorlm.eval.cache import EMBEDDING_CACHE_FILE, CachedEmbedder
+    from tailorlm.personalize.training.jobs import TrainJob
+    from tailorlm.personalize.training.queue import DEFAULT_QUEUE_FILE, TrainQueue
+
+    cache_dir = Path(live.app.state.service.settings.cache_dir)
+    vectors = CachedEmbedder(_ByteEmbedder(), cache_dir / EMBEDDING_CACHE_FILE)
+    vectors.embed(["Gina's private note", "what Gina asked"])
+    vectors.close()
+    assert _ByteEmbedder.vector("Gina's private note") in _file_bytes(cache_dir / EMBEDDING_CACHE_FILE)
+    queue = TrainQueue(cache_dir / DEFAULT_QUEUE_FILE)
+    queue.add([TrainJob("lora", "user", owner, "chat") for owner in ("gina", "bob")])
+    queue.add([TrainJob("lora", "global", "", "chat"), TrainJob("lora", "persona", "gina", "chat")])
+    queue.close()
+    with live.admin() as c:
+        c.post("/v1/users", json={"user_id": "gina"})
+        r = c.delete("/v1/users/gina")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"]["embedding_cache"] == 2 and r.json()["rows"]["train_queue"] == 1
+    with sqlite3.connect(cache_dir / EMBEDDING_CACHE_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM vectors").fetchone() == (0,)
+    assert _ByteEmbedder.vector("Gina's private note") not in _file_bytes(cache_dir / EMBEDDING_CACHE_FILE)
+    queue = TrainQueue(cache_dir / DEFAULT_QUEUE_FILE)
+    left = sorted((q.job.scope, q.job.owner) for q in queue.jobs())
+    queue.close()
+    assert left == [("global", ""), ("persona", "gina"), ("user", "bob")]  # a persona id is not a user id
+
+
+class _ByteEmbedder:
+    """Vectors whose bytes can be looked for in the cache's file (a deleted row's content
+    stays in the file's free pages unless it is overwritten)."""
+
+    name, version, dim = "bytes", "1", 4
+
+    @staticmethod
+    def vector(text: str) -> bytes:
+        import numpy as np
+
+        return np.array([len(text), text.count(" "), ord(text[0]), 1.0], dtype=np.float32).tobytes()
+
+    def embed(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.stack([np.frombuffer(self.vector(t), dtype=np.float32) for t in texts])
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The database file and its write-ahead log, if any."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
 
 def test_facts_list_and_forget(live: Live) -> None:

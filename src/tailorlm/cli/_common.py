@@ -25,10 +25,10 @@ def get_settings(ctx: typer.Context) -> Settings:
 def cached_embedder(settings: Settings):
     """The configured embedder behind a vector cache in the cache folder: persona discovery
     re-embeds a population's whole history in every process, minutes on a laptop."""
-    from tailorlm.eval.cache import CachedEmbedder
+    from tailorlm.eval.cache import EMBEDDING_CACHE_FILE, CachedEmbedder
     from tailorlm.models import build_embedder
 
-    return CachedEmbedder(build_embedder(settings), Path(settings.cache_dir) / "embeddings.sqlite")
+    return CachedEmbedder(build_embedder(settings), Path(settings.cache_dir) / EMBEDDING_CACHE_FILE)
 
 
 def lazy_embedder(settings: Settings):

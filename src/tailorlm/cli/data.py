@@ -187,9 +187,14 @@ def data_delete_user(
         raise typer.Exit(1)
     if not yes and not typer.confirm(f"Delete all data of user {user!r}?"):
         raise typer.Exit(1)
+    from tailorlm.eval.erasure import forget_user_caches
+
     report = store.delete_user(user_id=user)
     rows = ", ".join(f"{k}: {v}" for k, v in report.rows.items() if v)
     console.print(f"deleted {user}: {rows}; {len(report.files)} artifact file(s)")
+    cached = forget_user_caches(get_settings(ctx).cache_dir, user)
+    if cached:
+        console.print("purged from the caches: " + ", ".join(f"{k}: {v}" for k, v in cached.items()))
     if report.stale:
         console.print(f"[yellow]{len(report.stale)} shared artifact(s) learned from {user} and are now stale:[/yellow]")
         for art in report.stale:

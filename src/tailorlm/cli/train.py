@@ -213,7 +213,7 @@ def train_queue(
     ``--executor ray`` trains in Ray actors (the queue file stays with this process).
     """
     from tailorlm.personalize.training.jobs import TrainContext, TrainJob
-    from tailorlm.personalize.training.queue import TrainQueue
+    from tailorlm.personalize.training.queue import DEFAULT_QUEUE_FILE, TrainQueue
 
     config = train_config(steps, lr, r, batch_size, max_length, init_from, balanced, option)
     runner = queue_executor(ctx, executor, address=address, workers=workers)  # a bad option fails first
@@ -234,7 +234,7 @@ def train_queue(
     if not jobs:
         err.print("[red]no job left to queue[/red]")
         raise typer.Exit(2)
-    queue = TrainQueue(queue_file or Path(get_settings(ctx).cache_dir) / "train-queue.sqlite")
+    queue = TrainQueue(queue_file or Path(get_settings(ctx).cache_dir) / DEFAULT_QUEUE_FILE)
     queue.add(jobs)
     # Ray workers load their own model: the driver keeps only the store (for populations).
     tctx = train_context(ctx, store) if runner is None else TrainContext(store, None, None)  # type: ignore[arg-type]

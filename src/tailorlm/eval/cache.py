@@ -36,7 +36,10 @@ from tailorlm.models.base import (
     resolve_adapters,
 )
 
-__all__ = ["CachedEmbedder", "CachedGenerator"]
+__all__ = ["EMBEDDING_CACHE_FILE", "CachedEmbedder", "CachedGenerator", "clear_vectors"]
+
+EMBEDDING_CACHE_FILE = "embeddings.sqlite"  # in cache_dir: the CLI's vectors (training, generation)
+_VECTORS_DDL = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, value BLOB)"
 
 
 def _open(path: Path, ddl: str) -> sqlite3.Connection:
@@ -222,9 +225,7 @@ class CachedEmbedder:
     def __init__(self, embedder: Any, path: str | Path) -> None:
         self.embedder = embedder
         self.path = Path(path)
-        self._db = _open(
-            self.path, "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, value BLOB)"
-        )
+        self._db = _open(self.path, _VECTORS_DDL)
         self._lock = threading.Lock()
         self._model: str | None = None
         self.hits = 0
@@ -269,3 +270,20 @@ class CachedEmbedder:
                 _insert(self._db, "INSERT OR REPLACE INTO vectors (key, dim, value) VALUES (?, ?, ?)", new)
             found.update(zip(missing, vectors, strict=True))
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def clear_vectors(path: str | Path) -> int:
+    """Delete every vector cached in ``path`` (a :class:`CachedEmbedder` file); how many.
+
+    Why all of them: entries are keyed by text alone, and the texts a run embeds include
+    queries, which the store never keeps, so a deleted user's vectors cannot be told from
+    others'. ``secure_delete`` overwrites the freed pages, and the checkpoint empties the
+    write-ahead log, so the vectors are not left in the file's free space either."""
+    db = _open(Path(path), _VECTORS_DDL)
+    try:
+        db.execute("PRAGMA secure_delete = ON")
+        n = db.execute("DELETE FROM vectors").rowcount
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    return int(n)

@@ -20,6 +20,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tailorlm.data import Store
+from tailorlm.eval.erasure import forget_user_caches
 from tailorlm.serve.auth import KeyStore, Principal
 from tailorlm.serve.engine import Engine
 from tailorlm.serve.errors import ApiError
@@ -88,6 +89,7 @@ class Service:
             if self.memory is not None:
                 self.memory.user_deleted(user_id)
             report = self.store.delete_user(user_id=user_id)
+            report.rows.update(forget_user_caches(self.settings.cache_dir, user_id))
         keys = self.keys.delete_for_user(user_id)
         self.engine.invalidate()
         return report, keys

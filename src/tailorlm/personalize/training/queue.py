@@ -24,9 +24,10 @@ from typing import Any
 from tailorlm.personalize.training.executor import Executor, JobOutcome, LocalExecutor
 from tailorlm.personalize.training.jobs import TrainContext, TrainJob
 
-__all__ = ["QueuedJob", "TrainQueue"]
+__all__ = ["DEFAULT_QUEUE_FILE", "QueuedJob", "TrainQueue"]
 
 STATUSES = ("pending", "running", "done", "failed")
+DEFAULT_QUEUE_FILE = "train-queue.sqlite"  # in cache_dir: `tailorlm train queue` without --queue-file
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,19 @@ class TrainQueue:
             q + (" WHERE status = ?" if status else "") + " ORDER BY seq", (status,) if status else ()
         )
         return [QueuedJob(r[0], TrainJob.from_dict(json.loads(r[1])), r[2], r[3], r[4], r[5]) for r in rows]
+
+    def forget_user(self, user_id: str) -> int:
+        """Remove ``user_id``'s own jobs (scope user) whatever their state; how many. A deleted
+        user's name, configs and error texts must not outlive the user here. Persona and global
+        jobs stay: the store marks what they trained as stale, and retraining rebuilds it."""
+        with self._lock:
+            ids = [
+                jid
+                for jid, job in self._db.execute("SELECT id, job FROM jobs")
+                if (d := json.loads(job))["scope"] == "user" and d["owner"] == user_id
+            ]
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(jid,) for jid in ids])
+        return len(ids)
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)

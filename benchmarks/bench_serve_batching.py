@@ -13,13 +13,16 @@ client sends the base model's name (no adapter). Prompts are real Amazon reviews
 ../shared/data is there (else synthetic text), with a request to reply to the review in a
 paragraph (``--ask reply``: answers of about ``--new-tokens``) or to title it (``--ask title``).
 
-The same run starts the server twice on the same store: with ``serve.max_batch_size=1``
-(the one-at-a-time path: each request prefilled and decoded alone, in arrival order) and
-with ``--max-batch`` (continuous batching). In each, every client sends ``--rounds``
-streaming requests one after another (greedy, ``--new-tokens`` at most, usage included),
-so all clients are in flight together (closed loop: each client sends its next request
-when its last one ends). Then, on the batched server, a single client
-measures time to first token alone (the closed loop's requests, one at a time, so both p99s
+The same run starts two servers on the same store: with ``serve.max_batch_size=1`` (the
+one-at-a-time path: each request prefilled and decoded alone, in arrival order) and with
+``--max-batch`` (continuous batching). Each is warmed up (every user once, then all users
+at once for a few tokens). On each, every client sends ``--rounds`` streaming requests one
+after another (greedy, ``--new-tokens`` at most, usage included), so all clients are in
+flight together (closed loop: each client sends its next request when its last one ends);
+that closed loop runs four times, one at a time / batched / batched / one at a time, so a
+drift of the VM's speed during the run (a quarter within minutes on the shared 2-core
+machines) weighs on both paths alike. Then, on the batched server, a single client
+measures time to first token alone (the closed loops' requests, one at a time, so both p99s
 are over as many requests); the clients run again with think time between requests
 (``--think-s``: arrivals spread out instead of bursts); and a last round of all clients runs while over-long
 prompts (a 12,000-token one and a 900 KB one) are sent: their 400s are timed and the
@@ -273,6 +276,20 @@ def _start_server(tmp: Path, max_batch: int, dtype: str, key: str) -> tuple[subp
     raise RuntimeError("server did not start in 180 s")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def _warm_up(url: str, key: str, bodies: list[dict[str, Any]]) -> None:
+    """Before anything is timed: each user's method and adapter loaded (one request each, one
+    at a time), then all users at once, a few tokens each, so the batched shapes (a packed
+    burst, a decode step over every row) have run once too, as on a server that has been up."""
+    for b in bodies:
+        asyncio.run(_round(url, key, [{**b, "max_tokens": 1}]))
+    asyncio.run(_round(url, key, [{**b, "max_tokens": 8} for b in bodies]))
+
+
 def _staggered(url: str, key: str, per_client: list[list[dict[str, Any]]], think_s: float) -> dict[str, Any]:
     """One closed loop with think time (:func:`_closed_loop`), summarized with how many
     requests were in flight on average (their latencies over the wall time)."""
@@ -323,7 +340,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--ask", default="reply", choices=sorted(ASKS), help="what each request asks (see ASKS)")
     ap.add_argument("--think-s", default="1,2,4", help="mean think times (s) of the staggered runs; '' for none")
-    ap.add_argument("--stagger-rounds", type=int, default=4, help="requests per client in each staggered run")
+    ap.add_argument("--stagger-rounds", type=int, default=6, help="requests per client in each staggered run")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_batching.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -350,38 +367,43 @@ def main() -> None:
 
         runs: dict[str, Any] = {}
         texts: dict[str, list[str]] = {}
-        for label, max_batch in (("serial", 1), ("batched", args.max_batch)):
-            proc, url = _start_server(tmp, max_batch, args.dtype, key)
-            try:
-                import httpx
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
+        try:
+            import httpx
 
-                base_name = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["data"][
-                    -1
-                ]["id"]
-                warm = [{**b, "max_tokens": 1} for b in bodies(0, base_name)]
-                for b in warm:  # warm-up: every user's method and adapter loaded before timing
-                    asyncio.run(_round(url, key, [b]))
-                per_client = [[bodies(r, base_name)[i] for r in range(args.rounds)] for i in range(len(users))]
-                results, seconds = asyncio.run(_closed_loop(url, key, per_client))
-                runs[label] = _summary([(results, seconds)])
-                later = [r["ttft"] * 1000 for r in results if r["nth"] > 0 and r["ttft"] is not None]
-                runs[label]["ttft_p99_ms_after_first"] = round(_pct(later, 0.99), 1)  # the opening burst left out
-                print(f"{label}: {runs[label]['tokens_per_s']} tokens/s")
-                texts[label] = [res["text"] for res in results]
-                if label == "batched":
-                    # as many alone as the closed loop has requests, so both p99s are over as many
-                    alone = [b for r in range(args.rounds) for b in bodies(r, base_name)]
-                    single = [asyncio.run(_round(url, key, [b])) for b in alone]
-                    runs["single"] = _summary(single)
-                    loops = [[bodies(r, base_name)[i] for r in range(args.stagger_rounds)] for i in range(len(users))]
-                    runs["staggered"] = [_staggered(url, key, loops, think) for think in thinks]
-                    clean = asyncio.run(_round(url, key, bodies(args.rounds, base_name)))
-                    runs["clean_round"] = _summary([clean])
-                    probed, probes = asyncio.run(_round_with_probes(url, key, bodies(args.rounds, base_name), reviews))
-                    runs["with_long_prompts"] = {**_summary([probed]), "probes": probes}
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            for label, max_batch in (("serial", 1), ("batched", args.max_batch)):
+                servers[label] = _start_server(tmp, max_batch, args.dtype, key)
+
+            url = servers["batched"][1]
+            models = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+            base_name = models[-1]["id"]
+            warm = bodies(max(args.rounds, args.stagger_rounds) + 1, base_name)  # prompts no measurement uses
+            for _, url in servers.values():
+                _warm_up(url, key, warm)
+            per_client = [[bodies(r, base_name)[i] for r in range(args.rounds)] for i in range(len(users))]
+            halves: dict[str, list[tuple[list[dict[str, Any]], float]]] = {"serial": [], "batched": []}
+            for label in ("serial", "batched", "batched", "serial"):  # ABBA: a drift of the VM's speed cancels
+                halves[label].append(asyncio.run(_closed_loop(servers[label][1], key, per_client)))
+                print(f"{label}: {_summary(halves[label][-1:])['tokens_per_s']} tokens/s")
+            _stop(servers.pop("serial")[0])
+            for label, parts in halves.items():
+                runs[label] = _summary(parts)
+                later = [r["ttft"] * 1000 for rs, _ in parts for r in rs if r["nth"] > 0 and r["ttft"] is not None]
+                runs[label]["ttft_p99_ms_after_first"] = round(_pct(later, 0.99), 1)  # the opening bursts left out
+                texts[label] = [res["text"] for rs, _ in parts for res in rs]
+            url = servers["batched"][1]
+            # as many alone as the closed loops had requests, so both p99s are over as many
+            alone = [b for r in range(args.rounds) for b in bodies(r, base_name)] * len(halves["batched"])
+            runs["single"] = _summary([asyncio.run(_round(url, key, [b])) for b in alone])
+            loops = [[bodies(r, base_name)[i] for r in range(args.stagger_rounds)] for i in range(len(users))]
+            runs["staggered"] = [_staggered(url, key, loops, think) for think in thinks]
+            clean = asyncio.run(_round(url, key, bodies(args.rounds, base_name)))
+            runs["clean_round"] = _summary([clean])
+            probed, probes = asyncio.run(_round_with_probes(url, key, bodies(args.rounds, base_name), reviews))
+            runs["with_long_prompts"] = {**_summary([probed]), "probes": probes}
+        finally:
+            for proc, _ in servers.values():
+                _stop(proc)
 
     serial, batched, single = runs["serial"], runs["batched"], runs["single"]
     clean = runs["clean_round"]["tokens_per_s"]

@@ -24,9 +24,10 @@ drift of the VM's speed during the run (a quarter within minutes on the shared 2
 machines) weighs on both paths alike. Then, on the batched server, a single client
 measures time to first token alone (the closed loops' requests, one at a time, so both p99s
 are over as many requests); the clients run again with think time between requests
-(``--think-s``: arrivals spread out instead of bursts); and a last round of all clients runs while over-long
-prompts (a 12,000-token one and a 900 KB one) are sent: their 400s are timed and the
-round's throughput is compared with the same round (same prompts, same answers) without them.
+(``--think-s``: arrivals spread out instead of bursts); and a last round of all clients runs
+four times, without / with / with / without over-long prompts (a 12,000-token one and a 900 KB
+one) sent while it decodes: their 400s are timed and the rounds' throughput with them is
+compared with the same rounds (same prompts, same answers) without them.
 
 Reported: aggregate completion tokens/s, time to first token p50/p99, request latency
 p50/p99, speedup, whether every greedy answer is identical between the two servers.
@@ -397,10 +398,17 @@ def main() -> None:
             runs["single"] = _summary([asyncio.run(_round(url, key, [b])) for b in alone])
             loops = [[bodies(r, base_name)[i] for r in range(args.stagger_rounds)] for i in range(len(users))]
             runs["staggered"] = [_staggered(url, key, loops, think) for think in thinks]
-            clean = asyncio.run(_round(url, key, bodies(args.rounds, base_name)))
-            runs["clean_round"] = _summary([clean])
-            probed, probes = asyncio.run(_round_with_probes(url, key, bodies(args.rounds, base_name), reviews))
-            runs["with_long_prompts"] = {**_summary([probed]), "probes": probes}
+            # the same round without and with over-long prompts, ABBA: a drift of the VM's speed cancels
+            last, cleans, probeds, probes = bodies(args.rounds, base_name), [], [], []
+            for with_probes in (False, True, True, False):
+                if with_probes:
+                    got, sent = asyncio.run(_round_with_probes(url, key, last, reviews))
+                    probeds.append(got)
+                    probes += sent
+                else:
+                    cleans.append(asyncio.run(_round(url, key, last)))
+            runs["clean_round"] = _summary(cleans)
+            runs["with_long_prompts"] = {**_summary(probeds), "probes": probes}
         finally:
             for proc, _ in servers.values():
                 _stop(proc)

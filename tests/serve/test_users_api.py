@@ -228,6 +228,26 @@ def test_deleting_a_user_purges_the_caches_cli_runs_keep(live: Live) -> None:
     assert left == [("global", ""), ("persona", "gina"), ("user", "bob")]  # a persona id is not a user id
 
 
+def test_a_cache_that_cannot_be_purged_does_not_undo_or_hide_the_deletion(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tailorlm.eval.cache import EMBEDDING_CACHE_FILE
+
+    broken = Path(live.app.state.service.settings.cache_dir) / EMBEDDING_CACHE_FILE
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"not a database " * 100)
+    try:
+        with live.admin() as c:
+            c.post("/v1/users", json={"user_id": "hank"})
+            r = c.delete("/v1/users/hank")
+            assert r.status_code == 200 and r.json()["rows"]["users"] == 1
+            assert "embedding_cache" not in r.json()["rows"]
+            assert c.get("/v1/users/hank").status_code == 404
+        assert any("could not be purged" in rec.getMessage() for rec in caplog.records)
+    finally:
+        broken.unlink()
+
+
 class _ByteEmbedder:
     """Vectors whose bytes can be looked for in the cache's file (a deleted row's content
     stays in the file's free pages unless it is overwritten)."""

@@ -293,8 +293,10 @@ class ContinuousBatch:
         import torch
         import torch.nn.functional as F
 
-        layers = cache.layers
-        if any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        from tailorlm.models.kv_growth import with_spare_columns
+
+        layers = with_spare_columns(cache).layers  # decode steps append in place (models/kv_growth.py)
+        if any(type(layer).__name__ != "SpareColumnsLayer" for layer in layers):
             raise NotImplementedError("continuous batching needs full-attention layers (no sliding window)")
         if self.cache is None:
             self.cache, self.mask, self.rows = cache, mask, list(states)

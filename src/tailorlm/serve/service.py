@@ -8,7 +8,9 @@ more than one) never share state.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from tailorlm.settings import Settings
 __all__ = ["Service", "get_principal", "get_service"]
 
 T = TypeVar("T")
+log = logging.getLogger("tailorlm.serve")
 
 
 def personalize_threads(setting: int) -> int:
@@ -89,9 +92,12 @@ class Service:
             if self.memory is not None:
                 self.memory.user_deleted(user_id)
             report = self.store.delete_user(user_id=user_id)
-            report.rows.update(forget_user_caches(self.settings.cache_dir, user_id))
         keys = self.keys.delete_for_user(user_id)
         self.engine.invalidate()
+        try:  # outside the write lock: a CLI run writing the cache may hold it for seconds
+            report.rows.update(forget_user_caches(self.settings.cache_dir, user_id))
+        except (OSError, sqlite3.Error):  # the deletion stands; the operator must purge by hand
+            log.exception("a user was deleted, but the caches in %s could not be purged", self.settings.cache_dir)
         return report, keys
 
     def forget_fact(self, user_id: str, fact_id: str) -> int:

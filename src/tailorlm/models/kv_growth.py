@@ -6,7 +6,9 @@ nine rows of ~250 tokens that is 60 tensors of 0.9-1.7 MB a step (py-spy put 12%
 service's scheduler thread there in fp32). :class:`SpareColumnsLayer` keeps each tensor as a
 prefix view of a buffer with room for more columns; a step writes its column into the room.
 Measured on the real model, nine rows on eight adapters, the two kinds of batch stepping in
-turn: 86.0 vs 91.2 ms a step in fp32, 79.4 vs 83.2 ms in bf16 (RESULTS.md, session 17).
+turn (``benchmarks/bench_kv_append.py``): 0.93x the step time in fp32, 0.96x in bf16; with
+glibc's mmap threshold fixed at 1 MiB as the service fixes it, each fp32 cache tensor (1.7
+MB) becomes a fresh mapping at every concatenation, and in place is 0.75x.
 
 The continuous batch reshapes its cache between steps (rows leave, rows join, an abandoned
 step drops its column) by assigning new tensors to ``keys`` and ``values``. The layer takes

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _report import stamped, write  # noqa: E402
 from bench_prefill import _generator  # noqa: E402
 from bench_serve_batching import ASKS, _reviews  # noqa: E402
 
@@ -86,14 +85,7 @@ def main() -> None:
         if not fix_mmap_threshold(args.mmap_threshold):
             raise SystemExit("could not set the mmap threshold (not glibc?)")
     cells = [_measure(dtype, args.rows, args.steps) for dtype in args.dtype.split(",")]
-    report = {
-        "mmap_threshold": args.mmap_threshold or None,
-        "runs": cells,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = stamped(mmap_threshold=args.mmap_threshold or None, runs=cells)
     lines = [
         f"Decode step, {args.rows} rows, KV appended in place vs torch.cat, median; mmap threshold "
         f"{args.mmap_threshold or 'as glibc sets it'} ({report['when']})",
@@ -106,8 +98,7 @@ def main() -> None:
         f"{c['cache_width_at_end']} |"
         for c in cells
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, report, lines)
 
 
 if __name__ == "__main__":

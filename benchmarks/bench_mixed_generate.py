@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _report import stamped, write  # noqa: E402
 from bench_prefill import _generator  # noqa: E402
 from bench_serve_batching import ASKS, _reviews  # noqa: E402
 
@@ -77,14 +76,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mixed_generate.json")
     args = ap.parse_args()
     cells = [_measure(dtype, args.rows, args.new_tokens, args.repeats) for dtype in args.dtype.split(",")]
-    report = {
-        "repeats": args.repeats,
-        "runs": cells,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = stamped(repeats=args.repeats, runs=cells)
     lines = [
         f"Mixed-adapter batch: {args.rows} rows, each its own LoRA adapter, "
         f"median of {args.repeats} ({report['when']})",
@@ -99,8 +91,7 @@ def main() -> None:
             f"{c['gathered_score_s']} | {c['peft_score_s']} | {c['score_speedup']}x | "
             f"{c['same_greedy_answers']} / {c['rows']} |"
         )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, report, lines)
 
 
 if __name__ == "__main__":

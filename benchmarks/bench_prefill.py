@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _report import stamped, write  # noqa: E402
 from bench_serve_batching import ASKS, _reviews  # noqa: E402
 
 
@@ -120,16 +120,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "prefill.json")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    report: dict[str, Any] = {"adapters": args.adapters, "repeats": args.repeats, "runs": {}}
+    runs: dict[str, Any] = {}
     for dtype in args.dtype.split(","):
         with tempfile.TemporaryDirectory(prefix="bench-prefill-") as d:
             gen, adapters = _generator(dtype, args.adapters, Path(d))
-            report["runs"][dtype] = _measure(gen, adapters, sizes, args.repeats)
+            runs[dtype] = _measure(gen, adapters, sizes, args.repeats)
             del gen
-    report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = stamped(adapters=args.adapters, repeats=args.repeats, runs=runs)
     lines = [
         f"Prefill of a burst, {args.adapters} LoRA adapters, median of {args.repeats} ({report['when']})",
         "",
@@ -144,8 +141,7 @@ def main() -> None:
                 f"{c['packed_ms']} | {c['packed_vs_one_after_another']:.2f} | {c['packed_vs_padded']:.2f} | "
                 f"{c['last_first_token_vs_lone']:.2f}x |"
             )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, report, lines)
 
 
 if __name__ == "__main__":

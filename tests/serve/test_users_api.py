@@ -226,6 +226,8 @@ def test_deleting_a_user_purges_the_caches_cli_runs_keep(live: Live) -> None:
     left = sorted((q.job.scope, q.job.owner) for q in queue.jobs())
     queue.close()
     assert left == [("global", ""), ("persona", "gina"), ("user", "bob")]  # a persona id is not a user id
+    for made in (EMBEDDING_CACHE_FILE, DEFAULT_QUEUE_FILE):  # the server is shared with later tests
+        (cache_dir / made).unlink()
 
 
 def test_a_cache_that_cannot_be_purged_does_not_undo_or_hide_the_deletion(

@@ -293,10 +293,10 @@ class ContinuousBatch:
         import torch
         import torch.nn.functional as F
 
-        from tailorlm.models.kv_growth import with_spare_columns
+        from tailorlm.models.kv_growth import SpareColumnsLayer, with_spare_columns
 
         layers = with_spare_columns(cache).layers  # decode steps append in place (models/kv_growth.py)
-        if any(type(layer).__name__ != "SpareColumnsLayer" for layer in layers):
+        if any(type(layer) is not SpareColumnsLayer for layer in layers):
             raise NotImplementedError("continuous batching needs full-attention layers (no sliding window)")
         if self.cache is None:
             self.cache, self.mask, self.rows = cache, mask, list(states)
@@ -431,20 +431,9 @@ class ContinuousBatch:
             layer.values = layer.values[index, :, lead:]
         self.mask = self.mask[:, lead:]
 
-    @contextmanager
-    def _adapters(self, names: list[str]) -> Iterator[dict[str, Any]]:
-        """Each row's adapter (``__base__`` = none) for one forward pass: gathered into two
-        batched matmuls per LoRA layer when every adapter named is plain LoRA
-        (:mod:`tailorlm.models.gathered_lora`), else PEFT's ``adapter_names``. Yields the
-        forward's extra keyword arguments."""
-        gen = self.gen
-        if not gen._peft_wrapped:
-            yield {}
-        elif gen.gathered_lora is not None and gen.gathered_lora.supports(gen.model, names):
-            with gen.gathered_lora.rows(gen.model, names):
-                yield {}
-        else:
-            yield {"adapter_names": names}
+    def _adapters(self, names: list[str]) -> Any:
+        """Each row's adapter for one forward pass (``TransformersGenerator._per_row_adapters``)."""
+        return self.gen._per_row_adapters(names)
 
 
 def _sampler(config: GenerationConfig, device: str) -> tuple[Any, Any]:

@@ -255,13 +255,23 @@ class TransformersGenerator:
             self.model.set_adapter(rows[0])
             yield
         else:
-            per_row = [r if r is not None else BASE_ADAPTER for r in rows]
-            if self.gathered_lora is not None and self.gathered_lora.supports(self.model, per_row):
-                with self.gathered_lora.rows(self.model, per_row):
-                    yield
-            else:
-                kwargs["adapter_names"] = per_row
+            with self._per_row_adapters([r if r is not None else BASE_ADAPTER for r in rows]) as extra:
+                kwargs.update(extra)
                 yield
+
+    @contextlib.contextmanager
+    def _per_row_adapters(self, names: list[str]) -> Iterator[dict[str, Any]]:
+        """Each row's adapter (``__base__`` = none) for the forward passes run inside: gathered
+        into two batched matmuls per LoRA layer when every adapter named is plain LoRA
+        (:mod:`tailorlm.models.gathered_lora`), else PEFT's ``adapter_names``. Yields the
+        forward's extra keyword arguments (the decode batch uses this too)."""
+        if not self._peft_wrapped:
+            yield {}
+        elif self.gathered_lora is not None and self.gathered_lora.supports(self.model, names):
+            with self.gathered_lora.rows(self.model, names):
+                yield {}
+        else:
+            yield {"adapter_names": names}
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
